@@ -1,0 +1,45 @@
+"""Start the studio: parse flags -> Settings -> backend -> UI -> launch.
+
+    python launch.py                 # real SD1.5 if available, else built-in offline models
+    python launch.py --models tiny   # random tiny models (fast, offline)
+    python launch.py --help          # every flag
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from studio.settings import settings_from_args
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(argv)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+
+    from studio.backend.service import Studio
+    from studio.ui.app import build_app
+
+    studio = Studio(settings)
+    if studio.banner:
+        logging.getLogger("studio").warning(studio.banner)
+    demo = build_app(studio, queue_size=settings.queue_size)
+    demo.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        auth=settings.auth_pair,
+        allowed_paths=[str(settings.outputs_dir.resolve())],
+    )
+
+
+if __name__ == "__main__":
+    main()

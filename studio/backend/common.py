@@ -1,0 +1,130 @@
+"""What every generating task shares: scheduler, fast mode, seeds, progress, cancel, OOM."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .registry import ModelRegistry
+from .requests import GenerationParams
+
+log = logging.getLogger(__name__)
+
+FAST_STEPS = 4
+FAST_GUIDANCE = 1.0
+LCM_ADAPTER = "lcm"
+
+ProgressFn = Callable[[int, int], None]
+
+
+class StudioError(RuntimeError):
+    """A failure the user should read (out of memory, cancelled, missing weights)."""
+
+
+class Cancelled(StudioError):
+    """The user stopped the run."""
+
+
+@dataclass
+class CancelToken:
+    """Cooperative cancellation: the step callback checks it and interrupts the sampler."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class Result:
+    """A finished generation: the image, a JSON-able info dict and the saved file."""
+
+    image: Image.Image
+    info: dict[str, Any]
+    path: Path | None = None
+    extra_images: list[Image.Image] = field(default_factory=list)
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """Seeds drive a CPU generator so a seed gives the same image on any device of one kind."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def effective_steps_guidance(req: GenerationParams) -> tuple[int, float]:
+    """Fast mode (LCM-LoRA) samples in a few steps with little or no guidance."""
+    if req.fast:
+        return min(req.steps, FAST_STEPS), FAST_GUIDANCE
+    return req.steps, req.guidance_scale
+
+
+def configure_pipe(
+    registry: ModelRegistry,
+    pipe: Any,
+    req: GenerationParams,
+    unet_role: str = "unet",
+    adapters: dict[str, float] | None = None,
+) -> None:
+    """Fresh scheduler for this call and the right LoRA adapters (LCM in fast mode) active."""
+    pipe.scheduler = registry.new_scheduler(req.sampler_name)
+    active = dict(adapters or {})
+    if req.fast:
+        registry.ensure_lora(unet_role, LCM_ADAPTER, registry.model_set.lcm_lora, pipe)
+        active[LCM_ADAPTER] = 1.0
+    loaded = registry.loras(unet_role)
+    if not loaded:
+        return
+    names = [n for n in active if n in loaded]
+    if not names:
+        pipe.disable_lora()
+        return
+    pipe.enable_lora()
+    pipe.set_adapters(names, [active[n] for n in names])
+
+
+def step_callback(
+    total: int, progress: ProgressFn | None, cancel: CancelToken | None
+) -> Callable[..., dict]:
+    """A diffusers `callback_on_step_end` that reports progress and honours cancel."""
+
+    def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+        if progress is not None:
+            progress(step + 1, total)
+        if cancel is not None and cancel.cancelled:
+            pipe._interrupt = True
+        return kwargs
+
+    return _cb
+
+
+def run_guarded(registry: ModelRegistry, fn: Callable[[], Any], cancel: CancelToken | None) -> Any:
+    """Run a pipeline call, turning OOM into a clear message after freeing memory."""
+    try:
+        out = fn()
+    except torch.OutOfMemoryError as err:
+        registry.free_memory()
+        raise StudioError(
+            "Out of memory while generating. Unused models were unloaded; try again, or use a "
+            "smaller size, fewer control units, or a lower --memory-budget."
+        ) from err
+    except RuntimeError as err:
+        if "out of memory" in str(err).lower():
+            registry.free_memory()
+            raise StudioError(
+                "Out of memory while generating. Unused models were unloaded; try again with a "
+                "smaller size."
+            ) from err
+        raise
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled("Cancelled: the run was stopped before it finished.")
+    return out

@@ -1,0 +1,68 @@
+"""Turn user-supplied images (PIL, numpy, file path, bytes) into checked RGB PIL images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .requests import RequestError
+
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_PIXELS = 40_000_000
+MIN_INPUT_SIDE = 8
+
+
+def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Image:
+    """Decode and check an input image; errors say which input and what is wrong."""
+    if value is None:
+        raise RequestError(f"{name} is missing: upload an image")
+    try:
+        if isinstance(value, Image.Image):
+            img = value
+        elif isinstance(value, np.ndarray):
+            arr = value
+            if arr.dtype != np.uint8:
+                if arr.size and np.nanmax(arr) <= 1.0:
+                    arr = arr * 255
+                arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+            img = Image.fromarray(arr)
+        elif isinstance(value, (bytes, bytearray)):
+            img = Image.open(io.BytesIO(value))
+        elif isinstance(value, (str, Path)):
+            path = Path(value)
+            if not path.is_file():
+                raise RequestError(f"{name}: file '{path.name}' was not found")
+            img = Image.open(path)
+        elif isinstance(value, dict) and ("path" in value or "composite" in value):
+            return load_image(value.get("composite") or value.get("path"), name, mode)
+        else:
+            raise RequestError(f"{name} must be an image, got {type(value).__name__}")
+        w, h = img.size
+        if w * h > MAX_INPUT_PIXELS or max(w, h) > MAX_INPUT_SIDE:
+            raise RequestError(
+                f"{name} is {w}x{h}; the largest accepted is {MAX_INPUT_SIDE} px per side and "
+                f"{MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
+            )
+        if min(w, h) < MIN_INPUT_SIDE:
+            raise RequestError(
+                f"{name} is {w}x{h}; it must be at least {MIN_INPUT_SIDE} px per side"
+            )
+        img.load()
+        if img.mode != mode:
+            if mode == "RGB" and img.mode in ("RGBA", "LA", "P"):
+                rgba = img.convert("RGBA")
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(bg, rgba).convert("RGB")
+            else:
+                img = img.convert(mode)
+        return img
+    except RequestError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise RequestError(
+            f"{name} could not be read as an image ({err}). Use a PNG, JPEG or WebP file."
+        ) from err

@@ -1,0 +1,127 @@
+"""Where each model comes from, per model set (sd15 Hub ids, built-in tiny/toy folders, local)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+CONTROL_TYPES = ("scribble", "openpose", "depth", "canny")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Sources (Hub repo ids or local paths) for every model role the studio uses."""
+
+    name: str
+    base: str
+    inpaint: str
+    instruct: str
+    gligen: str
+    gligen_inpaint: str
+    controlnets: dict[str, str]
+    lcm_lora: str
+    image_encoder: str
+    annotators: dict[str, str] | None = None  # None = the annotators' own Hub defaults
+    offline_models: bool = False  # True for built-in test/toy models: the UI shows a banner
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def source(self, role: str) -> str:
+        """Source for a role name such as "unet", "unet_inpaint", "controlnet:depth"."""
+        if role.startswith("controlnet:"):
+            ctype = role.split(":", 1)[1]
+            if ctype not in self.controlnets:
+                raise ValueError(
+                    f"unknown control type {ctype!r}; known: {', '.join(sorted(self.controlnets))}"
+                )
+            return self.controlnets[ctype]
+        mapping = {
+            "unet": self.base, "vae": self.base, "text_encoder": self.base,
+            "tokenizer": self.base, "scheduler": self.base,
+            "unet_inpaint": self.inpaint, "unet_instruct": self.instruct,
+            "unet_gligen": self.gligen, "unet_gligen_inpaint": self.gligen_inpaint,
+            "lcm_lora": self.lcm_lora, "image_encoder": self.image_encoder,
+        }
+        if role not in mapping:
+            raise ValueError(f"unknown model role {role!r}")
+        return mapping[role]
+
+    def with_base(self, base: str) -> ModelSet:
+        return replace(self, base=base)
+
+
+SD15 = ModelSet(
+    name="sd15",
+    base="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    inpaint="stable-diffusion-v1-5/stable-diffusion-inpainting",
+    instruct="timbrooks/instruct-pix2pix",
+    gligen="masterful/gligen-1-4-generation-text-box",
+    gligen_inpaint="masterful/gligen-1-4-inpainting-text-box",
+    controlnets={
+        "scribble": "lllyasviel/control_v11p_sd15_scribble",
+        "openpose": "lllyasviel/control_v11p_sd15_openpose",
+        "depth": "lllyasviel/control_v11f1p_sd15_depth",
+        "canny": "lllyasviel/control_v11p_sd15_canny",
+    },
+    lcm_lora="latent-consistency/lcm-lora-sdv1-5",
+    # SD1.5's text encoder is CLIP ViT-L/14; its image tower embeds images in the same space.
+    image_encoder="openai/clip-vit-large-patch14",
+    description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
+)
+
+
+def tiny_model_set(cache_dir: Path) -> ModelSet:
+    """The random tiny set, built on first use under `cache_dir`."""
+    from .tiny import CONTROL_TYPES as TINY_TYPES
+    from .tiny import REPOS, ensure_tiny_set
+
+    root = ensure_tiny_set(cache_dir)
+
+    def p(key: str) -> str:
+        return str(root / REPOS[key])
+
+    annotators = None
+    ann_root = root / "annotators"
+    try:
+        from annotators.tiny import build_tiny_annotator_weights
+    except ImportError:  # annotators package without tiny weights support
+        build_tiny_annotator_weights = None
+    if build_tiny_annotator_weights is not None:
+        marker = ann_root / "SOURCES.json"
+        if marker.exists():
+            import json
+
+            annotators = json.loads(marker.read_text())
+        else:
+            import json
+            import os
+            import shutil
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix=".ann-build-", dir=root))
+            try:
+                sources = build_tiny_annotator_weights(tmp)
+                # rewrite paths from the temp folder to the final one
+                sources = {k: str(ann_root / Path(v).relative_to(tmp)) for k, v in sources.items()}
+                (tmp / "SOURCES.json").write_text(json.dumps(sources))
+                if ann_root.exists():
+                    shutil.rmtree(ann_root)
+                os.replace(tmp, ann_root)
+                annotators = sources
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    return ModelSet(
+        name="tiny",
+        base=p("base"),
+        inpaint=p("inpaint"),
+        instruct=p("instruct"),
+        gligen=p("gligen"),
+        gligen_inpaint=p("gligen_inpaint"),
+        controlnets={t: p(f"controlnet_{t}") for t in TINY_TYPES},
+        lcm_lora=p("lcm_lora"),
+        image_encoder=p("image_encoder"),
+        annotators=annotators,
+        offline_models=True,
+        description="built-in random tiny test models (images are noise; for wiring and tests)",
+    )

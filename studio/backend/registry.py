@@ -1,0 +1,347 @@
+"""ModelRegistry: the single owner of every model in the studio.
+
+Components are keyed by what they are and where they come from (`unet@<source>`,
+`controlnet:depth@<source>`, ...), built once on first use, and shared: every pipeline is
+assembled from registry components, so the tokenizer, text encoder and VAE exist once for all
+tabs and each distinct UNet/ControlNet exists once.
+
+A memory budget bounds the bytes resident on the compute device. Past it, least-recently-used
+components not needed by the current call are offloaded to CPU (on an accelerator) or dropped
+(on CPU, where "offloading" would free nothing); a dropped component is reloaded on next use.
+Every load, offload, onload and drop is logged and counted in `stats`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .modelsets import ModelSet
+
+log = logging.getLogger(__name__)
+
+# Roles whose objects carry no weights (never counted against the budget, never evicted).
+_WEIGHTLESS = {"tokenizer", "scheduler"}
+
+
+class ModelUnavailableError(RuntimeError):
+    """Weights are neither cached nor downloadable; the message says how to fix it."""
+
+
+@dataclass
+class _Entry:
+    key: str
+    role: str
+    obj: Any
+    nbytes: int
+    on_device: bool
+
+
+def module_bytes(obj: Any) -> int:
+    """Bytes of parameters and buffers of a torch module (0 for anything else)."""
+    if not isinstance(obj, torch.nn.Module):
+        return 0
+    total = 0
+    for t in list(obj.parameters()) + list(obj.buffers()):
+        total += t.numel() * t.element_size()
+    return total
+
+
+def is_single_file(source: str) -> bool:
+    return source.endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin"))
+
+
+def missing_weights_message(source: str, role: str, err: BaseException) -> str:
+    """A message that names the model and says how to provide it."""
+    if Path(source).is_absolute() or source.startswith((".", "~")) or Path(source).exists():
+        return (
+            f"Could not load the {role} from local path '{source}': {err}. "
+            "Check that the folder is in the diffusers (Hub) layout or that the file exists."
+        )
+    return (
+        f"Could not load the {role} from '{source}': the weights are not in the local Hugging "
+        f"Face cache and the Hub could not be reached ({type(err).__name__}). To fix it, "
+        f"download them on a machine with internet access: `huggingface-cli download {source}` "
+        "(then copy the cache folder over), or pass a local folder with --base-model / "
+        "--models PATH, or start with --models toy or --models tiny for the built-in offline "
+        "models."
+    )
+
+
+class ModelRegistry:
+    """Lazily loads, shares, budgets and counts every model component."""
+
+    def __init__(
+        self,
+        model_set: ModelSet,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        budget_bytes: int | None = None,
+        offline: bool = False,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.model_set = model_set
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.budget_bytes = budget_bytes
+        self.offline = offline
+        self.hub_cache_dir = None if cache_dir is None else str(cache_dir)
+        self.stats: Counter[str] = Counter()
+        self.events: list[str] = []
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order: oldest first
+        self._pipelines: dict[str, Any] = {}
+        self._pipeline_keys: dict[str, tuple[str, ...]] = {}
+        self._single_file_pipe: Any = None
+        self._lock = threading.RLock()
+        self._loaded_loras: dict[str, set[str]] = {}  # unet key -> adapter names
+
+    # ------------------------------------------------------------------ components
+    def key(self, role: str) -> str:
+        return f"{role}@{self.model_set.source(role)}"
+
+    def component(self, role: str) -> Any:
+        """The shared object for `role`, loading it on first use (and onloading if offloaded)."""
+        with self._lock:
+            k = self.key(role)
+            entry = self._entries.get(k)
+            if entry is None:
+                entry = self._load(role, k)
+            self._entries.move_to_end(k)
+            return entry.obj
+
+    def _record(self, kind: str, key: str, nbytes: int = 0) -> None:
+        self.stats[kind] += 1
+        self.stats[f"{kind}:{key}"] += 1
+        msg = f"{kind} {key} ({nbytes / 2**20:.1f} MiB)"
+        self.events.append(msg)
+        log.info(msg)
+
+    def _load(self, role: str, key: str) -> _Entry:
+        source = self.model_set.source(role)
+        t0 = time.perf_counter()
+        try:
+            obj = self._build(role, source)
+        except ModelUnavailableError:
+            raise
+        except (OSError, EnvironmentError, ValueError) as err:  # noqa: UP024
+            raise ModelUnavailableError(missing_weights_message(source, role, err)) from err
+        nbytes = module_bytes(obj)
+        if isinstance(obj, torch.nn.Module):
+            obj.requires_grad_(False)
+            obj.eval()
+            self._make_room(nbytes, keep=())
+            obj.to(self.device)
+        entry = _Entry(key, role, obj, nbytes, on_device=True)
+        self._entries[key] = entry
+        self._record("load", key, nbytes)
+        log.info("loaded %s in %.2fs", key, time.perf_counter() - t0)
+        return entry
+
+    def _hub_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"local_files_only": self.offline}
+        if self.hub_cache_dir:
+            kw["cache_dir"] = self.hub_cache_dir
+        return kw
+
+    def _build(self, role: str, source: str) -> Any:
+        """Load one component from a Hub id, a local folder or a single file."""
+        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        kw = self._hub_kwargs()
+        if role in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") and is_single_file(
+            source
+        ):
+            return self._from_single_file(role, source)
+        if role == "tokenizer":
+            return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        if role == "scheduler":
+            from diffusers import DDIMScheduler
+
+            return DDIMScheduler.load_config(source, subfolder="scheduler", **kw)
+        if role == "text_encoder":
+            return CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", dtype=self.dtype, **kw
+            )
+        if role == "vae":
+            return AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=self.dtype, **kw)
+        if role.startswith("unet"):
+            return UNet2DConditionModel.from_pretrained(
+                source, subfolder="unet", dtype=self.dtype, **kw
+            )
+        if role.startswith("controlnet:"):
+            return ControlNetModel.from_pretrained(source, dtype=self.dtype, **kw)
+        if role == "image_encoder":
+            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+            model = CLIPVisionModelWithProjection.from_pretrained(source, dtype=self.dtype, **kw)
+            model.image_processor = CLIPImageProcessor.from_pretrained(source, **kw)
+            return model
+        raise ValueError(f"don't know how to load role {role!r}")
+
+    def _from_single_file(self, role: str, source: str) -> Any:
+        """Split one A1111-style checkpoint into the shared components (safetensors only)."""
+        if not source.endswith(".safetensors"):
+            raise ModelUnavailableError(
+                f"'{source}' is not a .safetensors file. Pickled checkpoints (.ckpt/.pt/.bin) can "
+                "run arbitrary code when loaded, so the studio refuses them; convert it to "
+                "safetensors first."
+            )
+        if not Path(source).exists():
+            raise ModelUnavailableError(f"single-file checkpoint '{source}' does not exist")
+        if self._single_file_pipe is None:
+            from diffusers import StableDiffusionPipeline
+
+            extra = {}
+            config = self.model_set.extra.get("single_file_config")
+            if config:
+                extra["config"] = config
+            self._single_file_pipe = StableDiffusionPipeline.from_single_file(
+                source, dtype=self.dtype, safety_checker=None,
+                local_files_only=self.offline, **extra,
+            )
+        pipe = self._single_file_pipe
+        if role == "scheduler":
+            return dict(pipe.scheduler.config)
+        return getattr(pipe, role)
+
+    # ------------------------------------------------------------------ memory budget
+    def resident_bytes(self) -> int:
+        return sum(e.nbytes for e in self._entries.values() if e.on_device)
+
+    def _make_room(self, incoming: int, keep: Iterable[str]) -> None:
+        """Evict LRU components (not in `keep`) until `incoming` more bytes fit the budget."""
+        if self.budget_bytes is None:
+            return
+        keep = set(keep)
+        for key in list(self._entries):
+            if self.resident_bytes() + incoming <= self.budget_bytes:
+                return
+            entry = self._entries[key]
+            if key in keep or not entry.on_device or entry.nbytes == 0:
+                continue
+            self._evict(entry)
+        if self.resident_bytes() + incoming > self.budget_bytes:
+            log.warning(
+                "memory budget %.1f MiB exceeded: the current call needs %.1f MiB resident",
+                self.budget_bytes / 2**20, (self.resident_bytes() + incoming) / 2**20,
+            )
+
+    def _evict(self, entry: _Entry) -> None:
+        if self.device.type != "cpu":
+            entry.obj.to("cpu")
+            entry.on_device = False
+            self._record("offload", entry.key, entry.nbytes)
+        else:
+            # On CPU there is nowhere cheaper to move it: drop it and the pipelines using it.
+            del self._entries[entry.key]
+            for name, keys in list(self._pipeline_keys.items()):
+                if entry.key in keys:
+                    self._pipelines.pop(name, None)
+                    self._pipeline_keys.pop(name, None)
+            self._loaded_loras.pop(entry.key, None)
+            self._record("drop", entry.key, entry.nbytes)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def free_memory(self) -> None:
+        """Evict everything not in use (called after an out-of-memory error)."""
+        with self._lock:
+            for entry in list(self._entries.values()):
+                if entry.on_device and entry.nbytes:
+                    self._evict(entry)
+
+    def prepare(self, roles: Iterable[str]) -> None:
+        """Make `roles` resident on the device (evicting others past the budget); touch LRU."""
+        with self._lock:
+            keys = [self.key(r) for r in roles]
+            for k in keys:
+                entry = self._entries.get(k)
+                if entry is not None and not entry.on_device:
+                    self._make_room(entry.nbytes, keep=keys)
+                    entry.obj.to(self.device)
+                    entry.on_device = True
+                    self._record("onload", k, entry.nbytes)
+                if k in self._entries:
+                    self._entries.move_to_end(k)
+
+    def loaded_keys(self) -> list[str]:
+        return list(self._entries)
+
+    # ------------------------------------------------------------------ pipelines
+    def pipeline(
+        self,
+        name: str,
+        factory: Callable[[dict[str, Any]], Any],
+        roles: dict[str, str],
+    ) -> Any:
+        """A pipeline assembled by `factory(components)` from registry components.
+
+        `roles` maps the pipeline's constructor argument names to registry roles, e.g.
+        `{"unet": "unet_inpaint", "vae": "vae", ...}`; a value may be a tuple of roles (a
+        list of ControlNets). Pipelines are cached by name + the component keys they use, so
+        a second use performs zero loads.
+        """
+        with self._lock:
+            flat_roles: list[str] = []
+            for r in roles.values():
+                flat_roles.extend(r if isinstance(r, tuple) else (r,))
+            # Load everything first, then make it resident (a load may evict earlier ones).
+            components: dict[str, Any] = {}
+            for arg, r in roles.items():
+                if isinstance(r, tuple):
+                    components[arg] = [self.component(x) for x in r]
+                else:
+                    components[arg] = self.component(r)
+            self.prepare(flat_roles)
+            keys = tuple(self.key(r) for r in flat_roles)
+            cache_key = name + "|" + "|".join(keys)
+            pipe = self._pipelines.get(cache_key)
+            if pipe is None:
+                pipe = factory(components)
+                self._pipelines[cache_key] = pipe
+                self._pipeline_keys[cache_key] = keys
+                self.stats["pipeline_build"] += 1
+            return pipe
+
+    def base_components(self) -> dict[str, str]:
+        """The roles every SD1.5-family pipeline shares."""
+        return {"vae": "vae", "text_encoder": "text_encoder", "tokenizer": "tokenizer"}
+
+    def new_scheduler(self, name: str) -> Any:
+        from .schedulers import make_scheduler
+
+        return make_scheduler(name, self.component("scheduler"))
+
+    # ------------------------------------------------------------------ LoRA adapters
+    def ensure_lora(self, unet_role: str, adapter: str, source: str, pipe: Any) -> None:
+        """Load a LoRA into a shared UNet once (every pipeline using that UNet sees it)."""
+        with self._lock:
+            ukey = self.key(unet_role)
+            loaded = self._loaded_loras.setdefault(ukey, set())
+            if adapter in loaded:
+                return
+            kw = self._hub_kwargs()
+            kw.pop("cache_dir", None)
+            try:
+                if Path(source).is_file():
+                    pipe.load_lora_weights(source, adapter_name=adapter)
+                else:
+                    pipe.load_lora_weights(source, adapter_name=adapter, **kw)
+            except (OSError, EnvironmentError) as err:  # noqa: UP024
+                raise ModelUnavailableError(missing_weights_message(source, "LoRA", err)) from err
+            loaded.add(adapter)
+            self._record("load", f"lora:{adapter}@{source}")
+
+    def loras(self, unet_role: str) -> set[str]:
+        return set(self._loaded_loras.get(self.key(unet_role), set()))

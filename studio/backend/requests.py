@@ -1,0 +1,126 @@
+"""Request dataclasses, one per task, validated in one place with messages a person understands.
+
+`validate()` raises `RequestError` (a ValueError); the UI shows it as an error toast and the API
+returns the same text. Requests are JSON-able (`to_dict`) so every output image can carry the
+exact request that made it, and `from_dict` rebuilds it to regenerate the image.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from .schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**32 - 1
+
+
+class RequestError(ValueError):
+    """An invalid request; the message is shown to the user as is."""
+
+
+def check_number(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> None:
+    """Reject NaN/inf, non-numbers and values outside [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number, got {value}")
+    if integer and float(value) != int(value):
+        raise RequestError(f"{name} must be a whole number, got {value}")
+    if not lo <= value <= hi:
+        raise RequestError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+
+
+def check_side(name: str, value: Any) -> None:
+    check_number(name, value, MIN_SIDE, MAX_SIDE, integer=True)
+    if int(value) % 8:
+        lower, upper = int(value) // 8 * 8, int(value) // 8 * 8 + 8
+        raise RequestError(
+            f"{name} must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
+            f"try {lower} or {upper}"
+        )
+
+
+def check_prompt(name: str, value: Any, required: bool) -> None:
+    if not isinstance(value, str):
+        raise RequestError(f"{name} must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise RequestError(f"{name} is empty: describe what you want to see")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS} "
+            "(the text encoder only reads the first 77 tokens anyway)"
+        )
+
+
+@dataclass
+class GenerationParams:
+    """Parameters every generating task shares (the common API parameters)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 25
+    guidance_scale: float = 7.5
+    width: int = 512
+    height: int = 512
+    scheduler: str = DEFAULT_SCHEDULER
+    fast: bool = False
+
+    task: ClassVar[str] = "generate"
+    prompt_required: ClassVar[bool] = True
+
+    def validate(self) -> None:
+        check_prompt("prompt", self.prompt, self.prompt_required)
+        check_prompt("negative prompt", self.negative_prompt, False)
+        check_number("seed", self.seed, -1, MAX_SEED, integer=True)
+        check_number("steps", self.steps, 1, MAX_STEPS, integer=True)
+        check_number("guidance scale", self.guidance_scale, 0, MAX_GUIDANCE)
+        check_side("width", self.width)
+        check_side("height", self.height)
+        if not isinstance(self.scheduler, str) or self.scheduler not in USER_SCHEDULERS:
+            raise RequestError(
+                f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(USER_SCHEDULERS)}"
+            )
+        if not isinstance(self.fast, bool):
+            raise RequestError(f"fast must be true or false, got {self.fast!r}")
+        self.seed, self.steps = int(self.seed), int(self.steps)
+        self.width, self.height = int(self.width), int(self.height)
+        self.guidance_scale = float(self.guidance_scale)
+
+    def resolve_seed(self) -> int:
+        """Replace seed -1 by a concrete random seed (reported back to the user)."""
+        if self.seed == -1:
+            self.seed = random.randint(0, MAX_SEED)
+        return self.seed
+
+    @property
+    def sampler_name(self) -> str:
+        return "LCM" if self.fast else self.scheduler
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["task"] = self.task
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names - {"task"}
+        if unknown:
+            raise RequestError(f"unknown {cls.task} parameters: {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Txt2ImgRequest(GenerationParams):
+    """Text to image."""
+
+    task: ClassVar[str] = "txt2img"
+

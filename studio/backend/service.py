@@ -1,0 +1,197 @@
+"""The Studio: one backend object every tab and API endpoint calls (no gradio here).
+
+It owns the settings, the ModelRegistry, the output store and the annotators, validates each
+request, resolves its seed, runs the task and saves the image with its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from .common import CancelToken, ProgressFn, Result, StudioError
+from .modelsets import SD15, ModelSet, tiny_model_set
+from .outputs import OutputStore, read_metadata
+from .registry import ModelRegistry
+from .requests import GenerationParams, RequestError, Txt2ImgRequest
+
+log = logging.getLogger(__name__)
+
+TASKS: dict[str, type[GenerationParams]] = {"txt2img": Txt2ImgRequest}
+
+
+def register_task(name: str, request_cls: type[GenerationParams]) -> None:
+    """Later tabs add their request type so saved images of theirs can be regenerated."""
+    TASKS[name] = request_cls
+
+
+def _sd15_available(settings: Any) -> bool:
+    """True when the SD1.5 base weights are cached, or the Hub answers (and we may use it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(SD15.base, "model_index.json")
+        if isinstance(cached, str):
+            return True
+    except Exception:  # noqa: BLE001 - a broken cache just means "not cached"
+        pass
+    if settings.offline:
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(SD15.base, timeout=3)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+
+
+def resolve_model_set(settings: Any) -> ModelSet:
+    """Turn `--models` into a ModelSet ("auto" falls back to built-in offline models)."""
+    choice = settings.models
+    if choice == "tiny":
+        return tiny_model_set(settings.cache_dir)
+    if choice == "toy":
+        from .toy import toy_model_set
+
+        return toy_model_set(settings.cache_dir)
+    if choice in ("sd15",):
+        ms = SD15
+    elif choice == "auto":
+        if _sd15_available(settings):
+            ms = SD15
+        else:
+            log.warning("SD1.5 weights unavailable (not cached, Hub unreachable): offline models")
+            try:
+                from .toy import toy_available, toy_model_set
+
+                if toy_available():
+                    return toy_model_set(settings.cache_dir)
+            except ImportError:
+                pass
+            return tiny_model_set(settings.cache_dir)
+    else:  # a local path used as the base model
+        ms = SD15.with_base(str(Path(choice).resolve()))
+    if settings.base_model:
+        ms = ms.with_base(settings.base_model)
+    return ms
+
+
+class Studio:
+    """The shared backend: every tab and API endpoint goes through one instance."""
+
+    def __init__(self, settings: Any, model_set: ModelSet | None = None,
+                 registry: ModelRegistry | None = None) -> None:
+        from .devices import pick_device, pick_dtype
+
+        self.settings = settings
+        self.model_set = model_set or resolve_model_set(settings)
+        if registry is None:
+            device = pick_device(settings.device)
+            registry = ModelRegistry(
+                self.model_set, device=device, dtype=pick_dtype(settings.dtype, device),
+                budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
+            )
+        self.registry = registry
+        self.outputs = OutputStore(settings.outputs_dir)
+        self._annotators = None
+        self._lock = threading.Lock()
+        self._cancel_tokens: dict[str, CancelToken] = {}
+
+    # ------------------------------------------------------------------ info
+    @property
+    def banner(self) -> str | None:
+        """Shown at the top of the UI when images come from built-in offline models."""
+        if self.model_set.offline_models:
+            return (
+                f"Offline mode: images come from the built-in {self.model_set.name} models "
+                f"({self.model_set.description}), not Stable Diffusion. Start with --models sd15 "
+                "on a machine with the weights for real images."
+            )
+        return None
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.model_set.name}:{Path(self.model_set.base).name}"
+
+    @property
+    def annotators(self) -> Any:
+        """The AnnotatorService (lazy: nothing loads until a tab first uses an annotator)."""
+        if self._annotators is None:
+            from .annotate import AnnotatorService
+
+            self._annotators = AnnotatorService(
+                self.model_set.annotators, device=str(self.registry.device),
+                cache_dir=None, offline=self.settings.offline,
+            )
+        return self._annotators
+
+    # ------------------------------------------------------------------ cancel
+    def cancel_token(self, session: str = "default") -> CancelToken:
+        token = CancelToken()
+        with self._lock:
+            self._cancel_tokens[session] = token
+        return token
+
+    def cancel(self, session: str = "default") -> bool:
+        """Stop the run of `session` at its next step; True if one was running."""
+        with self._lock:
+            token = self._cancel_tokens.get(session)
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    # ------------------------------------------------------------------ tasks
+    def _finish(self, req: GenerationParams, image: Any, info: dict[str, Any],
+                extra: dict[str, Any] | None = None) -> Result:
+        request = req.to_dict()
+        path = self.outputs.save(image, request, self.model_name, extra)
+        full = {
+            "seed": req.seed, "task": req.task, "file": path.name, "path": str(path),
+            "model": self.model_name, "request": request, **info,
+        }
+        return Result(image=image, info=full, path=path)
+
+    def txt2img(self, req: Txt2ImgRequest | dict[str, Any], progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> Result:
+        """Text to image: validate, resolve the seed, generate, save with metadata."""
+        from .txt2img import run_txt2img
+
+        if isinstance(req, dict):
+            req = Txt2ImgRequest.from_dict(req)
+        req.validate()
+        req.resolve_seed()
+        image, info = run_txt2img(self.registry, req, progress, cancel)
+        return self._finish(req, image, info)
+
+    def regenerate(self, payload: dict[str, Any] | str | Path) -> Result:
+        """Re-run the request stored in a saved image (or its JSON payload)."""
+        if isinstance(payload, (str, Path)):
+            _, payload = read_metadata(payload)
+            if payload is None:
+                raise RequestError("this image has no studio metadata to regenerate from")
+        request = dict(payload.get("request", payload))
+        task = request.pop("task", "txt2img")
+        if task not in TASKS:
+            raise RequestError(f"unknown task {task!r} in saved metadata")
+        method = getattr(self, task, None)
+        if method is None:
+            raise StudioError(f"task {task!r} is not available in this studio")
+        return method(TASKS[task].from_dict(request))
+
+    @staticmethod
+    def png_info(image: Any) -> str:
+        """Human-readable parameters of a saved image (A1111 text, then the JSON request)."""
+        if image is None:
+            return ""
+        params, payload = read_metadata(image)
+        if not params and payload is None:
+            return "No generation parameters found in this image."
+        text = params
+        if payload is not None:
+            text += "\n\n" + json.dumps(payload.get("request", payload), indent=2)
+        return text

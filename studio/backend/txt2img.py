@@ -1,0 +1,61 @@
+"""Text to image with the shared base pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import (
+    CancelToken,
+    ProgressFn,
+    configure_pipe,
+    cpu_generator,
+    effective_steps_guidance,
+    run_guarded,
+    step_callback,
+)
+from .registry import ModelRegistry
+from .requests import Txt2ImgRequest
+
+
+def base_pipeline(registry: ModelRegistry) -> Any:
+    """StableDiffusionPipeline assembled from the shared registry components."""
+    from diffusers import StableDiffusionPipeline
+
+    def factory(c: dict[str, Any]) -> Any:
+        return StableDiffusionPipeline(
+            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )
+
+    return registry.pipeline(
+        "txt2img", factory, {**registry.base_components(), "unet": "unet"}
+    )
+
+
+def run_txt2img(
+    registry: ModelRegistry,
+    req: Txt2ImgRequest,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    adapters: dict[str, float] | None = None,
+    prompt_embeds: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Generate one image; returns (PIL image, info). `req` must be validated with a seed."""
+    pipe = base_pipeline(registry)
+    configure_pipe(registry, pipe, req, "unet", adapters)
+    steps, guidance = effective_steps_guidance(req)
+
+    def call() -> Any:
+        return pipe(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or None,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            width=req.width,
+            height=req.height,
+            generator=cpu_generator(req.seed),
+            callback_on_step_end=step_callback(steps, progress, cancel),
+        )
+
+    out = run_guarded(registry, call, cancel)
+    return out.images[0], {"steps_run": steps, "guidance_run": guidance}

@@ -1,0 +1,148 @@
+"""Studio settings: one dataclass filled from CLI flags, then environment variables, then defaults.
+
+Every flag has a `STUDIO_<NAME>` environment variable (handy on Hugging Face Spaces, where
+there is no command line). Flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+MODEL_SETS = ("auto", "sd15", "toy", "tiny")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "controllable-studio"
+
+
+@dataclass
+class Settings:
+    """Everything the studio needs to know before it starts.
+
+    `models` is a model-set name (auto, sd15, toy, tiny) or a path to a local diffusers folder
+    or a single-file `.safetensors` checkpoint used as the base model of the sd15 set.
+    """
+
+    models: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    memory_budget_gb: float = 0.0  # 0 = no budget (keep everything resident)
+    outputs_dir: Path = field(default_factory=lambda: Path("outputs"))
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: str | None = None  # "user:pass"
+    offline: bool = False
+    queue_size: int = 64
+    base_model: str | None = None  # overrides the base model of the sd15 set
+
+    def __post_init__(self) -> None:
+        self.outputs_dir = Path(self.outputs_dir)
+        self.cache_dir = Path(self.cache_dir)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with a readable message for impossible settings."""
+        if self.models not in MODEL_SETS and not Path(self.models).exists():
+            raise ValueError(
+                f"--models {self.models!r} is neither a model set ({', '.join(MODEL_SETS)}) nor "
+                "an existing local folder or .safetensors file."
+            )
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not (self.memory_budget_gb >= 0):
+            raise ValueError("--memory-budget must be >= 0 GB (0 means no budget)")
+        if not (0 < self.port < 65536):
+            raise ValueError(f"--port must be in 1..65535, got {self.port}")
+        if self.queue_size < 1:
+            raise ValueError("--queue-size must be at least 1")
+        if self.auth is not None and (":" not in self.auth or self.auth.startswith(":")):
+            raise ValueError("--auth must look like user:password")
+
+    @property
+    def auth_pair(self) -> tuple[str, str] | None:
+        if not self.auth:
+            return None
+        user, _, password = self.auth.partition(":")
+        return user, password
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        if not self.memory_budget_gb:
+            return None
+        return int(self.memory_budget_gb * 1024**3)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Controllable image-generation studio (Gradio UI + named API).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--models",
+        help="model set: auto (real SD1.5 weights when cached or the Hub is reachable, "
+        "otherwise the built-in offline models), sd15, toy (trained miniature world), tiny "
+        "(random test models), or a path to a diffusers folder / single .safetensors file",
+    )
+    p.add_argument(
+        "--base-model", help="Hub id, local folder or .safetensors used as the base model"
+    )
+    p.add_argument("--device", choices=DEVICES, help="compute device (auto picks CUDA, MPS, CPU)")
+    p.add_argument("--dtype", choices=DTYPES, help="weights dtype (auto: fp16 on GPU, fp32 on CPU)")
+    p.add_argument(
+        "--memory-budget", dest="memory_budget_gb", type=float,
+        help="GB of models kept on the device before least-recently-used ones are offloaded "
+        "(0 = no budget)",
+    )
+    p.add_argument("--outputs-dir", type=Path, help="folder where every generated image is saved")
+    p.add_argument("--cache-dir", type=Path, help="folder for built-in model sets and caches")
+    p.add_argument("--host", help="interface to listen on (0.0.0.0 to expose on the network)")
+    p.add_argument("--port", type=int, help="port to listen on")
+    p.add_argument("--share", action="store_true", default=None, help="create a public Gradio link")
+    p.add_argument("--auth", help="require a login, as user:password")
+    p.add_argument(
+        "--offline", action="store_true", default=None,
+        help="never contact the Hugging Face Hub (use cached or local weights only)",
+    )
+    p.add_argument("--queue-size", type=int, help="maximum number of waiting requests")
+    return p
+
+
+def _coerce(value: str, typ: type) -> object:
+    if typ is bool:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return typ(value)
+
+
+def settings_from_args(
+    argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> Settings:
+    """Parse CLI flags (highest priority), then `STUDIO_*` environment variables."""
+    env = dict(os.environ if env is None else env)
+    args = vars(build_parser().parse_args(argv))
+    types = {
+        "memory_budget_gb": float, "port": int, "queue_size": int,
+        "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
+    }
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        cli = args.get(f.name)
+        if cli is not None:
+            values[f.name] = cli
+            continue
+        env_value = env.get(f"STUDIO_{f.name.upper()}")
+        if env_value not in (None, ""):
+            values[f.name] = _coerce(env_value, types.get(f.name, str))
+    if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and "offline" not in values:
+        values["offline"] = True
+    return Settings(**values)

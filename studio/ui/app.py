@@ -1,0 +1,46 @@
+"""Assemble the studio's Blocks: banner, one tab per task, session gallery, PNG info, queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from . import txt2img
+
+TITLE = "Controllable Studio"
+DESCRIPTION = (
+    "Steer Stable Diffusion with a prompt, a sketch, a pose, a depth map, boxes, a mask, an "
+    "instruction or a few pictures of a concept. Every tab is also a named API endpoint."
+)
+
+
+def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
+    """Build the whole UI around one shared backend `studio`."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
+        if studio.banner:
+            gr.Markdown(f"> **{studio.banner}**", elem_id="offline-banner")
+        results = gr.State([])
+        gallery = gr.Gallery(label="This session's results", columns=6, height=240, render=False)
+
+        def add_to_gallery(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
+            history = ([path] if path else []) + list(history)
+            return history, history
+
+        def gallery_hook(event: Any, image: gr.Image) -> None:
+            """After a generation, add its image to this session's gallery (UI only)."""
+            event.then(add_to_gallery, [results, image], [results, gallery],
+                       api_visibility="private")
+
+        with gr.Tabs():
+            with gr.Tab("Text to image", id="txt2img"):
+                txt2img.build(studio, gallery_hook)
+            with gr.Tab("PNG info", id="pnginfo"):
+                with gr.Row():
+                    dropped = gr.Image(label="Drop a generated image", type="filepath")
+                    params = gr.Textbox(label="Parameters", lines=16)
+                dropped.change(studio.png_info, dropped, params, api_visibility="private")
+        gallery.render()
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    return demo
