@@ -78,6 +78,10 @@ def configure_pipe(
     """Fresh scheduler for this call and the right LoRA adapters (LCM in fast mode) active."""
     pipe.scheduler = registry.new_scheduler(req.sampler_name)
     active = dict(adapters or {})
+    # Hooks (e.g. the concept library) load what the prompt mentions into the shared
+    # models once and return the LoRA adapters to activate for this call.
+    for hook in registry.hooks:
+        active.update(hook(pipe, req, unet_role) or {})
     if req.fast:
         registry.ensure_lora(unet_role, LCM_ADAPTER, registry.model_set.lcm_lora, pipe)
         active[LCM_ADAPTER] = 1.0

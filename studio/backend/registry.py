@@ -103,6 +103,8 @@ class ModelRegistry:
         self._single_file_pipe: Any = None
         self._lock = threading.RLock()
         self._loaded_loras: dict[str, set[str]] = {}  # unet key -> adapter names
+        # callables (pipe, request, unet_role) -> {adapter: weight}, run before every call
+        self.hooks: list[Callable[[Any, Any, str], dict[str, float] | None]] = []
 
     # ------------------------------------------------------------------ components
     def key(self, role: str) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .common import CancelToken, ProgressFn, Result, StudioError
+from .common import CancelToken, ProgressFn, Result
 from .modelsets import SD15, ModelSet, tiny_model_set
 from .outputs import OutputStore, read_metadata
 from .registry import ModelRegistry
@@ -20,12 +21,7 @@ from .requests import GenerationParams, RequestError, Txt2ImgRequest
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, type[GenerationParams]] = {"txt2img": Txt2ImgRequest}
-
-
-def register_task(name: str, request_cls: type[GenerationParams]) -> None:
-    """Later tabs add their request type so saved images of theirs can be regenerated."""
-    TASKS[name] = request_cls
+TASKS = ("txt2img", "control", "layout", "inpaint", "instruct")
 
 
 def _sd15_available(settings: Any) -> bool:
@@ -156,17 +152,66 @@ class Studio:
         }
         return Result(image=image, info=full, path=path)
 
-    def txt2img(self, req: Txt2ImgRequest | dict[str, Any], progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> Result:
-        """Text to image: validate, resolve the seed, generate, save with metadata."""
-        from .txt2img import run_txt2img
+    def run_task(
+        self,
+        request_cls: type[GenerationParams],
+        runner: Callable[..., tuple[Any, dict[str, Any]]],
+        req: GenerationParams | dict[str, Any],
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Result:
+        """Validate, resolve the seed, run `runner(studio, req, progress, cancel)`, save.
 
+        The runner returns (PIL image, info dict); an info key "extra_images" (list of PIL)
+        is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
+        """
         if isinstance(req, dict):
-            req = Txt2ImgRequest.from_dict(req)
+            req = request_cls.from_dict(req)
         req.validate()
         req.resolve_seed()
-        image, info = run_txt2img(self.registry, req, progress, cancel)
-        return self._finish(req, image, info)
+        image, info = runner(self, req, progress, cancel)
+        extra_images = info.pop("extra_images", [])
+        metadata = info.pop("metadata", None)
+        result = self._finish(req, image, info, metadata)
+        result.extra_images = list(extra_images)
+        return result
+
+    def txt2img(self, req: Txt2ImgRequest | dict[str, Any], progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> Result:
+        """Text to image."""
+        from .txt2img import txt2img_runner
+
+        return self.run_task(Txt2ImgRequest, txt2img_runner, req, progress, cancel)
+
+    # Each later tab adds a method like txt2img above: a request class in its own backend
+    # module and a runner(studio, req, progress, cancel) -> (image, info).
+    def control(self, req: Any, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> Result:
+        """ControlNet generation (sketch, pose, depth, canny units)."""
+        from .control import ControlRequest, control_runner
+
+        return self.run_task(ControlRequest, control_runner, req, progress, cancel)
+
+    def layout(self, req: Any, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> Result:
+        """GLIGEN box-layout generation (and regeneration inside boxes)."""
+        from .layout import LayoutRequest, layout_runner
+
+        return self.run_task(LayoutRequest, layout_runner, req, progress, cancel)
+
+    def inpaint(self, req: Any, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> Result:
+        """Mask-and-prompt inpainting (inpainting UNet or latent blending)."""
+        from .inpaint import InpaintRequest, inpaint_runner
+
+        return self.run_task(InpaintRequest, inpaint_runner, req, progress, cancel)
+
+    def instruct(self, req: Any, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> Result:
+        """InstructPix2Pix instruction editing."""
+        from .instruct import InstructRequest, instruct_runner
+
+        return self.run_task(InstructRequest, instruct_runner, req, progress, cancel)
 
     def regenerate(self, payload: dict[str, Any] | str | Path) -> Result:
         """Re-run the request stored in a saved image (or its JSON payload)."""
@@ -178,10 +223,13 @@ class Studio:
         task = request.pop("task", "txt2img")
         if task not in TASKS:
             raise RequestError(f"unknown task {task!r} in saved metadata")
-        method = getattr(self, task, None)
-        if method is None:
-            raise StudioError(f"task {task!r} is not available in this studio")
-        return method(TASKS[task].from_dict(request))
+        return getattr(self, task)(request)
+
+    def close(self) -> None:
+        """Cancel runs in flight (used on shutdown and in tests)."""
+        with self._lock:
+            for token in self._cancel_tokens.values():
+                token.cancel()
 
     @staticmethod
     def png_info(image: Any) -> str:

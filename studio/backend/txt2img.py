@@ -59,3 +59,9 @@ def run_txt2img(
 
     out = run_guarded(registry, call, cancel)
     return out.images[0], {"steps_run": steps, "guidance_run": guidance}
+
+
+def txt2img_runner(studio: Any, req: Txt2ImgRequest, progress: ProgressFn | None,
+                   cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
+    """Studio task runner for txt2img."""
+    return run_txt2img(studio.registry, req, progress, cancel)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any
 
 import gradio as gr
 
-from . import txt2img
+# (tab title, module in studio.ui, tab id). Each module has build(studio, gallery_hook).
+TABS = (
+    ("Text to image", "txt2img"),
+    ("Control", "control"),
+    ("Layout", "layout"),
+    ("Edit", "edit"),
+    ("Instruct", "instruct"),
+    ("Concepts", "concepts"),
+)
 
 TITLE = "Controllable Studio"
 DESCRIPTION = (
@@ -34,8 +44,12 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
                        api_visibility="private")
 
         with gr.Tabs():
-            with gr.Tab("Text to image", id="txt2img"):
-                txt2img.build(studio, gallery_hook)
+            for title, name in TABS:
+                if importlib.util.find_spec(f"studio.ui.{name}") is None:
+                    continue  # tab not part of this build
+                module = importlib.import_module(f"studio.ui.{name}")
+                with gr.Tab(title, id=name):
+                    module.build(studio, gallery_hook)
             with gr.Tab("PNG info", id="pnginfo"):
                 with gr.Row():
                     dropped = gr.Image(label="Drop a generated image", type="filepath")

@@ -1,0 +1,81 @@
+"""Shared fixtures: the tiny model set (built once per run), a Studio on it, a served app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny set is built; STUDIO_TEST_CACHE reuses one across runs (it is versioned)."""
+    env = os.environ.get("STUDIO_TEST_CACHE")
+    if env:
+        return Path(env)
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    from studio.settings import Settings
+
+    return Settings(
+        models="tiny", cache_dir=model_cache, offline=True,
+        outputs_dir=tmp_path_factory.mktemp("outputs"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_set(tiny_settings):
+    from studio.backend.modelsets import tiny_model_set as build
+
+    return build(tiny_settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def studio(tiny_settings, tiny_model_set):
+    """One shared Studio on the tiny set (like the real app: one backend for every tab)."""
+    from studio.backend.service import Studio
+
+    return Studio(tiny_settings, model_set=tiny_model_set)
+
+
+@pytest.fixture()
+def fresh_studio(tiny_settings, tiny_model_set, tmp_path):
+    """A Studio with its own registry (for tests that count loads or evictions)."""
+    from studio.backend.service import Studio
+    from studio.settings import Settings
+
+    settings = Settings(models="tiny", cache_dir=tiny_settings.cache_dir, offline=True,
+                        outputs_dir=tmp_path / "outputs")
+    return Studio(settings, model_set=tiny_model_set)
+
+
+@pytest.fixture(scope="session")
+def app_url(studio) -> Iterator[str]:
+    """The full UI served on a free local port (gradio's own test fixture pattern)."""
+    from studio.ui.app import build_app
+
+    demo = build_app(studio, queue_size=64)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
+        allowed_paths=[str(studio.settings.outputs_dir)], quiet=True,
+    )
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
