@@ -35,8 +35,9 @@ class Settings:
     memory_budget_gb: float = 0.0  # 0 = no budget (keep everything resident)
     outputs_dir: Path = field(default_factory=lambda: Path("outputs"))
     cache_dir: Path = field(default_factory=_default_cache_dir)
-    host: str = "127.0.0.1"
-    port: int = 7860
+    # Hosting platforms (Hugging Face Spaces) say where to listen through Gradio's variables.
+    host: str = field(default_factory=lambda: os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    port: int = field(default_factory=lambda: int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     share: bool = False
     auth: str | None = None  # "user:pass"
     offline: bool = False

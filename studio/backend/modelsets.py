@@ -80,37 +80,7 @@ def tiny_model_set(cache_dir: Path) -> ModelSet:
     def p(key: str) -> str:
         return str(root / REPOS[key])
 
-    annotators = None
-    ann_root = root / "annotators"
-    try:
-        from annotators.tiny import build_tiny_annotator_weights
-    except ImportError:  # annotators package without tiny weights support
-        build_tiny_annotator_weights = None
-    if build_tiny_annotator_weights is not None:
-        marker = ann_root / "SOURCES.json"
-        if marker.exists():
-            import json
-
-            annotators = json.loads(marker.read_text())
-        else:
-            import json
-            import os
-            import shutil
-            import tempfile
-
-            tmp = Path(tempfile.mkdtemp(prefix=".ann-build-", dir=root))
-            try:
-                sources = build_tiny_annotator_weights(tmp)
-                # rewrite paths from the temp folder to the final one
-                sources = {k: str(ann_root / Path(v).relative_to(tmp)) for k, v in sources.items()}
-                (tmp / "SOURCES.json").write_text(json.dumps(sources))
-                if ann_root.exists():
-                    shutil.rmtree(ann_root)
-                os.replace(tmp, ann_root)
-                annotators = sources
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-
+    annotators = _tiny_annotator_sources(root)
     return ModelSet(
         name="tiny",
         base=p("base"),
@@ -125,3 +95,37 @@ def tiny_model_set(cache_dir: Path) -> ModelSet:
         offline_models=True,
         description="built-in random tiny test models (images are noise; for wiring and tests)",
     )
+
+
+def _tiny_annotator_sources(root: Path) -> dict[str, str] | None:
+    """Tiny random annotator weights (depth, openpose, SAM), built once next to the tiny set."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from .tiny import build_lock
+
+    try:
+        from annotators.tiny import build_tiny_annotator_weights
+    except ImportError:  # an annotators package without tiny weights
+        return None
+    ann_root = root / "annotators"
+    marker = ann_root / "SOURCES.json"
+    if not marker.exists():
+        with build_lock(root):
+            if not marker.exists():
+                tmp = Path(tempfile.mkdtemp(prefix=".ann-build-", dir=root))
+                try:
+                    sources = build_tiny_annotator_weights(tmp)
+                    # paths point into the final folder, not the temporary one
+                    sources = {
+                        k: str(ann_root / Path(v).relative_to(tmp)) for k, v in sources.items()
+                    }
+                    (tmp / "SOURCES.json").write_text(json.dumps(sources))
+                    if ann_root.exists():
+                        shutil.rmtree(ann_root)
+                    os.replace(tmp, ann_root)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(marker.read_text())

@@ -88,11 +88,19 @@ class ModelRegistry:
         budget_bytes: int | None = None,
         offline: bool = False,
         cache_dir: Path | None = None,
+        evict_policy: str = "auto",
     ) -> None:
         self.model_set = model_set
         self.device = torch.device(device)
         self.dtype = dtype
         self.budget_bytes = budget_bytes
+        # "offload" (move to CPU, keep) or "drop" (free, reload on next use); "auto" offloads
+        # from accelerators and drops on CPU, where moving frees nothing.
+        if evict_policy == "auto":
+            evict_policy = "drop" if self.device.type == "cpu" else "offload"
+        if evict_policy not in ("offload", "drop"):
+            raise ValueError(f"evict_policy must be auto, offload or drop, got {evict_policy!r}")
+        self.evict_policy = evict_policy
         self.offline = offline
         self.hub_cache_dir = None if cache_dir is None else str(cache_dir)
         self.stats: Counter[str] = Counter()
@@ -239,7 +247,7 @@ class ModelRegistry:
             )
 
     def _evict(self, entry: _Entry) -> None:
-        if self.device.type != "cpu":
+        if self.evict_policy == "offload":
             entry.obj.to("cpu")
             entry.on_device = False
             self._record("offload", entry.key, entry.nbytes)

@@ -8,11 +8,14 @@ job is to prove the wiring (shapes, sharing, loading, validation) fast and offli
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -216,9 +219,24 @@ def _build_tiny_lora(folder: Path, seed: int, LoraConfig, get_state) -> None:  #
                                               safe_serialization=True)
 
 
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Serialise builds of one cache folder across processes (parallel test runs, workers)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_tiny_set(cache_dir: Path) -> Path:
     """Return the tiny set's folder under `cache_dir`, building it on first use."""
     root = Path(cache_dir) / f"tiny-{TINY_VERSION}"
-    if not (root / "TINY_VERSION").exists():
-        build_tiny_set(root)
+    if (root / "TINY_VERSION").exists():
+        return root
+    with build_lock(Path(cache_dir)):
+        if not (root / "TINY_VERSION").exists():  # another process may have built it
+            build_tiny_set(root)
     return root

@@ -1,0 +1,70 @@
+"""Settings from flags and environment; launch.py --help documents every flag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.settings import Settings, build_parser, settings_from_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_safe():
+    s = settings_from_args([], env={})
+    assert s.host == "127.0.0.1" and s.models == "auto" and not s.share and s.auth is None
+
+
+def test_flags_override_environment():
+    env = {"STUDIO_PORT": "9000", "STUDIO_MODELS": "tiny", "STUDIO_SHARE": "true"}
+    s = settings_from_args(["--port", "9100"], env=env)
+    assert s.port == 9100 and s.models == "tiny" and s.share is True
+
+
+def test_all_fields_parse():
+    s = settings_from_args(
+        ["--models", "tiny", "--device", "cpu", "--dtype", "fp32", "--memory-budget", "2.5",
+         "--outputs-dir", "o", "--host", "0.0.0.0", "--auth", "me:pw", "--offline",
+         "--queue-size", "8"], env={},
+    )
+    assert s.memory_budget_bytes == int(2.5 * 1024**3)
+    assert s.auth_pair == ("me", "pw") and s.offline and s.queue_size == 8
+    assert s.outputs_dir == Path("o")
+
+
+def test_hf_hub_offline_env_means_offline():
+    assert settings_from_args([], env={"HF_HUB_OFFLINE": "1"}).offline
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": "nonsense"}, "neither a model set"),
+        ({"device": "tpu"}, "--device must be one of"),
+        ({"port": 0}, "--port must be in"),
+        ({"auth": "nopassword"}, "--auth must look like user:password"),
+        ({"memory_budget_gb": -1}, "--memory-budget must be >= 0"),
+    ],
+)
+def test_bad_settings_are_explained(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--help"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in out
+    assert "--models" in out and "tiny" in out
+
+
+def test_launch_rejects_bad_flags_with_a_message():
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--port", "99999"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "--port must be in 1..65535" in proc.stderr
