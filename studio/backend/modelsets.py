@@ -1,4 +1,4 @@
-"""Where each model comes from, per model set (sd15 Hub ids, built-in tiny/toy folders, local)."""
+"""Where each model comes from, per model set (sd15 Hub ids, the built-in tiny folder, local)."""
 
 from __future__ import annotations
 

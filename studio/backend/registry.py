@@ -72,8 +72,7 @@ def missing_weights_message(source: str, role: str, err: BaseException) -> str:
         f"Face cache and the Hub could not be reached ({type(err).__name__}). To fix it, "
         f"download them on a machine with internet access: `huggingface-cli download {source}` "
         "(then copy the cache folder over), or pass a local folder with --base-model / "
-        "--models PATH, or start with --models toy or --models tiny for the built-in offline "
-        "models."
+        "--models PATH, or start with --models tiny for the built-in offline models."
     )
 
 
@@ -119,7 +118,7 @@ class ModelRegistry:
         return f"{role}@{self.model_set.source(role)}"
 
     def component(self, role: str) -> Any:
-        """The shared object for `role`, loading it on first use (and onloading if offloaded)."""
+        """The shared object for `role`, loading it on first use (see `prepare` to onload)."""
         with self._lock:
             k = self.key(role)
             entry = self._entries.get(k)

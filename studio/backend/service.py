@@ -50,10 +50,6 @@ def resolve_model_set(settings: Any) -> ModelSet:
     choice = settings.models
     if choice == "tiny":
         return tiny_model_set(settings.cache_dir)
-    if choice == "toy":
-        from .toy import toy_model_set
-
-        return toy_model_set(settings.cache_dir)
     if choice in ("sd15",):
         ms = SD15
     elif choice == "auto":
@@ -61,13 +57,6 @@ def resolve_model_set(settings: Any) -> ModelSet:
             ms = SD15
         else:
             log.warning("SD1.5 weights unavailable (not cached, Hub unreachable): offline models")
-            try:
-                from .toy import toy_available, toy_model_set
-
-                if toy_available():
-                    return toy_model_set(settings.cache_dir)
-            except ImportError:
-                pass
             return tiny_model_set(settings.cache_dir)
     else:  # a local path used as the base model
         ms = SD15.with_base(str(Path(choice).resolve()))

@@ -108,7 +108,7 @@ def test_missing_weights_offline_names_model_and_fix(tiny_model_set):
     msg = str(info.value)
     assert "some-org/not-a-cached-model" in msg
     assert "huggingface-cli download some-org/not-a-cached-model" in msg
-    assert "--models toy" in msg
+    assert "--models tiny" in msg
 
 
 def test_missing_local_folder_is_reported(tiny_model_set, tmp_path):
