@@ -107,7 +107,7 @@ class ModelRegistry:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order: oldest first
         self._pipelines: dict[str, Any] = {}
         self._pipeline_keys: dict[str, tuple[str, ...]] = {}
-        self._single_file_pipe: Any = None
+        self._single_file_parts: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._loaded_loras: dict[str, set[str]] = {}  # unet key -> adapter names
         # callables (pipe, request, unet_role) -> {adapter: weight}, run before every call
@@ -207,21 +207,27 @@ class ModelRegistry:
             )
         if not Path(source).exists():
             raise ModelUnavailableError(f"single-file checkpoint '{source}' does not exist")
-        if self._single_file_pipe is None:
+        if role not in self._single_file_parts:
+            # (Re)read the file and keep the parts not yet taken; each part is handed out
+            # once, so a dropped component really frees its memory (no hidden pipeline copy).
             from diffusers import StableDiffusionPipeline
 
-            extra = {}
+            extra: dict[str, Any] = {}
             config = self.model_set.extra.get("single_file_config")
             if config:
                 extra["config"] = config
-            self._single_file_pipe = StableDiffusionPipeline.from_single_file(
+            if self.hub_cache_dir:
+                extra["cache_dir"] = self.hub_cache_dir
+            pipe = StableDiffusionPipeline.from_single_file(
                 source, dtype=self.dtype, safety_checker=None,
                 local_files_only=self.offline, **extra,
             )
-        pipe = self._single_file_pipe
-        if role == "scheduler":
-            return dict(pipe.scheduler.config)
-        return getattr(pipe, role)
+            self._single_file_parts = {
+                "unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
+                "tokenizer": pipe.tokenizer, "scheduler": dict(pipe.scheduler.config),
+            }
+            del pipe
+        return self._single_file_parts.pop(role)
 
     # ------------------------------------------------------------------ memory budget
     def resident_bytes(self) -> int:
