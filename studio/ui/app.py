@@ -8,6 +8,8 @@ from typing import Any
 
 import gradio as gr
 
+from .common import session_of
+
 # (tab title, module in studio.ui, tab id). Each module has build(studio, gallery_hook).
 TABS = (
     ("Text to image", "txt2img"),
@@ -56,5 +58,12 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
                     params = gr.Textbox(label="Parameters", lines=16)
                 dropped.change(studio.png_info, dropped, params, api_visibility="private")
         gallery.render()
+
+        def cancel(request: gr.Request) -> bool:
+            """Stop this session's running generation at its next step (frees the worker)."""
+            return studio.cancel(session_of(request))
+
+        # Not queued: it must run while the GPU queue is busy with the run it stops.
+        gr.api(cancel, api_name="cancel", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
