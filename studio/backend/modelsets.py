@@ -93,7 +93,7 @@ def tiny_model_set(cache_dir: Path) -> ModelSet:
         image_encoder=p("image_encoder"),
         annotators=annotators,
         offline_models=True,
-        description="built-in random tiny test models (images are noise; for wiring and tests)",
+        description="random weights: images are noise, for wiring and tests",
     )
 
 

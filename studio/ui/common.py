@@ -80,8 +80,13 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
-def common_params(prompt_label: str = "Prompt", prompt_placeholder: str = "") -> dict[str, Any]:
-    """The common generation widgets, keyed by their API parameter names (in API order)."""
+def common_params(
+    prompt_label: str = "Prompt", prompt_placeholder: str = "", elem_prefix: str | None = None
+) -> dict[str, Any]:
+    """The common generation widgets, keyed by their API parameter names (in API order).
+
+    With `elem_prefix`, each widget gets the elem_id `<prefix>-<name>` (browser tests use it).
+    """
     c: dict[str, Any] = {}
     c["prompt"] = gr.Textbox(label=prompt_label, lines=2, placeholder=prompt_placeholder)
     c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=1, value="")
@@ -100,11 +105,17 @@ def common_params(prompt_label: str = "Prompt", prompt_placeholder: str = "") ->
                 label="Fast mode (LCM-LoRA, 4 steps)", value=False,
                 info="Loads the LCM-LoRA and samples in 4 steps with guidance 1.",
             )
+    if elem_prefix:
+        for name, component in c.items():
+            component.elem_id = f"{elem_prefix}-{name}"
     return c
 
 
-def result_outputs() -> tuple[gr.Image, gr.Code]:
-    image = gr.Image(label="Result", type="filepath", format="png", interactive=False)
+def result_outputs(elem_prefix: str | None = None) -> tuple[gr.Image, gr.Code]:
+    """The `[image, info]` outputs every generating tab shows."""
+    image = gr.Image(label="Result", type="filepath", format="png", interactive=False,
+                     elem_id=f"{elem_prefix}-result" if elem_prefix else None)
     with gr.Accordion("Info (JSON)", open=False):
-        info = gr.Code(label="Info", language="json")
+        info = gr.Code(label="Info", language="json",
+                       elem_id=f"{elem_prefix}-info" if elem_prefix else None)
     return image, info

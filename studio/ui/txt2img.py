@@ -22,12 +22,13 @@ def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(prompt_placeholder="a red circle and a blue square")
+            params = common_params(prompt_placeholder="a red circle and a blue square",
+                                   elem_prefix="txt2img")
             with gr.Row():
-                run = gr.Button("Generate", variant="primary")
+                run = gr.Button("Generate", variant="primary", elem_id="txt2img-generate")
                 stop = gr.Button("Stop")
         with gr.Column(scale=1):
-            image, info = result_outputs()
+            image, info = result_outputs("txt2img")
 
     @spaces_gpu
     @user_errors
