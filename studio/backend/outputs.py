@@ -31,6 +31,7 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
         ("Steps", request.get("steps")),
         ("Sampler", "LCM" if request.get("fast") else request.get("scheduler")),
         ("CFG scale", request.get("guidance_scale")),
+        ("Image CFG scale", request.get("image_guidance_scale")),
         ("Seed", request.get("seed")),
         ("Size", f"{request.get('width')}x{request.get('height')}"
          if request.get("width") else None),

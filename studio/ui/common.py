@@ -62,6 +62,37 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def labelled_input_errors(component: Any) -> Any:
+    """Make gradio's own input checks say which parameter is wrong (API calls send anything).
+
+    Wraps this one component's `preprocess` (an unreadable upload, a slider value out of range
+    or not a number). Done per instance, not by subclassing: gradio writes a `.pyi` stub next
+    to any module that defines a component class.
+    """
+    preprocess = component.preprocess
+    label = component.label
+
+    def checked(payload: Any) -> Any:
+        if isinstance(component, gr.Slider) and (
+            isinstance(payload, bool) or not isinstance(payload, (int, float))
+        ):
+            raise gr.Error(f"{label} must be a number, got {payload!r}")
+        try:
+            return preprocess(payload)
+        except gr.Error as err:
+            raise gr.Error(f"{label}: {err.message}") from err
+        except Exception as err:  # noqa: BLE001 - PIL raises many kinds for unreadable files
+            if not isinstance(component, gr.Image):
+                raise
+            raise gr.Error(
+                f"image could not be read as an image ({type(err).__name__}). Use a PNG, JPEG "
+                "or WebP file."
+            ) from err
+
+    component.preprocess = checked
+    return component
+
+
 def progress_adapter(progress: gr.Progress | None) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
@@ -105,8 +136,9 @@ def common_params(
                 label="Fast mode (LCM-LoRA, 4 steps)", value=False,
                 info="Loads the LCM-LoRA and samples in 4 steps with guidance 1.",
             )
-    if elem_prefix:
-        for name, component in c.items():
+    for name, component in c.items():
+        labelled_input_errors(component)
+        if elem_prefix:
             component.elem_id = f"{elem_prefix}-{name}"
     return c
 

@@ -1,0 +1,331 @@
+"""Instruction editing ("make it winter") with InstructPix2Pix, plus a multi-turn edit history.
+
+The InstructPix2Pix UNet (8 input channels: the noisy latent + the input image's latent) is the
+registry role "unet_instruct"; text encoder, tokenizer and VAE are the shared base components.
+Two guidance scales (Brooks et al. 2023): text guidance (`guidance_scale`, how strongly to
+follow the instruction) and image guidance (`image_guidance_scale`, how close to stay to the
+input). The output size comes from the input image: aspect kept, sides multiples of 8, longest
+side `min(max_side, input's longest side)` (images are never upscaled).
+
+`EditHistory` is the pure-python model behind the tab's multi-turn editing: a *linear* history
+(version 0 = the original). Selecting an earlier version only moves the cursor; the next edit
+from version k drops versions k+1.. (A1111-style truncating branch), which the UI says first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from .common import (
+    Cancelled,
+    CancelToken,
+    ProgressFn,
+    StudioError,
+    configure_pipe,
+    cpu_generator,
+    effective_steps_guidance,
+    run_guarded,
+    step_callback,
+)
+from .images import load_image
+from .registry import ModelRegistry
+from .requests import (
+    MAX_GUIDANCE,
+    MAX_SIDE,
+    MIN_SIDE,
+    GenerationParams,
+    RequestError,
+    check_number,
+    check_prompt,
+    check_side,
+)
+
+MAX_IMAGE_GUIDANCE = 10.0
+MIN_IMAGE_GUIDANCE = 1.0
+DEFAULT_MAX_SIDE = 512
+UNET_ROLE = "unet_instruct"
+INSTRUCT_CHANNELS = 8
+
+
+def _round8(value: float) -> int:
+    """Nearest multiple of 8 (halves round up)."""
+    return int(math.floor(value / 8 + 0.5)) * 8
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Output (width, height) for an input size: aspect kept, multiples of 8, no upscaling.
+
+    The longest side becomes `min(max_side, longest input side)` rounded down to a multiple of
+    8; the other side is scaled by the same factor and rounded to the nearest multiple of 8.
+    Raises RequestError when a side would end up below 64 px.
+    """
+    long_in, short_in = max(width, height), min(width, height)
+    long_out = min(int(max_side), long_in) // 8 * 8
+    short_out = _round8(short_in * long_out / long_in)
+    if short_out < MIN_SIDE:
+        if long_in < MIN_SIDE or short_in < MIN_SIDE:
+            raise RequestError(
+                f"image is {width}x{height}; instruction editing needs at least {MIN_SIDE} px "
+                "per side. Upscale it first."
+            )
+        # smallest long side whose short side rounds to MIN_SIDE
+        need = math.ceil((MIN_SIDE - 4) * long_in / short_in / 8) * 8
+        fix = (f"Raise max side to at least {need}, or crop" if need <= MAX_SIDE else "Crop")
+        raise RequestError(
+            f"at max side {max_side} this {width}x{height} image would be {long_out}x{short_out} "
+            f"px (long x short side); each side must be at least {MIN_SIDE} px. "
+            f"{fix} the image to a less elongated shape."
+        )
+    return (long_out, short_out) if width >= height else (short_out, long_out)
+
+
+@dataclass
+class InstructRequest(GenerationParams):
+    """Edit `image` by the instruction in `prompt` (InstructPix2Pix).
+
+    `guidance_scale` is the text guidance; `width`/`height` are derived from the image and
+    `max_side` in `validate()` (any value passed in is replaced). After `validate()`, `image`
+    holds the checked RGB PIL image; `to_dict()` stores it as a file path.
+    """
+
+    image: Any = None
+    image_guidance_scale: float = 1.5
+    max_side: int = DEFAULT_MAX_SIDE
+    steps: int = 20
+
+    task: ClassVar[str] = "instruct"
+
+    def validate(self) -> None:
+        check_prompt("instruction", self.prompt, False)
+        if not self.prompt.strip():
+            raise RequestError(
+                "instruction is empty: say what to change, e.g. 'make it winter' or "
+                "'turn the cat into a fox'"
+            )
+        check_number("text guidance", self.guidance_scale, 0, MAX_GUIDANCE)
+        check_number("image guidance", self.image_guidance_scale, -math.inf, math.inf)
+        if not MIN_IMAGE_GUIDANCE <= self.image_guidance_scale <= MAX_IMAGE_GUIDANCE:
+            why = (
+                ": below 1 the InstructPix2Pix pipeline switches all guidance off (1 = no extra "
+                "pull towards the input image, 1.2-2 is typical, higher stays closer to it)"
+                if self.image_guidance_scale < MIN_IMAGE_GUIDANCE else ""
+            )
+            raise RequestError(
+                f"image guidance must be between {MIN_IMAGE_GUIDANCE:g} and "
+                f"{MAX_IMAGE_GUIDANCE:g}, got {self.image_guidance_scale:g}{why}"
+            )
+        check_side("max side", self.max_side)
+        self.max_side = int(self.max_side)
+        if isinstance(self.image, (str, Path)) and Path(self.image).is_file():
+            self._source_path: str | None = str(Path(self.image).resolve())
+        elif not isinstance(self.image, Image.Image):
+            self._source_path = None
+        self.image = load_image(self.image, "image")
+        self.width, self.height = output_size(*self.image.size, self.max_side)
+        super().validate()
+        self.image_guidance_scale = float(self.image_guidance_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the image becomes the path of a saved copy (set by the runner)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        image = d["image"]
+        if not isinstance(image, (str, type(None))):
+            d["image"] = getattr(self, "_source_path", None)
+        d["task"] = self.task
+        return d
+
+
+def instruct_pipeline(registry: ModelRegistry) -> Any:
+    """StableDiffusionInstructPix2PixPipeline on the shared VAE/text encoder + the 8-ch UNet."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    def factory(c: dict[str, Any]) -> Any:
+        return StableDiffusionInstructPix2PixPipeline(
+            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )
+
+    pipe = registry.pipeline(
+        "instruct", factory, {**registry.base_components(), "unet": UNET_ROLE}
+    )
+    channels = pipe.unet.config.in_channels
+    if channels != INSTRUCT_CHANNELS:
+        raise StudioError(
+            f"the instruction-editing UNet '{registry.model_set.source(UNET_ROLE)}' has "
+            f"{channels} input channels; InstructPix2Pix needs {INSTRUCT_CHANNELS} (e.g. "
+            "timbrooks/instruct-pix2pix)."
+        )
+    return pipe
+
+
+def _cancelling_callback(total: int, progress: ProgressFn | None,
+                         cancel: CancelToken | None) -> Any:
+    """step_callback, but stop at once on cancel (this pipeline's loop ignores `_interrupt`)."""
+    inner = step_callback(total, progress, cancel)
+
+    def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+        out = inner(pipe, step, timestep, kwargs)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("Cancelled: the run was stopped before it finished.")
+        return out
+
+    return _cb
+
+
+def run_instruct(
+    registry: ModelRegistry,
+    req: InstructRequest,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Edit one image; returns (PIL image, info). `req` must be validated with a seed."""
+    # 1. pipeline from shared components, fresh scheduler, adapters (LCM in fast mode)
+    pipe = instruct_pipeline(registry)
+    configure_pipe(registry, pipe, req, UNET_ROLE)
+    steps, guidance = effective_steps_guidance(req)
+    # 2. input at the output size (the pipeline keeps the size of the image it is given)
+    image = req.image
+    if image.size != (req.width, req.height):
+        image = image.resize((req.width, req.height), Image.Resampling.LANCZOS)
+
+    # 3. sample
+    def call() -> Any:
+        return pipe(
+            prompt=req.prompt,
+            image=image,
+            negative_prompt=req.negative_prompt or None,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            image_guidance_scale=req.image_guidance_scale,
+            generator=cpu_generator(req.seed),
+            callback_on_step_end=_cancelling_callback(steps, progress, cancel),
+        )
+
+    out = run_guarded(registry, call, cancel)
+    guided = guidance > 1.0  # the pipeline skips guidance entirely at text guidance <= 1
+    return out.images[0], {
+        "steps_run": steps,
+        "guidance_run": guidance,
+        "image_guidance_run": req.image_guidance_scale if guided else None,
+        "input_size": list(req.image.size),
+        "size": [req.width, req.height],
+    }
+
+
+def instruct_runner(studio: Any, req: InstructRequest, progress: ProgressFn | None,
+                    cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
+    """Studio task runner: edit, and record the input as a file so the request can be rerun."""
+    source = getattr(req, "_source_path", None)
+    outputs = Path(studio.outputs.folder).resolve()
+    if source is None or not Path(source).is_relative_to(outputs):
+        # uploads live in temporary folders: keep a copy next to the outputs
+        source = str(studio.outputs.save_aux(req.image, "instruct-input"))
+    req._source_path = source
+    image, info = run_instruct(studio.registry, req, progress, cancel)
+    info["input_file"] = source
+    return image, info
+
+
+# ---------------------------------------------------------------------------- history
+@dataclass
+class Version:
+    """One image in an edit history: its file and the instruction that produced it."""
+
+    path: str
+    instruction: str = ""  # "" for the original
+    seed: int | None = None
+
+
+@dataclass
+class EditHistory:
+    """Linear multi-turn edit history; version 0 is the original image.
+
+    `current` is the version the next edit starts from. `select(k)`/`step_back()` only move
+    it; `push()` (a new edit) first drops every version after `current` (truncating branch),
+    then appends the result and makes it current.
+    """
+
+    versions: list[Version] = field(default_factory=list)
+    current: int = -1
+
+    @classmethod
+    def start(cls, path: str) -> EditHistory:
+        """A new history whose version 0 is the original image at `path`."""
+        return cls([Version(str(path))], 0)
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def _check(self, k: int) -> int:
+        if not self.versions:
+            raise ValueError("the edit history is empty: upload an image and edit it first")
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.versions):
+            raise ValueError(
+                f"version {k!r} does not exist; the history has versions 0 to "
+                f"{len(self.versions) - 1}"
+            )
+        return k
+
+    @property
+    def current_version(self) -> Version:
+        return self.versions[self._check(self.current)]
+
+    @property
+    def current_path(self) -> str:
+        return self.current_version.path
+
+    @property
+    def parent_path(self) -> str | None:
+        """The version the current one was edited from (None for the original)."""
+        k = self._check(self.current)
+        return self.versions[k - 1].path if k > 0 else None
+
+    @property
+    def would_drop(self) -> int:
+        """How many later versions the next edit from `current` would drop."""
+        return max(0, len(self.versions) - 1 - self.current) if self.versions else 0
+
+    def select(self, k: int) -> Version:
+        """Make version `k` current (nothing is dropped until the next edit)."""
+        self.current = self._check(k)
+        return self.versions[k]
+
+    def step_back(self, n: int = 1) -> Version:
+        """Move the cursor `n` versions back (not past the original)."""
+        return self.select(max(0, self._check(self.current) - n))
+
+    def branch(self, k: int) -> list[Version]:
+        """Continue from version `k`: drop (and return) the versions after it."""
+        self.select(k)
+        dropped = self.versions[k + 1:]
+        del self.versions[k + 1:]
+        return dropped
+
+    def push(self, path: str, instruction: str, seed: int | None = None) -> list[Version]:
+        """Record an edit of the current version; returns the versions it dropped."""
+        dropped = self.branch(self._check(self.current))
+        self.versions.append(Version(str(path), instruction, seed))
+        self.current = len(self.versions) - 1
+        return dropped
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able form (kept per session in the UI's gr.State)."""
+        return {"versions": [asdict(v) for v in self.versions], "current": self.current}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> EditHistory:
+        if not state:
+            return cls()
+        return cls([Version(**v) for v in state.get("versions", [])], int(state["current"]))
+
+    def labels(self) -> list[str]:
+        """Short captions for a history strip: 'v0 original', 'v1: make it winter'."""
+        return [
+            f"v{i} original" if i == 0 else f"v{i}: {v.instruction}"
+            for i, v in enumerate(self.versions)
+        ]
