@@ -34,7 +34,8 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
         if studio.banner:
             gr.Markdown(f"> **{studio.banner}**", elem_id="offline-banner")
         results = gr.State([])
-        gallery = gr.Gallery(label="This session's results", columns=6, height=240, render=False,
+        gallery = gr.Gallery(label="This session's results", columns=8, height=200, render=False,
+                             object_fit="contain", preview=False,
                              elem_id="session-gallery")
 
         def add_to_gallery(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
