@@ -24,7 +24,7 @@ from .tokenizer_vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v1"  # bump when the configs below change, so caches are rebuilt
+TINY_VERSION = "v2"  # bump when the configs below change, so caches are rebuilt
 CONTROL_TYPES = ("scribble", "openpose", "depth", "canny")
 CROSS_DIM = 32
 
@@ -150,10 +150,14 @@ def build_tiny_set(root: Path, seed: int = 0) -> Path:
             ("inpaint", {"in_channels": 9}),
             ("instruct", {"in_channels": 8}),
             ("gligen", {"attention_type": "gated"}),
-            ("gligen_inpaint", {"attention_type": "gated"}),
+            # GLIGEN inpainting: noisy latent (4) + masked image latent (4) + box mask (1)
+            ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9}),
         ):
             torch.manual_seed(seed + 1)
-            UNet2DConditionModel(**_unet_kwargs(**extra)).save_pretrained(tmp / REPOS[key] / "unet")
+            unet = UNet2DConditionModel(**_unet_kwargs(**extra))
+            if "attention_type" in extra:
+                _open_gligen_gates(unet)
+            unet.save_pretrained(tmp / REPOS[key] / "unet")
 
         # One ControlNet per control type, each seeded differently so they differ, with
         # non-zero "zero convolutions" so a control image visibly changes the output.
@@ -201,6 +205,27 @@ def build_tiny_set(root: Path, seed: int = 0) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _open_gligen_gates(unet: torch.nn.Module) -> None:
+    """Make boxes visibly steer the random tiny GLIGEN UNets.
+
+    GLIGEN's gates start at 0 (tanh(0) = 0: the boxes change nothing); open them as training
+    does, and sharpen the random grounding path (position-net output x10, gated attention q/k
+    x4) so that moving one box changes many pixels, not just a few by one level.
+    """
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    with torch.no_grad():
+        last = unet.position_net.linears[-1]
+        last.weight.mul_(10.0)
+        last.bias.mul_(10.0)
+        for module in unet.modules():
+            if isinstance(module, GatedSelfAttentionDense):
+                module.alpha_attn.fill_(1.0)
+                module.alpha_dense.fill_(1.0)
+                module.attn.to_q.weight.mul_(4.0)
+                module.attn.to_k.weight.mul_(4.0)
 
 
 def _build_tiny_lora(folder: Path, seed: int, LoraConfig, get_state) -> None:  # noqa: N803

@@ -1,0 +1,228 @@
+"""Layout tab: draw boxes, label each with a phrase, and GLIGEN puts the objects in them.
+
+The canvas (`gradio_image_annotation.image_annotator`) holds pixel boxes on a blank canvas of
+the output size or on a reference image. Before each run a private step turns it into the API
+inputs: `boxes` (normalised JSON, shown in the "as the API takes them" accordion) and `image`
+(the reference, only in the inside-boxes mode); the `/layout` endpoint then takes exactly
+those, so a script calling the API and the tab do the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+from PIL import Image
+
+from studio.backend.layout import (
+    DEFAULT_FRACTION,
+    MAX_BOXES,
+    boxes_from_pixels,
+    boxes_to_pixels,
+)
+
+from .common import (
+    common_params,
+    gpu_kwargs,
+    info_json,
+    labelled_input_errors,
+    progress_adapter,
+    result_outputs,
+    session_of,
+    spaces_gpu,
+    user_errors,
+)
+
+BLANK_COLOR = (250, 250, 250)
+MODE_CHOICES = [("Generate", "generate"), ("Regenerate inside boxes", "inside_boxes")]
+HINTS = {
+    "generate": (
+        f"Drag on the canvas to draw a box (up to {MAX_BOXES}), then type its phrase, e.g. "
+        "*a red bird*. Click a box to edit or remove it. The blank canvas follows the output "
+        "size; to draw over a reference image instead, clear the canvas (x) and upload one "
+        "(boxes are relative, so it is only a guide; the output has the width and height set)."
+    ),
+    "inside_boxes": (
+        "Clear the canvas (x), upload (or paste) the image and draw boxes where new objects "
+        "should appear. Only the inside of the boxes is regenerated; every pixel outside them "
+        "stays exactly as it is. The output has the image's size (width/height are not used)."
+    ),
+}
+
+
+def blank_canvas(width: int, height: int) -> Image.Image:
+    return Image.new("RGB", (int(width), int(height)), BLANK_COLOR)
+
+
+def canvas_parts(value: dict[str, Any] | None) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """(image as displayed, pixel boxes) of an image_annotator value.
+
+    The annotator rotates boxes with the image in the browser but sends the image unrotated
+    with `orientation` (quarter turns clockwise), so the image is rotated to match the boxes.
+    """
+    image = (value or {}).get("image")
+    if image is None:
+        raise gr.Error("The layout canvas is empty: click 'Blank canvas' or upload an image.")
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    turns = int((value or {}).get("orientation") or 0) % 4
+    if turns:
+        image = image.rotate(-90 * turns, expand=True)
+    return image.convert("RGB"), list(value.get("boxes") or [])
+
+
+def canvas_boxes_json(value: dict[str, Any] | None) -> str:
+    """The canvas's boxes as the API's `boxes` JSON (normalised to the canvas size)."""
+    image, pixel_boxes = canvas_parts(value)
+    return json.dumps(boxes_from_pixels(pixel_boxes, *image.size))
+
+
+def resized_blank(value: dict[str, Any] | None, width: float, height: float) -> dict[str, Any]:
+    """A blank canvas of the output size carrying the current boxes (same relative places)."""
+    width, height = int(width), int(height)
+    boxes: list[dict[str, Any]] = []
+    if value and value.get("image") is not None:
+        image, pixel_boxes = canvas_parts(value)
+        normalised = boxes_from_pixels(pixel_boxes, *image.size)
+        boxes = boxes_to_pixels(normalised, width, height)
+        for new, old in zip(boxes, pixel_boxes, strict=True):
+            if old.get("color"):
+                new["color"] = tuple(old["color"])
+    return {"image": blank_canvas(width, height), "boxes": boxes}
+
+
+def build(studio: Any, gallery_hook: Any) -> None:
+    """Build the tab inside the current Blocks context."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            params = common_params(prompt_placeholder="a park in autumn, a bench and a bird",
+                                   elem_prefix="layout")
+            mode = gr.Radio(MODE_CHOICES, value="generate", label="Mode", elem_id="layout-mode")
+            hint = gr.Markdown(HINTS["generate"])
+            canvas = image_annotator(
+                value={"image": blank_canvas(512, 512), "boxes": []},
+                label="Layout: drag to draw a box, then type its phrase",
+                image_type="pil", sources=["upload", "clipboard"], boxes_alpha=0.25,
+                box_min_size=8, show_remove_button=True, show_clear_button=True,
+                elem_id="layout-canvas",
+            )
+            with gr.Row():
+                blank = gr.Button("Blank canvas (output size)", size="sm",
+                                  elem_id="layout-blank")
+                clear_boxes = gr.Button("Delete all boxes", size="sm", elem_id="layout-clear")
+            append_phrases = gr.Checkbox(
+                label="Append the phrases to the prompt", value=False,
+                info="GLIGEN follows boxes best when the prompt also mentions the objects.",
+                elem_id="layout-append_phrases",
+            )
+            gligen_fraction = gr.Slider(
+                0, 1, value=DEFAULT_FRACTION, step=0.05, label="Grounding fraction",
+                info="Share of the steps that follow the boxes (scheduled sampling); plain "
+                     "Stable Diffusion refines the rest. Higher = tighter boxes, less natural.",
+                elem_id="layout-gligen_fraction",
+            )
+            with gr.Accordion("Boxes and image as the API takes them", open=False):
+                boxes = gr.Textbox(
+                    value="[]", lines=4, interactive=False,
+                    label="boxes (JSON; each box [x0, y0, x1, y1] normalised to 0-1)",
+                    elem_id="layout-boxes",
+                )
+                image = gr.Image(
+                    value=None, type="filepath", format="png", interactive=False, height=160,
+                    label="image (reference; sent only to regenerate inside boxes)",
+                    elem_id="layout-image",
+                )
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="layout-generate")
+                stop = gr.Button("Stop", elem_id="layout-stop")
+        with gr.Column(scale=1):
+            result, info = result_outputs("layout")
+    for component in (gligen_fraction, image, mode, append_phrases):
+        labelled_input_errors(component)
+    canvas_is_blank = gr.State(True)
+
+    @user_errors
+    def send_canvas(value: dict[str, Any] | None, mode: str) -> tuple[str, Any]:
+        """Turn the canvas into the API inputs `boxes` (JSON) and `image`."""
+        picture, pixel_boxes = canvas_parts(value)
+        boxes_json = json.dumps(boxes_from_pixels(pixel_boxes, *picture.size))
+        return boxes_json, (picture if mode == "inside_boxes" else None)
+
+    @spaces_gpu
+    @user_errors
+    def layout(
+        prompt: str, negative_prompt: str, seed: float, steps: float, guidance_scale: float,
+        width: float, height: float, scheduler: str, fast: bool, boxes: str,
+        gligen_fraction: float = DEFAULT_FRACTION, image: str | None = None,
+        mode: str = "generate", append_phrases: bool = False,
+        request: gr.Request = None, progress: gr.Progress = gr.Progress(track_tqdm=True),
+    ) -> tuple[str, str]:
+        """Generate with objects inside boxes (GLIGEN), or regenerate inside the boxes of image.
+
+        boxes: JSON list of {"phrase": "a red bird", "box": [x0, y0, x1, y1]} normalised to 0-1.
+        Returns [image, info JSON with seed and file].
+        """
+        session = session_of(request)
+        result = studio.layout(
+            {
+                "prompt": prompt, "negative_prompt": negative_prompt or "",
+                "seed": _num(seed), "steps": _num(steps), "guidance_scale": _num(guidance_scale),
+                "width": _num(width), "height": _num(height), "scheduler": scheduler,
+                "fast": bool(fast), "boxes": boxes if boxes is not None else "",
+                "gligen_fraction": gligen_fraction, "image": image or None, "mode": mode,
+                "append_phrases": bool(append_phrases),
+            },
+            progress=progress_adapter(progress), cancel=studio.cancel_token(session),
+        )
+        return str(result.path), info_json(result.info)
+
+    inputs = [*params.values(), boxes, gligen_fraction, image, mode, append_phrases]
+    event = run.click(
+        send_canvas, [canvas, mode], [boxes, image], api_visibility="private", queue=False,
+    ).success(layout, inputs=inputs, outputs=[result, info], api_name="layout", **gpu_kwargs())
+    gallery_hook(event, result)
+    stop.click(lambda request=None: studio.cancel(session_of(request)), None, None,
+               api_visibility="private", queue=False)
+
+    # UI-only helpers: live JSON view, blank canvas of the output size, mode hint.
+    def preview(value: dict[str, Any] | None) -> str:
+        try:
+            return canvas_boxes_json(value)
+        except gr.Error:
+            return "[]"
+
+    canvas.change(preview, canvas, boxes, api_visibility="private", queue=False)
+    canvas.upload(lambda: False, None, canvas_is_blank, api_visibility="private", queue=False)
+    canvas.clear(lambda: False, None, canvas_is_blank, api_visibility="private", queue=False)
+    blank.click(
+        lambda v, w, h: (resized_blank(v, w, h), True),
+        [canvas, params["width"], params["height"]], [canvas, canvas_is_blank],
+        api_visibility="private", queue=False,
+    )
+
+    def follow_size(value: dict[str, Any] | None, is_blank: bool, width: float,
+                    height: float) -> Any:
+        return resized_blank(value, width, height) if is_blank else gr.skip()
+
+    for side in ("width", "height"):
+        params[side].release(
+            follow_size, [canvas, canvas_is_blank, params["width"], params["height"]], canvas,
+            api_visibility="private", queue=False,
+        )
+
+    def drop_boxes(value: dict[str, Any] | None) -> Any:
+        if not value or value.get("image") is None:
+            return gr.skip()
+        return {**value, "boxes": []}
+
+    clear_boxes.click(drop_boxes, canvas, canvas, api_visibility="private", queue=False)
+    mode.change(lambda m: HINTS.get(m, ""), mode, hint, api_visibility="private", queue=False)
+
+
+def _num(value: Any) -> Any:
+    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
