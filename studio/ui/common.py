@@ -111,6 +111,19 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
+def stop_handler(studio: Any) -> Callable[..., None]:
+    """Handler for a Stop button: cancels this browser session's run at its next step.
+
+    The `gr.Request` annotation matters: gradio injects the request (and so the session)
+    only into parameters annotated with it.
+    """
+
+    def stop(request: gr.Request) -> None:
+        studio.cancel(session_of(request))
+
+    return stop
+
+
 def common_params(
     prompt_label: str = "Prompt", prompt_placeholder: str = "", elem_prefix: str | None = None
 ) -> dict[str, Any]:

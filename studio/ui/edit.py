@@ -35,6 +35,7 @@ from .common import (
     result_outputs,
     session_of,
     spaces_gpu,
+    stop_handler,
     user_errors,
 )
 
@@ -165,7 +166,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
         preprocess=False,
     )
     gallery_hook(event, result)
-    stop.click(lambda request=None: studio.cancel(session_of(request)), None, None,
+    stop.click(stop_handler(studio), None, None,
                queue=False, **PRIVATE)
 
     # ------------------------------------------------------------------ SAM (API)

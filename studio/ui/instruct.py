@@ -25,6 +25,7 @@ from .common import (
     result_outputs,
     session_of,
     spaces_gpu,
+    stop_handler,
     user_errors,
 )
 
@@ -227,5 +228,5 @@ def build(studio: Any, gallery_hook: Any) -> None:
     image.clear(lambda: _views(EditHistory(), None), None, view_outputs,
                 api_visibility="private")
     strip.select(on_select, history, [*view_outputs, image], api_visibility="private")
-    stop.click(lambda request=None: studio.cancel(session_of(request)), None, None,
+    stop.click(stop_handler(studio), None, None,
                api_visibility="private", queue=False)

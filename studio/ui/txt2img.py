@@ -14,6 +14,7 @@ from .common import (
     result_outputs,
     session_of,
     spaces_gpu,
+    stop_handler,
     user_errors,
 )
 
@@ -53,7 +54,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
     event = run.click(txt2img, inputs=list(params.values()), outputs=[image, info],
                       api_name="txt2img", **gpu_kwargs())
     gallery_hook(event, image)
-    stop.click(lambda request=None: studio.cancel(session_of(request)), None, None,
+    stop.click(stop_handler(studio), None, None,
                api_visibility="private", queue=False)
 
 
