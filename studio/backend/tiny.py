@@ -24,7 +24,7 @@ from .tokenizer_vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v2"  # bump when the configs below change, so caches are rebuilt
+TINY_VERSION = "v3"  # bump when the configs below change, so caches are rebuilt
 CONTROL_TYPES = ("scribble", "openpose", "depth", "canny")
 CROSS_DIM = 32
 
@@ -176,6 +176,12 @@ def build_tiny_set(root: Path, seed: int = 0) -> Path:
             with torch.no_grad():
                 for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
                     torch.nn.init.normal_(block.weight, std=0.3)
+                # The conditioning embedding ends in a zero conv too and its default init
+                # shrinks the signal: without this the control map itself changes nothing.
+                emb = cn.controlnet_cond_embedding
+                for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+                    torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                    torch.nn.init.zeros_(conv.bias)
             cn.save_pretrained(tmp / REPOS[f"controlnet_{ctype}"])
 
         # A tiny LCM-LoRA in the diffusers LoRA format, trained-free but non-zero.

@@ -1,0 +1,445 @@
+"""ControlNet generation: up to 3 stacked control units (scribble, openpose, depth, canny).
+
+A unit is a control image plus how to use it: the ControlNet type, its weight (conditioning
+scale), the fraction of the denoising schedule where it is active (start/end), whether the
+image is a photo to run through the matching annotator first (preprocess) and how the map is
+fitted to the output size (A1111's resize modes). The pipeline is the shared base UNet plus
+the chosen ControlNets from the registry (diffusers wraps a list in MultiControlNetModel),
+optionally img2img from an init image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from .common import (
+    FAST_STEPS,
+    CancelToken,
+    ProgressFn,
+    StudioError,
+    configure_pipe,
+    cpu_generator,
+    effective_steps_guidance,
+    run_guarded,
+    step_callback,
+)
+from .images import load_image
+from .modelsets import CONTROL_TYPES
+from .registry import ModelRegistry
+from .requests import GenerationParams, RequestError, check_number
+
+MAX_UNITS = 3
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
+# Which annotator turns a photo into each type's control map (`preprocess: true`).
+ANNOTATOR_FOR_TYPE = {"scribble": "scribble", "canny": "canny", "depth": "depth",
+                      "openpose": "openpose"}
+ANNOTATORS = ("scribble", "canny", "depth", "openpose")
+_TYPE_FOR_ANNOTATOR = {a: t for t, a in ANNOTATOR_FOR_TYPE.items()}
+# Resize modes, with the names A1111 uses for them (accepted as aliases).
+RESIZE_MODES = {"crop": "Crop and Resize", "fit": "Resize and Fill", "stretch": "Just Resize"}
+_RESIZE_ALIASES = {v.lower(): k for k, v in RESIZE_MODES.items()}
+UNIT_KEYS = ("type", "image", "weight", "start", "end", "preprocess", "resize_mode",
+             "resolution", "annotator")
+# Written by `ControlUnit.to_dict` after a run to say how the stored map was made.
+_PREPARED_KEY = "prepared_from"
+
+
+@dataclass
+class ControlUnit:
+    """One ControlNet condition. `image` is a control map, or a photo when `preprocess`."""
+
+    type: str = ""
+    image: Any = None
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = False
+    resize_mode: str = "crop"
+    resolution: int = 512
+    annotator: str | None = None  # None: the type's own annotator
+
+    def __post_init__(self) -> None:
+        self.map_file: str | None = None  # the map actually used, once saved by the runner
+        self.prepared_from: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, value: Any, index: int) -> ControlUnit:
+        """Build a unit from a dict (API/JSON form) or pass a unit through."""
+        if isinstance(value, ControlUnit):
+            return value
+        if not isinstance(value, dict):
+            raise RequestError(
+                f"unit {index} must be an object like "
+                '{"type": "canny", "weight": 1, "start": 0, "end": 1, "preprocess": true}, '
+                f"got {type(value).__name__}"
+            )
+        unknown = set(value) - set(UNIT_KEYS) - {_PREPARED_KEY}
+        if unknown:
+            raise RequestError(
+                f"unit {index} has unknown keys: {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(UNIT_KEYS)}"
+            )
+        unit = cls(**{k: v for k, v in value.items() if k in UNIT_KEYS})
+        if isinstance(value.get(_PREPARED_KEY), dict):
+            unit.prepared_from = dict(value[_PREPARED_KEY])
+        return unit
+
+    @property
+    def annotator_name(self) -> str:
+        return self.annotator or ANNOTATOR_FOR_TYPE[self.type]
+
+    def validate(self, index: int) -> None:
+        """Check every field (and decode the image); messages name the unit."""
+        name = f"unit {index}"
+        if not isinstance(self.type, str) or self.type not in CONTROL_TYPES:
+            raise RequestError(
+                f"{name}: unknown control type {self.type!r}; choose one of: "
+                f"{', '.join(CONTROL_TYPES)}"
+            )
+        check_number(f"{name} weight", self.weight, 0, 2)
+        check_number(f"{name} start", self.start, 0, 1)
+        check_number(f"{name} end", self.end, 0, 1)
+        if self.start >= self.end:
+            raise RequestError(
+                f"{name}: start ({self.start:g}) must be smaller than end ({self.end:g}); they "
+                "are the fractions of the denoising steps where the unit is active, e.g. 0 and 1"
+            )
+        if not isinstance(self.preprocess, bool):
+            raise RequestError(f"{name}: preprocess must be true or false, got {self.preprocess!r}")
+        mode = self.resize_mode
+        if isinstance(mode, str):
+            mode = _RESIZE_ALIASES.get(mode.strip().lower(), mode.strip().lower())
+        if mode not in RESIZE_MODES:
+            raise RequestError(
+                f"{name}: unknown resize_mode {self.resize_mode!r}; choose one of: "
+                + ", ".join(f"{k} ({v})" for k, v in RESIZE_MODES.items())
+            )
+        check_number(f"{name} resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION,
+                     integer=True)
+        if self.annotator is not None and self.annotator not in ANNOTATORS:
+            raise RequestError(
+                f"{name}: unknown annotator {self.annotator!r}; choose one of: "
+                f"{', '.join(ANNOTATORS)}"
+            )
+        self.image = load_image(self.image, f"{name} image")
+        self.resize_mode = mode
+        self.weight, self.start, self.end = float(self.weight), float(self.start), float(self.end)
+        self.resolution = int(self.resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form. After a run the image is the saved map as used (already at output size)."""
+        d = {"type": self.type, "weight": self.weight, "start": self.start, "end": self.end,
+             "preprocess": self.preprocess, "resize_mode": self.resize_mode,
+             "resolution": self.resolution, "annotator": self.annotator,
+             "image": _path_or_none(self.image)}
+        if self.map_file is not None:
+            d[_PREPARED_KEY] = {"image": d["image"], "preprocess": self.preprocess,
+                                "resize_mode": self.resize_mode, "annotator": self.annotator}
+            d.update(image=self.map_file, preprocess=False, resize_mode="stretch", annotator=None)
+        elif self.prepared_from is not None:
+            d[_PREPARED_KEY] = self.prepared_from
+        return d
+
+
+def _path_or_none(value: Any) -> str | None:
+    if isinstance(value, (str, Path)):
+        return str(value)
+    return getattr(value, "filename", None) or None
+
+
+@dataclass
+class ControlRequest(GenerationParams):
+    """ControlNet generation: 1-3 control units, optionally img2img from `init_image`."""
+
+    units: list[Any] | None = None
+    init_image: Any = None
+    strength: float = 0.75
+
+    task: ClassVar[str] = "control"
+
+    def __post_init__(self) -> None:
+        self.init_file: str | None = None  # the init image as used, once saved by the runner
+
+    def validate(self) -> None:
+        super().validate()
+        units = self.units
+        if units is None or (isinstance(units, (list, tuple)) and not units):
+            raise RequestError(
+                "add at least one control unit (an image and its type); without control, "
+                "use txt2img"
+            )
+        if not isinstance(units, (list, tuple)):
+            raise RequestError(f"units must be a list of control units, got {type(units).__name__}")
+        if len(units) > MAX_UNITS:
+            raise RequestError(f"{len(units)} control units given; at most {MAX_UNITS} can be "
+                               "stacked")
+        parsed = [ControlUnit.parse(u, i) for i, u in enumerate(units, 1)]
+        for i, unit in enumerate(parsed, 1):
+            unit.validate(i)
+        self.units = parsed
+        if self.init_image is not None:
+            check_number("strength", self.strength, 0, 1)
+            steps = min(self.steps, FAST_STEPS) if self.fast else self.steps
+            if int(steps * self.strength) < 1:
+                raise RequestError(
+                    f"strength {self.strength:g} with {steps} steps runs no denoising step "
+                    f"(steps x strength < 1); raise the strength or the steps"
+                )
+            self.strength = float(self.strength)
+            self.init_image = load_image(self.init_image, "init image")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                             if f.name not in ("units", "init_image")}
+        d["units"] = [u.to_dict() if isinstance(u, ControlUnit) else _jsonable_unit(u)
+                      for u in (self.units or [])]
+        d["init_image"] = self.init_file or _path_or_none(self.init_image)
+        d["task"] = self.task
+        return d
+
+
+def _jsonable_unit(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (_path_or_none(v) if k == "image" else v) for k, v in value.items()}
+    return None
+
+
+# ---------------------------------------------------------------------- API form
+def units_from_api(images: Any, units: Any) -> list[dict[str, Any]]:
+    """Join the API's `images` (list of files) and `units` (JSON list aligned with them)."""
+    if isinstance(units, str):
+        if not units.strip():
+            raise RequestError(
+                'units is empty: pass a JSON list, one object per image, e.g. '
+                '[{"type": "canny", "weight": 1, "start": 0, "end": 1, "preprocess": true}]'
+            )
+        try:
+            units = json.loads(units)
+        except json.JSONDecodeError as err:
+            raise RequestError(f"units is not valid JSON ({err.msg} at character {err.pos})") \
+                from err
+    if isinstance(units, dict):
+        units = [units]
+    if not isinstance(units, list):
+        raise RequestError(f"units must be a JSON list of objects, got {type(units).__name__}")
+    if images is None:
+        images = []
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    images = [_file_path(x) for x in images]
+    if len(images) != len(units):
+        raise RequestError(
+            f"units lists {len(units)} unit(s) but {len(images)} image(s) were sent: send one "
+            "image per unit, in the same order"
+        )
+    out = []
+    for i, (img, unit) in enumerate(zip(images, units, strict=True), 1):
+        if isinstance(unit, dict) and "image" in unit:
+            raise RequestError(f"unit {i}: send its image in `images`, not inside `units`")
+        out.append({**unit, "image": img} if isinstance(unit, dict) else unit)
+    return out
+
+
+def _file_path(value: Any) -> Any:
+    """gradio file values come as paths, or dicts / objects with a `path`."""
+    if isinstance(value, dict) and "path" in value:
+        return value["path"]
+    return getattr(value, "path", value) if not isinstance(value, (str, Path)) else value
+
+
+# ---------------------------------------------------------------------- maps
+def fit_to_size(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """Resize to exactly width x height: crop (cover, centre crop), fit (contain, pad black),
+    stretch (ignore the aspect ratio)."""
+    image = image.convert("RGB")
+    iw, ih = image.size
+    if (iw, ih) == (width, height):
+        return image
+    if mode == "stretch":
+        return _resize(image, width, height)
+    if mode == "crop":
+        scale = max(width / iw, height / ih)
+        nw, nh = max(width, round(iw * scale)), max(height, round(ih * scale))
+        resized = _resize(image, nw, nh)
+        left, top = (nw - width) // 2, (nh - height) // 2
+        return resized.crop((left, top, left + width, top + height))
+    if mode == "fit":
+        scale = min(width / iw, height / ih)
+        nw, nh = min(width, max(1, round(iw * scale))), min(height, max(1, round(ih * scale)))
+        canvas = Image.new("RGB", (width, height), (0, 0, 0))  # black = no condition
+        canvas.paste(_resize(image, nw, nh), ((width - nw) // 2, (height - nh) // 2))
+        return canvas
+    raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    down = width * height < image.width * image.height
+    return image.resize((width, height),
+                        Image.Resampling.LANCZOS if down else Image.Resampling.BICUBIC)
+
+
+def annotate_unit(studio: Any, unit: ControlUnit) -> tuple[Image.Image, dict[str, Any]]:
+    """The unit's control map at annotator resolution (the image itself without preprocess)."""
+    if not unit.preprocess:
+        return unit.image, {}
+    try:
+        service = studio.annotators
+    except ImportError as err:
+        raise StudioError(
+            "the annotators are not available in this installation; upload a ready control "
+            "map instead and set preprocess to false"
+        ) from err
+    result, info = service.annotate(unit.image, unit.annotator_name, resolution=unit.resolution)
+    return load_image(result, f"{unit.annotator_name} map"), dict(info or {})
+
+
+def annotate_image(studio: Any, image: Any, annotator: str, resolution: Any = 512
+                   ) -> tuple[Image.Image, dict[str, Any]]:
+    """Preview: run one annotator on an image (the /annotate endpoint and the UI preview)."""
+    if not isinstance(annotator, str) or annotator not in ANNOTATORS:
+        raise RequestError(
+            f"unknown annotator {annotator!r}; choose one of: {', '.join(ANNOTATORS)}"
+        )
+    check_number("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION, integer=True)
+    unit = ControlUnit(type=_TYPE_FOR_ANNOTATOR[annotator], image=image, preprocess=True,
+                       resolution=int(resolution), annotator=annotator)
+    unit.image = load_image(image, "image")
+    cmap, info = annotate_unit(studio, unit)
+    return cmap, _jsonable(info)
+
+
+def render_pose(studio: Any, keypoints: Any, width: Any = None, height: Any = None
+                ) -> Image.Image:
+    """Draw (edited) OpenPose keypoints as a control map.
+
+    The size defaults to the JSON's canvas_width x canvas_height (what the openpose annotator
+    writes), else 512 x 512.
+    """
+    if isinstance(keypoints, str):
+        if not keypoints.strip():
+            raise RequestError("keypoints are empty: preview a photo with openpose first, or "
+                               "paste keypoints JSON")
+        try:
+            data = json.loads(keypoints)
+        except json.JSONDecodeError as err:
+            raise RequestError(
+                f"keypoints are not valid JSON ({err.msg} at line {err.lineno}, column "
+                f"{err.colno})"
+            ) from err
+    else:
+        data, keypoints = keypoints, json.dumps(keypoints)
+    canvas = data if isinstance(data, dict) else {}
+    width = canvas.get("canvas_width", 512) if width is None else width
+    height = canvas.get("canvas_height", 512) if height is None else height
+    check_number("width", width, 8, MAX_RESOLUTION * 4, integer=True)
+    check_number("height", height, 8, MAX_RESOLUTION * 4, integer=True)
+    return load_image(studio.annotators.draw_pose(keypoints, int(width), int(height)), "pose")
+
+
+def prepare_maps(studio: Any, req: ControlRequest) -> tuple[list[Image.Image], list[dict]]:
+    """Annotate (where asked) and fit every unit's map to the output size."""
+    maps, infos = [], []
+    for unit in req.units or []:
+        cmap, info = annotate_unit(studio, unit)
+        maps.append(fit_to_size(cmap, req.width, req.height, unit.resize_mode))
+        infos.append(_jsonable(info))
+    return maps, infos
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(info, default=str))
+
+
+# ---------------------------------------------------------------------- pipeline
+def control_pipeline(registry: ModelRegistry, types: tuple[str, ...], img2img: bool) -> Any:
+    """ControlNet (img2img) pipeline: shared base UNet/VAE/text encoder + chosen ControlNets."""
+    from diffusers import (
+        StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionControlNetPipeline,
+    )
+
+    cls = StableDiffusionControlNetImg2ImgPipeline if img2img else StableDiffusionControlNetPipeline
+    roles: dict[str, Any] = {**registry.base_components(), "unet": "unet"}
+    nets = tuple(f"controlnet:{t}" for t in types)
+    # One net is passed as is; a list is wrapped in MultiControlNetModel by the pipeline.
+    roles["controlnet"] = nets if len(nets) > 1 else nets[0]
+
+    def factory(c: dict[str, Any]) -> Any:
+        return cls(**c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
+                   feature_extractor=None, requires_safety_checker=False)
+
+    return registry.pipeline("control_img2img" if img2img else "control", factory, roles)
+
+
+def run_control(
+    registry: ModelRegistry,
+    req: ControlRequest,
+    maps: list[Image.Image],
+    init: Image.Image | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    adapters: dict[str, float] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Generate with prepared maps (each exactly width x height); returns (PIL, info)."""
+    units: list[ControlUnit] = list(req.units or [])
+    pipe = control_pipeline(registry, tuple(u.type for u in units), init is not None)
+    configure_pipe(registry, pipe, req, "unet", adapters)
+    steps, guidance = effective_steps_guidance(req)
+    multi = len(units) > 1
+
+    def per_unit(values: list[Any]) -> Any:
+        return values if multi else values[0]
+
+    kwargs: dict[str, Any] = dict(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt or None,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        width=req.width,
+        height=req.height,
+        controlnet_conditioning_scale=per_unit([u.weight for u in units]),
+        control_guidance_start=per_unit([u.start for u in units]),
+        control_guidance_end=per_unit([u.end for u in units]),
+        generator=cpu_generator(req.seed),
+    )
+    if init is None:
+        total = steps
+        kwargs["image"] = per_unit(maps)
+    else:
+        total = min(int(steps * req.strength), steps)
+        kwargs.update(image=init, control_image=per_unit(maps), strength=req.strength)
+    kwargs["callback_on_step_end"] = step_callback(total, progress, cancel)
+    out = run_guarded(registry, lambda: pipe(**kwargs), cancel)
+    return out.images[0], {"steps_run": total, "guidance_run": guidance}
+
+
+def control_runner(studio: Any, req: ControlRequest, progress: ProgressFn | None,
+                   cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
+    """Studio task runner: annotate, fit and save the maps, then generate."""
+    maps, annotations = prepare_maps(studio, req)
+    units: list[ControlUnit] = list(req.units or [])
+    files = []
+    for i, (unit, cmap) in enumerate(zip(units, maps, strict=True), 1):
+        path = studio.outputs.save_aux(cmap, f"control{i}-{unit.type}")
+        unit.map_file = str(path)
+        files.append(path)
+    init = None
+    if req.init_image is not None:
+        init = fit_to_size(req.init_image, req.width, req.height, "crop")
+        req.init_file = str(studio.outputs.save_aux(init, "init"))
+    image, info = run_control(studio.registry, req, maps, init, progress, cancel)
+    info.update(
+        control_maps=[p.name for p in files],
+        control_map_paths=[str(p) for p in files],
+        annotations=annotations,
+        extra_images=maps,
+    )
+    if init is not None:
+        info["init_image"] = Path(req.init_file).name if req.init_file else None
+    return image, info
+
