@@ -43,10 +43,13 @@ class Settings:
     offline: bool = False
     queue_size: int = 64
     base_model: str | None = None  # overrides the base model of the sd15 set
+    concepts_dir: Path | None = None  # the concept library (default: <cache_dir>/concepts)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
         self.cache_dir = Path(self.cache_dir)
+        if self.concepts_dir is not None:
+            self.concepts_dir = Path(self.concepts_dir)
         self.validate()
 
     def validate(self) -> None:
@@ -107,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--outputs-dir", type=Path, help="folder where every generated image is saved")
     p.add_argument("--cache-dir", type=Path, help="folder for built-in model sets and caches")
+    p.add_argument(
+        "--concepts-dir", type=Path,
+        help="folder of the concept library (default: <cache-dir>/concepts)",
+    )
     p.add_argument("--host", help="interface to listen on (0.0.0.0 to expose on the network)")
     p.add_argument("--port", type=int, help="port to listen on")
     p.add_argument("--share", action="store_true", default=None, help="create a public Gradio link")
@@ -134,6 +141,7 @@ def settings_from_args(
     types = {
         "memory_budget_gb": float, "port": int, "queue_size": int,
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
+        "concepts_dir": Path,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

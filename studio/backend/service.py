@@ -85,6 +85,11 @@ class Studio:
         self._annotators = None
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
+        self._concepts: Any = None
+        from .concepts import has_concepts
+
+        if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
+            _ = self.concepts  # registers the concept hook; loads no model
 
     # ------------------------------------------------------------------ info
     @property
@@ -232,3 +237,61 @@ class Studio:
         if payload is not None:
             text += "\n\n" + json.dumps(payload.get("request", payload), indent=2)
         return text
+
+    # ------------------------------------------------------------------ concepts
+    @property
+    def concepts_dir(self) -> Path:
+        """The concept library folder (--concepts-dir, default <cache_dir>/concepts)."""
+        folder = getattr(self.settings, "concepts_dir", None)
+        return Path(folder) if folder else Path(self.settings.cache_dir) / "concepts"
+
+    @property
+    def concepts(self) -> Any:
+        """The ConceptManager (built on first use; registers its hook in registry.hooks)."""
+        if self._concepts is None:
+            from .concepts import ConceptManager
+
+            self._concepts = ConceptManager(self.registry, self.concepts_dir)
+        return self._concepts
+
+    def concept_train(self, req: Any, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None) -> Result:
+        """Learn a concept into the library; the Result is a preview (image None if off)."""
+        from .concepts import ConceptTrainRequest
+        from .training import TEMPLATES
+
+        if isinstance(req, dict):
+            req = ConceptTrainRequest.from_dict(req)
+        concept, training, image, image_req = self.concepts.train(req, progress, cancel)
+        extra_images = training.pop("extra_images", [])
+        info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
+        if image is not None:  # SeedSelect: the image of the optimised noise
+            from .seedselect import save_variants
+
+            info["variants"] = save_variants(self, image_req, extra_images)
+            result = self._finish(image_req, image, info, {"concept": concept.name})
+            result.extra_images = list(extra_images)
+            return result
+        if not req.preview_steps:
+            return Result(image=None, info=info)
+        preview = self.txt2img({
+            "prompt": req.prompt or TEMPLATES[0].format(req.subject), "seed": req.seed,
+            "steps": req.preview_steps, "width": req.resolution, "height": req.resolution,
+        }, cancel=cancel)
+        preview.info.update(info)
+        return preview
+
+    def list_concepts(self) -> list[dict[str, Any]]:
+        """Every concept of the library (name, token, method, files, thumbnails...)."""
+        return [c.to_dict() for c in self.concepts.list()]
+
+    def import_concept(self, path: str | Path, name: str = "") -> dict[str, Any]:
+        """Import a textual-inversion embedding or LoRA file into the library."""
+        return self.concepts.import_file(path, name).to_dict()
+
+    def seedselect(self, req: Any, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Result:
+        """SeedSelect: optimise the starting noise to match a few example images."""
+        from .seedselect import SeedSelectRequest, seedselect_runner
+
+        return self.run_task(SeedSelectRequest, seedselect_runner, req, progress, cancel)
