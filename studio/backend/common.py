@@ -99,13 +99,17 @@ def configure_pipe(
 def step_callback(
     total: int, progress: ProgressFn | None, cancel: CancelToken | None
 ) -> Callable[..., dict]:
-    """A diffusers `callback_on_step_end` that reports progress and honours cancel."""
+    """A diffusers `callback_on_step_end` that reports progress and honours cancel.
+
+    Cancel raises at once: not every pipeline's loop checks diffusers' `_interrupt` flag
+    (InstructPix2Pix's does not), and an exception stops all of them alike.
+    """
 
     def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
         if progress is not None:
             progress(step + 1, total)
         if cancel is not None and cancel.cancelled:
-            pipe._interrupt = True
+            raise Cancelled("Cancelled: the run was stopped before it finished.")
         return kwargs
 
     return _cb

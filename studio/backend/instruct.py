@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from .common import (
-    Cancelled,
     CancelToken,
     ProgressFn,
     StudioError,
@@ -163,20 +162,6 @@ def instruct_pipeline(registry: ModelRegistry) -> Any:
     return pipe
 
 
-def _cancelling_callback(total: int, progress: ProgressFn | None,
-                         cancel: CancelToken | None) -> Any:
-    """step_callback, but stop at once on cancel (this pipeline's loop ignores `_interrupt`)."""
-    inner = step_callback(total, progress, cancel)
-
-    def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
-        out = inner(pipe, step, timestep, kwargs)
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled("Cancelled: the run was stopped before it finished.")
-        return out
-
-    return _cb
-
-
 def run_instruct(
     registry: ModelRegistry,
     req: InstructRequest,
@@ -203,7 +188,7 @@ def run_instruct(
             guidance_scale=guidance,
             image_guidance_scale=req.image_guidance_scale,
             generator=cpu_generator(req.seed),
-            callback_on_step_end=_cancelling_callback(steps, progress, cancel),
+            callback_on_step_end=step_callback(steps, progress, cancel),
         )
 
     out = run_guarded(registry, call, cancel)
