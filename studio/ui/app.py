@@ -34,9 +34,10 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
         if studio.banner:
             gr.Markdown(f"> **{studio.banner}**", elem_id="offline-banner")
         results = gr.State([])
-        gallery = gr.Gallery(label="This session's results", columns=8, height=200, render=False,
-                             object_fit="contain", preview=False,
-                             elem_id="session-gallery")
+        gallery = gr.Gallery(
+            label="This session's results", columns=8, height=200, fit_columns=False,
+            object_fit="contain", preview=False, render=False, elem_id="session-gallery",
+        )
 
         def add_to_gallery(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
             history = ([path] if path else []) + list(history)

@@ -92,8 +92,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
                                       placeholder="my-dog")
                     images = gr.File(label="3-20 pictures", file_count="multiple",
                                      file_types=["image"], value=None)
-                    thumbs = gr.Gallery(label="As used (centre-cropped)", columns=6, height=150,
-                                        interactive=False)
+                    thumbs = gr.Gallery(
+                        fit_columns=False, label="As used (centre-cropped)", columns=6,
+                        height=150, interactive=False,
+                    )
                     problems = gr.Markdown("")
                     method = gr.Radio(list(METHODS), value="textual_inversion", label="Method",
                                       info=f"Defaults (0 below) - {METHOD_HELP}")
@@ -165,8 +167,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
                         ss_stop = gr.Button("Stop")
                 with gr.Column(scale=1):
                     ss_image, ss_info = result_outputs()
-                    ss_variants = gr.Gallery(label="Bootstrap variants", columns=4, height=200,
-                                             interactive=False)
+                    ss_variants = gr.Gallery(
+                        fit_columns=False, label="Bootstrap variants", columns=4, height=200,
+                        interactive=False,
+                    )
         with gr.Tab("Import"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -181,7 +185,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
             # Filled at start-up and refreshed whenever the tab is opened (not with callable
             # values: those become public, unnamed API endpoints).
             lib_md = gr.Markdown(library_markdown(studio.list_concepts()))
-            lib_gallery = gr.Gallery(library_gallery(studio.list_concepts()),
+            lib_gallery = gr.Gallery(library_gallery(studio.list_concepts()), fit_columns=False,
                                      label="Concepts", columns=8, height=180, interactive=False)
             lib_json = gr.JSON(label="Concepts (JSON)", visible=False)
             refresh = gr.Button("Refresh")

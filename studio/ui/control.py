@@ -154,8 +154,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 stop = gr.Button("Stop", elem_id="control-stop")
         with gr.Column(scale=1):
             image, info = result_outputs(elem_prefix="control")
-            maps = gr.Gallery(label="Control maps used", columns=3, height=200,
-                              elem_id="control-maps")
+            maps = gr.Gallery(
+                fit_columns=False, label="Control maps used", columns=3, height=200,
+                elem_id="control-maps",
+            )
     # Inputs and outputs of the headless endpoints (not shown in the UI).
     with gr.Group(visible=False):
         api_images = gr.File(label="images", file_count="multiple")

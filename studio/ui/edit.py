@@ -228,12 +228,14 @@ def build(studio: Any, gallery_hook: Any) -> None:
         **PRIVATE, **gpu_kwargs(),
     )
 
-    def pick_candidate(cands: list, evt: gr.SelectData) -> Any:
+    def pick_candidate(image: str | None, points: str, box: str, cands: list,
+                       evt: gr.SelectData) -> tuple[Any, Any]:
+        """Use the picked candidate as the mask, and show it in the click view too."""
         if not cands or evt.index is None or evt.index >= len(cands):
-            return gr.skip()
-        return cands[evt.index]
+            return gr.skip(), gr.skip()
+        return cands[evt.index], _sam_view(image, points, box, None, cands[evt.index])
 
-    gallery.select(pick_candidate, [candidates], [mask], **PRIVATE)
+    gallery.select(pick_candidate, [image, points, box, candidates], [mask, sam_view], **PRIVATE)
 
     def undo_click(image: str | None, points: str, box: str) -> tuple[str, str, Any, Any]:
         pts = _safe_points(points)

@@ -53,7 +53,13 @@ HINTS = {
 
 
 def blank_canvas(width: int, height: int) -> Image.Image:
-    return Image.new("RGB", (int(width), int(height)), BLANK_COLOR)
+    """A blank canvas with the output's aspect, at least 512 px on its long side.
+
+    Boxes are stored relative to the canvas, so a small output (64 px) still gets a canvas
+    large enough to draw on.
+    """
+    scale = max(1.0, 512 / max(int(width), int(height)))
+    return Image.new("RGB", (round(int(width) * scale), round(int(height) * scale)), BLANK_COLOR)
 
 
 def canvas_parts(value: dict[str, Any] | None) -> tuple[Image.Image, list[dict[str, Any]]]:
@@ -81,16 +87,16 @@ def canvas_boxes_json(value: dict[str, Any] | None) -> str:
 
 def resized_blank(value: dict[str, Any] | None, width: float, height: float) -> dict[str, Any]:
     """A blank canvas of the output size carrying the current boxes (same relative places)."""
-    width, height = int(width), int(height)
+    canvas = blank_canvas(int(width), int(height))
     boxes: list[dict[str, Any]] = []
     if value and value.get("image") is not None:
         image, pixel_boxes = canvas_parts(value)
         normalised = boxes_from_pixels(pixel_boxes, *image.size)
-        boxes = boxes_to_pixels(normalised, width, height)
+        boxes = boxes_to_pixels(normalised, *canvas.size)
         for new, old in zip(boxes, pixel_boxes, strict=True):
             if old.get("color"):
                 new["color"] = tuple(old["color"])
-    return {"image": blank_canvas(width, height), "boxes": boxes}
+    return {"image": canvas, "boxes": boxes}
 
 
 def build(studio: Any, gallery_hook: Any) -> None:
