@@ -1,0 +1,92 @@
+"""Edit tab as a person uses it: paint a mask or click the object (SAM), then inpaint.
+
+Both runs check the tab's promise: pixels outside the mask come back exactly as uploaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import (
+    drag,
+    fetch_image,
+    no_error_toast,
+    on_box,
+    open_settings,
+    open_tab,
+    set_number,
+    wait_image,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def upload(page, photo) -> None:
+    open_tab(page, "Edit")
+    page.locator("#edit-image input[type=file]").set_input_files(str(photo))
+    page.locator("#edit-image img").wait_for(state="visible")
+
+
+def inpaint_and_check(page, photo, mask: np.ndarray) -> None:
+    """Inpaint (2 steps); the result has the image's size and the unmasked pixels unchanged."""
+    page.locator("#edit-prompt textarea").fill("a cat")
+    open_settings(page)
+    set_number(page, "edit-steps", 2)
+    page.locator("#edit-generate").click()
+    result = np.asarray(fetch_image(page, wait_image(page, "#edit-result")).convert("RGB"))
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    assert result.shape == original.shape
+    keep = ~mask
+    assert keep.any()
+    assert np.array_equal(result[keep], original[keep]), "pixels outside the mask changed"
+    assert not np.array_equal(result[mask], original[mask]), "the masked area was not repainted"
+    page.locator("#session-gallery img").first.wait_for(state="visible")
+    no_error_toast(page)
+
+
+def test_paint_mask_with_brush_then_inpaint(page, photo):
+    upload(page, photo)
+    editor = page.locator("#edit-editor")
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    canvas = editor.locator(".pixi-target canvas")
+    drag(page, [on_box(canvas, 0.45, 0.5), on_box(canvas, 0.55, 0.5)])  # across the body
+    mask = np.asarray(fetch_image(page, wait_image(page, "#edit-mask")).convert("L")) > 127
+    assert mask.shape == (128, 128)
+    assert mask[64, 64] and not mask[5, 5] and not mask[120, 5], "the mask is where I painted"
+    wait_image(page, "#edit-preview")  # red overlay of what will change
+    inpaint_and_check(page, photo, mask)
+
+
+def test_click_object_for_sam_mask_then_inpaint(page, photo):
+    upload(page, photo)
+    page.get_by_role("tab", name="Click the object (SAM)").click()
+    view = page.locator("#edit-sam-view img")
+    view.wait_for(state="visible")
+    box = view.bounding_box()
+    view.click(position={"x": box["width"] * 64 / 128, "y": box["height"] * 55 / 128})
+    wait_image(page, "#edit-candidates")
+    x, y, label = page.evaluate(
+        "() => JSON.parse(document.querySelector('#edit-points textarea').value)[0]")
+    assert abs(x - 64) <= 2 and abs(y - 55) <= 2 and label == 1, (x, y, label)  # image pixels
+    wait_image(page, "#edit-mask")
+    candidates = page.locator("#edit-candidates img")
+    assert candidates.count() >= 1
+
+    # pick the first candidate: it becomes the mask
+    wanted = np.asarray(fetch_image(page, candidates.first.get_attribute("src")).convert("L"))
+    candidates.first.click()
+
+    def mask_now() -> np.ndarray:
+        src = page.locator("#edit-mask img").get_attribute("src")
+        return np.asarray(fetch_image(page, src).convert("L"))
+
+    for _ in range(50):
+        if np.array_equal(mask_now() > 127, wanted > 127):
+            break
+        page.wait_for_timeout(200)
+    mask = mask_now() > 127
+    assert np.array_equal(mask, wanted > 127), "the picked candidate did not become the mask"
+    assert mask.any()
+    inpaint_and_check(page, photo, mask)
