@@ -75,7 +75,7 @@ def build(folder: Path, dtype) -> None:
     _save_pipeline_index(base, "StableDiffusionPipeline", {})
     for name, extra in (("inpaint", {"in_channels": 9}), ("instruct", {"in_channels": 8}),
                         ("gligen", {"attention_type": "gated"}),
-                        ("gligen_inpaint", {"attention_type": "gated"})):
+                        ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9})):
         save(UNet2DConditionModel(**sd15_unet_config(**extra)), folder / name / "unet")
     for ctype in CONTROL_TYPES:
         cfg = sd15_unet_config()
@@ -98,13 +98,14 @@ def tab_requests(tmp: Path) -> dict[str, tuple[str, dict]]:
     m[16:48, 16:48] = 255
     Image.fromarray(m).save(mask)
     common = {"prompt": "a red circle", "seed": 1, "steps": 1, "width": 64, "height": 64}
-    units = [{"type": t, "weight": 1.0, "start": 0.0, "end": 1.0, "preprocess": False}
+    units = [{"type": t, "image": str(img), "weight": 1.0, "start": 0.0, "end": 1.0}
              for t in CONTROL_TYPES]
     return {
         "txt2img": ("txt2img", dict(common)),
-        "control (4 units)": ("control", {**common, "images": [str(img)] * 4, "units": units}),
-        "layout": ("layout", {**common, "boxes": [{"phrase": "a circle",
-                                                   "box": [0.1, 0.1, 0.6, 0.6]}]}),
+        "control (3 units)": ("control", {**common, "units": units[:3]}),
+        "control (canny)": ("control", {**common, "units": units[3:]}),
+        "layout": ("layout", {**common, "steps": 2, "gligen_fraction": 0.5,
+                              "boxes": [{"phrase": "a circle", "box": [0.1, 0.1, 0.6, 0.6]}]}),
         "inpaint": ("inpaint", {**{k: v for k, v in common.items()
                                    if k not in ("width", "height")},
                                 "image": str(img), "mask": str(mask)}),
@@ -169,7 +170,8 @@ def main() -> None:
     shared = b("vae") + b("text_encoder")
     naive = (
         shared + b("unet")  # txt2img
-        + shared + b("unet") + sum(b(f"controlnet:{t}") for t in CONTROL_TYPES)  # control
+        # the control tab: one pipeline holding all four ControlNets
+        + shared + b("unet") + sum(b(f"controlnet:{t}") for t in CONTROL_TYPES)
         + shared + b("unet_gligen")  # layout
         + shared + b("unet_inpaint")  # inpaint
         + shared + b("unet_instruct")  # instruct

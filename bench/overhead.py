@@ -1,8 +1,10 @@
 """API overhead: the same tiny-model generation called on the backend and via gradio_client.
 
-    python bench/overhead.py [--repeats 7] [--size 256] [--steps 4]
+    python bench/overhead.py [--repeats 7]
 
-Prints the median of each and the ratio (goal: <= 1.15x).
+Prints the median of each and the ratio (goal: <= 1.15x) for a small and a default-size
+workload, plus the floor: a call to /cancel, which does no work and skips the queue, so its
+time is gradio_client's own round trip (HTTP + server-sent events), paid once per call.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from _common import median, table, timed, tiny_studio
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
 
     from gradio_client import Client
@@ -24,23 +24,25 @@ def main() -> None:
     from studio.ui.app import build_app
 
     studio = tiny_studio()
-    req = {"prompt": "a red circle", "seed": 1, "steps": args.steps,
-           "width": args.size, "height": args.size}
-    studio.txt2img(dict(req))  # warm: load models, build the pipeline
     demo = build_app(studio)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
     client = Client(url, verbose=False)
-    client.predict(**req, api_name="/txt2img")  # warm the HTTP path
-
-    direct = timed(lambda: studio.txt2img(dict(req)), args.repeats)
-    api = timed(lambda: client.predict(**req, api_name="/txt2img"), args.repeats)
+    rows = []
+    floor = median(timed(lambda: client.predict(api_name="/cancel"), args.repeats))
+    rows.append(["/cancel (no work, no queue): protocol floor", "", f"{floor * 1000:.0f}", ""])
+    for size, steps in ((256, 8), (512, 25)):
+        req = {"prompt": "a red circle", "seed": 1, "steps": steps, "width": size,
+               "height": size}
+        studio.txt2img(dict(req))  # warm: load models, build the pipeline
+        client.predict(**req, api_name="/txt2img")  # warm the HTTP path
+        d = median(timed(lambda req=req: studio.txt2img(dict(req)), args.repeats))
+        a = median(timed(lambda req=req: client.predict(**req, api_name="/txt2img"),
+                         args.repeats))
+        rows.append([f"txt2img {size}px {steps} steps", f"{d * 1000:.0f}",
+                     f"{a * 1000:.0f}", f"{a / d:.2f}x"])
     demo.close()
-    d, a = median(direct), median(api)
-    print(table(
-        [["backend (direct)", f"{d * 1000:.0f}"], ["gradio_client /txt2img", f"{a * 1000:.0f}"],
-         ["ratio", f"{a / d:.2f}x"]],
-        ["path", f"median ms ({args.repeats} runs, {args.size}px, {args.steps} steps)"],
-    ))
+    print(table(rows, ["workload (tiny set)", "backend ms", "gradio_client ms", "ratio"]))
+    print(f"median of {args.repeats} runs each")
 
 
 if __name__ == "__main__":
