@@ -84,7 +84,12 @@ def test_canvas_boxes_become_the_api_boxes():
                         "color": (255, 0, 0)}]}
     assert json.loads(canvas_boxes_json(value)) == [
         {"phrase": "a red bird", "box": [0.25, 0.25, 0.75, 0.75]}]
-    blank = resized_blank(value, 64, 96)  # the blank canvas follows the output size
-    assert blank["image"].size == (64, 96)
-    assert blank["boxes"] == [{"xmin": 16, "ymin": 24, "xmax": 48, "ymax": 72,
-                               "label": "a red bird", "color": (255, 0, 0)}]
+    # the blank canvas follows the output's aspect (64x96) at a drawable size (long side 512)
+    blank = resized_blank(value, 64, 96)
+    w, h = blank["image"].size
+    assert h == 512 and abs(w / h - 64 / 96) < 0.01
+    (box,) = blank["boxes"]
+    assert box["label"] == "a red bird" and box["color"] == (255, 0, 0)
+    # the box keeps its relative place on the new canvas
+    assert json.loads(canvas_boxes_json(blank))[0]["box"] == pytest.approx(
+        [0.25, 0.25, 0.75, 0.75], abs=0.01)
