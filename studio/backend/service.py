@@ -21,7 +21,7 @@ from .requests import GenerationParams, RequestError, Txt2ImgRequest
 
 log = logging.getLogger(__name__)
 
-TASKS = ("txt2img", "control", "layout", "inpaint", "instruct")
+TASKS = ("txt2img", "control", "layout", "inpaint", "instruct", "seedselect")
 
 
 def _sd15_available(settings: Any) -> bool:

@@ -58,6 +58,12 @@ def test_same_seed_reproduces_and_another_seed_differs(studio, run) -> None:
     assert np.abs(px(other.image) - px(run.image)).mean() > 0.5
 
 
+def test_saved_image_regenerates_identically(studio, run) -> None:
+    """The PNG's stored request (example images saved as files) re-runs the same optimisation."""
+    again = studio.regenerate(run.path)
+    assert np.array_equal(px(run.image), px(again.image))
+
+
 def test_bootstrap_variants_are_much_cheaper_than_the_first_run(run) -> None:
     first, boots = run.info["first_run"], run.info["bootstrap_runs"]
     assert len(boots) == 2 and len(run.extra_images) == 2 and len(run.info["variants"]) == 2
