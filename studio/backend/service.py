@@ -226,6 +226,16 @@ class Studio:
                 token.cancel()
 
     @staticmethod
+    def png_request(image: Any) -> dict[str, Any] | None:
+        """The exact request stored in a saved image (None if it has none)."""
+        if image is None:
+            return None
+        _, payload = read_metadata(image)
+        if payload is None:
+            return None
+        return dict(payload.get("request", payload))
+
+    @staticmethod
     def png_info(image: Any) -> str:
         """Human-readable parameters of a saved image (A1111 text, then the JSON request)."""
         if image is None:

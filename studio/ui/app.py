@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
 import gradio as gr
 
+from . import concepts, control, edit, instruct, layout, pnginfo, txt2img
 from .common import session_of
 
-# (tab title, module in studio.ui, tab id). Each module has build(studio, gallery_hook).
+# (tab title, tab id, module). Each module has build(studio, gallery_hook).
 TABS = (
-    ("Text to image", "txt2img"),
-    ("Control", "control"),
-    ("Layout", "layout"),
-    ("Edit", "edit"),
-    ("Instruct", "instruct"),
-    ("Concepts", "concepts"),
+    ("Text to image", "txt2img", txt2img),
+    ("Control", "control", control),
+    ("Layout", "layout", layout),
+    ("Edit", "edit", edit),
+    ("Instruct", "instruct", instruct),
+    ("Concepts", "concepts", concepts),
 )
 
 TITLE = "Controllable Studio"
@@ -48,18 +47,13 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
             event.then(add_to_gallery, [results, image], [results, gallery],
                        api_visibility="private")
 
-        with gr.Tabs():
-            for title, name in TABS:
-                if importlib.util.find_spec(f"studio.ui.{name}") is None:
-                    continue  # tab not part of this build
-                module = importlib.import_module(f"studio.ui.{name}")
+        with gr.Tabs() as tabs:
+            built: dict[str, Any] = {}
+            for title, name, module in TABS:
                 with gr.Tab(title, id=name):
-                    module.build(studio, gallery_hook)
+                    built[name] = module.build(studio, gallery_hook)
             with gr.Tab("PNG info", id="pnginfo"):
-                with gr.Row():
-                    dropped = gr.Image(label="Drop a generated image", type="filepath")
-                    params = gr.Textbox(label="Parameters", lines=16)
-                dropped.change(studio.png_info, dropped, params, api_visibility="private")
+                pnginfo.build(studio, gallery_hook, tabs, built["txt2img"])
         gallery.render()
 
         def cancel(request: gr.Request) -> bool:

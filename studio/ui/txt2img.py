@@ -19,8 +19,8 @@ from .common import (
 )
 
 
-def build(studio: Any, gallery_hook: Any) -> None:
-    """Build the tab inside the current Blocks context."""
+def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
+    """Build the tab inside the current Blocks context; returns its parameter widgets."""
     with gr.Row():
         with gr.Column(scale=1):
             params = common_params(prompt_placeholder="a red circle and a blue square",
@@ -56,6 +56,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
     gallery_hook(event, image)
     stop.click(stop_handler(studio), None, None,
                api_visibility="private", queue=False)
+    return params
 
 
 def _num(value: Any) -> Any:
