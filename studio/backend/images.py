@@ -62,6 +62,11 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
         return img
     except RequestError:
         raise
+    except Image.DecompressionBombError as err:  # Pillow refuses > ~179 MP before decoding
+        raise RequestError(
+            f"{name} is far too large ({err}). The largest accepted is {MAX_INPUT_SIDE} px per "
+            f"side and {MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise RequestError(
             f"{name} could not be read as an image ({err}). Use a PNG, JPEG or WebP file."

@@ -89,8 +89,14 @@ class OutputStore:
 
 
 def read_metadata(image: Image.Image | str | Path) -> tuple[str, dict[str, Any] | None]:
-    """Return (A1111 parameters text, studio payload or None) of a saved image."""
-    img = image if isinstance(image, Image.Image) else Image.open(image)
+    """Return (A1111 parameters text, studio payload or None) of a saved image.
+
+    Unreadable or absurdly large files have no metadata (only the header is read here).
+    """
+    try:
+        img = image if isinstance(image, Image.Image) else Image.open(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return "", None
     text = getattr(img, "text", None) or img.info
     params = text.get(PARAMETERS_CHUNK, "") if text else ""
     raw = text.get(REQUEST_CHUNK) if text else None

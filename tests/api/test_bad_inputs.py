@@ -165,6 +165,13 @@ def test_nan_and_inf_are_rejected_by_the_backend(studio):
             studio.txt2img({"prompt": "ok", **SMALL, "guidance_scale": value})
 
 
+def test_decompression_bomb_is_refused_clearly(studio, tmp_path: Path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 MP: Pillow refuses it at open
+    with pytest.raises(ValueError, match="far too large"):
+        studio.instruct({"image": str(bomb), "prompt": "make it blue", "steps": 1})
+
+
 def test_missing_file_path_is_explained(studio, tmp_path: Path):
     with pytest.raises(ValueError, match="not found"):
         studio.instruct({"image": str(tmp_path / "nope.png"), "prompt": "make it blue",
