@@ -42,7 +42,13 @@ from PIL import Image
 from .common import CancelToken, ProgressFn, StudioError, run_guarded
 from .images import load_image
 from .registry import ModelRegistry
-from .requests import MAX_SEED, RequestError, check_number, check_prompt
+from .requests import (
+    MAX_SEED,
+    RequestError,
+    check_number,
+    check_prompt,
+    request_from_dict,
+)
 from .seedselect import MAX_BOOTSTRAP, MAX_IMAGES, MIN_IMAGES, check_image_count, fit_image
 
 log = logging.getLogger(__name__)
@@ -220,11 +226,7 @@ class ConceptTrainRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConceptTrainRequest:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names - {"task"}
-        if unknown:
-            raise RequestError(f"unknown concept_train parameters: {', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return request_from_dict(cls, data, "concept_train")
 
 
 # ---------------------------------------------------------------------------- library entries

@@ -59,6 +59,16 @@ def check_prompt(name: str, value: Any, required: bool) -> None:
         )
 
 
+def request_from_dict(cls: type, data: dict[str, Any], task: str) -> Any:
+    """Build request dataclass `cls` from a dict, naming any unknown keys (a "task" key is
+    accepted: saved requests carry it)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names - {"task"}
+    if unknown:
+        raise RequestError(f"unknown {task} parameters: {', '.join(sorted(unknown))}")
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass
 class GenerationParams:
     """Parameters every generating task shares (the common API parameters)."""
@@ -111,11 +121,7 @@ class GenerationParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names - {"task"}
-        if unknown:
-            raise RequestError(f"unknown {cls.task} parameters: {', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return request_from_dict(cls, data, cls.task)
 
 
 @dataclass
