@@ -134,6 +134,16 @@ def _noise_scheduler(registry: ModelRegistry) -> Any:
     return DDPMScheduler.from_config(config)
 
 
+def _optimiser_step(optim: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    loss: torch.Tensor, result: TrainResult) -> None:
+    """One (fp16-scaled) optimiser step; records the loss."""
+    optim.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optim)
+    scaler.update()
+    result.losses.append(float(loss.detach()))
+
+
 def _diffusion_loss(unet: Any, sched: Any, latents: torch.Tensor, cond: torch.Tensor,
                     gen: torch.Generator) -> torch.Tensor:
     """Noise-prediction (or v-prediction) MSE at random timesteps."""
@@ -234,11 +244,7 @@ def train_textual_inversion(
             prompts = [rng.choice(TEMPLATES).format(token) for _ in range(len(idx))]
             cond = text_encoder(_encode_ids(private, prompts, device))[0]
             loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), cond, gen)
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optim)
-            scaler.update()
-            result.losses.append(float(loss.detach()))
+            _optimiser_step(optim, scaler, loss, result)
             if progress is not None:
                 progress(step + 1, steps)
         _check_cancel(cancel)
@@ -311,11 +317,7 @@ def train_lora(
             idx = torch.randint(0, len(bank), (min(batch_size, len(bank)),), generator=gen)
             cond = conds[[rng.randrange(len(prompts)) for _ in range(len(idx))]]
             loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), cond, gen)
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optim)
-            scaler.update()
-            result.losses.append(float(loss.detach()))
+            _optimiser_step(optim, scaler, loss, result)
             if progress is not None:
                 progress(step + 1, steps)
         _check_cancel(cancel)

@@ -18,6 +18,7 @@ from studio.backend.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 log = logging.getLogger(__name__)
 
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
+PRIVATE = {"api_visibility": "private"}  # UI-only events: not part of the named API
 USER_ERRORS = (ValueError, StudioError, ModelUnavailableError)
 
 
@@ -101,6 +102,13 @@ def progress_adapter(progress: gr.Progress | None) -> Callable[[int, int], None]
         progress((step, total), desc="denoising", unit="steps")
 
     return report
+
+
+def whole_number(value: Any) -> Any:
+    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def info_json(info: dict[str, Any]) -> str:

@@ -22,6 +22,9 @@ from .common import (
     stop_handler,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 INTRO = (
     "Upload 3-20 pictures of something hard to describe (your dog, a character, a rare bird), "
@@ -64,13 +67,6 @@ def _progress(progress: gr.Progress | None, desc: str) -> Any:
         progress((step, total), desc=desc, unit="steps")
 
     return report
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def _files(value: Any) -> list[Any]:

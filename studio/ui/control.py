@@ -38,6 +38,9 @@ from .common import (
     stop_handler,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 UNIT_TYPES = ("scribble", "canny", "depth", "openpose")
 DEFAULT_TYPES = ("scribble", "openpose", "depth")
@@ -313,10 +316,3 @@ def _pretty_json(value: Any) -> str:
         except json.JSONDecodeError:
             return value
     return json.dumps(value, indent=2)
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

@@ -28,6 +28,7 @@ from studio.backend.inpaint import (
 from studio.backend.requests import RequestError
 
 from .common import (
+    PRIVATE,
     common_params,
     gpu_kwargs,
     info_json,
@@ -38,9 +39,11 @@ from .common import (
     stop_handler,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 CLICK_MODES = ("Object (+)", "Background (-)", "Box corners")
-PRIVATE = {"api_visibility": "private"}
 
 
 def build(studio: Any, gallery_hook: Any) -> None:
@@ -355,10 +358,3 @@ def _sam_view(image: str | None, points: Any, box: Any, corner: Any, mask: Any) 
         return draw_prompts(img, points, box, m, corner)
     except ValueError:
         return load_image(image, "image")
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

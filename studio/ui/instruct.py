@@ -28,15 +28,11 @@ from .common import (
     stop_handler,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 HAS_SLIDER = hasattr(gr, "ImageSlider")
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def _request(image: Any, instruction: str, text_guidance: float, image_guidance: float,

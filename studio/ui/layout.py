@@ -34,6 +34,9 @@ from .common import (
     spaces_gpu,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 BLANK_COLOR = (250, 250, 250)
 MODE_CHOICES = [("Generate", "generate"), ("Regenerate inside boxes", "inside_boxes")]
@@ -225,10 +228,3 @@ def build(studio: Any, gallery_hook: Any) -> None:
 
     clear_boxes.click(drop_boxes, canvas, canvas, api_visibility="private", queue=False)
     mode.change(lambda m: HINTS.get(m, ""), mode, hint, api_visibility="private", queue=False)
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

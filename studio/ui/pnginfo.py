@@ -6,9 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from .common import gpu_kwargs, info_json, result_outputs, spaces_gpu, user_errors
-
-PRIVATE = {"api_visibility": "private"}
+from .common import PRIVATE, gpu_kwargs, info_json, result_outputs, spaces_gpu, user_errors
 
 
 def build(studio: Any, gallery_hook: Any, tabs: gr.Tabs, txt2img_params: dict[str, Any]) -> None:

@@ -17,6 +17,9 @@ from .common import (
     stop_handler,
     user_errors,
 )
+from .common import (
+    whole_number as _num,
+)
 
 
 def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
@@ -57,10 +60,3 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
     stop.click(stop_handler(studio), None, None,
                api_visibility="private", queue=False)
     return params
-
-
-def _num(value: Any) -> Any:
-    """Whole floats from sliders/numbers become ints; anything else is left for validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
