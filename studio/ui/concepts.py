@@ -180,8 +180,9 @@ def build(studio: Any, gallery_hook: Any) -> None:
         with gr.Tab("Library") as lib_tab:
             # Filled at start-up and refreshed whenever the tab is opened (not with callable
             # values: those become public, unnamed API endpoints).
-            lib_md = gr.Markdown(library_markdown(studio.list_concepts()))
-            lib_gallery = gr.Gallery(library_gallery(studio.list_concepts()), fit_columns=False,
+            known = studio.list_concepts()
+            lib_md = gr.Markdown(library_markdown(known))
+            lib_gallery = gr.Gallery(library_gallery(known), fit_columns=False,
                                      label="Concepts", columns=8, height=180, interactive=False)
             lib_json = gr.JSON(label="Concepts (JSON)", visible=False)
             refresh = gr.Button("Refresh")
@@ -289,9 +290,8 @@ def build(studio: Any, gallery_hook: Any) -> None:
 
     listed = refresh.click(concepts, None, lib_json, api_name="concepts")
     listed.then(render, lib_json, [lib_md, lib_gallery], api_visibility="private")
-    lib_tab.select(lambda: (library_markdown(studio.list_concepts()),
-                            library_gallery(studio.list_concepts())),
-                   None, [lib_md, lib_gallery], api_visibility="private")
+    lib_tab.select(lambda: render(studio.list_concepts()), None, [lib_md, lib_gallery],
+                   api_visibility="private")
     for done in (event, ss_event):
         done.then(concepts, None, lib_json, api_visibility="private").then(
             render, lib_json, [lib_md, lib_gallery], api_visibility="private")
