@@ -190,7 +190,8 @@ class SeedSelector:
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
-        return (1, self.unet.config.in_channels, self.height // 8, self.width // 8)
+        f = int(getattr(self.pipe, "vae_scale_factor", 8))  # 8 for SD1.5, 4 for the toy VAE
+        return (1, self.unet.config.in_channels, self.height // f, self.width // f)
 
     # ------------------------------------------------------------------ building blocks
     def clip_embed(self, pixels: torch.Tensor) -> torch.Tensor:
