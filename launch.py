@@ -1,6 +1,7 @@
 """Start the studio: parse flags -> Settings -> backend -> UI -> launch.
 
     python launch.py                 # real SD1.5 if available, else built-in offline models
+    python launch.py --models toy    # the trained toy world of coloured shapes (offline)
     python launch.py --models tiny   # random tiny models (fast, offline)
     python launch.py --help          # every flag
 """
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     from studio.backend.service import Studio
     from studio.ui.app import build_app
 
-    studio = Studio(settings)
+    try:
+        studio = Studio(settings)
+    except FileNotFoundError as err:  # e.g. --models toy without assets/toy
+        sys.exit(f"error: {err}")
     if studio.banner:
         logging.getLogger("studio").warning(studio.banner)
     demo = build_app(studio, queue_size=settings.queue_size)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-MODEL_SETS = ("auto", "sd15", "tiny")
+MODEL_SETS = ("auto", "sd15", "toy", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -25,7 +25,7 @@ def _default_cache_dir() -> Path:
 class Settings:
     """Everything the studio needs to know before it starts.
 
-    `models` is a model-set name (auto, sd15, tiny) or a path to a local diffusers folder
+    `models` is a model-set name (auto, sd15, toy, tiny) or a path to a local diffusers folder
     or a single-file `.safetensors` checkpoint used as the base model of the sd15 set.
     """
 
@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         help="model set: auto (real SD1.5 weights when cached or the Hub is reachable, "
-        "otherwise the built-in offline models), sd15, tiny (random test models), or a path "
+        "otherwise the trained toy world), sd15, toy (built-in miniature world of coloured "
+        "shapes), tiny (random test models), or a path "
         "to a diffusers folder / single .safetensors file",
     )
     p.add_argument(

@@ -83,6 +83,13 @@ def configure_pipe(
     for hook in registry.hooks:
         active.update(hook(pipe, req, unet_role) or {})
     if req.fast:
+        if not registry.model_set.lcm_lora:
+            from .requests import RequestError
+
+            raise RequestError(
+                f"Fast mode needs an LCM-LoRA and the {registry.model_set.name} models have "
+                "none: untick Fast mode (or set fast=false)."
+            )
         registry.ensure_lora(unet_role, LCM_ADAPTER, registry.model_set.lcm_lora, pipe)
         active[LCM_ADAPTER] = 1.0
     loaded = registry.loras(unet_role)

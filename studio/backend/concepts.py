@@ -552,7 +552,8 @@ class ConceptManager:
                 raise RequestError(f"initializer {req.initializer!r} gives no tokens")
             result = run_guarded(registry, lambda: training.train_textual_inversion(
                 pipe, registry, images, req.token, req.initializer, req.steps,
-                req.learning_rate, req.seed, req.batch_size, progress, cancel), cancel)
+                req.learning_rate, req.seed, req.batch_size, progress, cancel,
+                registry.model_set.templates), cancel)
 
             def write(tmp: Path) -> dict[str, Any]:
                 from safetensors.torch import save_file
@@ -563,7 +564,8 @@ class ConceptManager:
             adapter = f"training-{req.name}-{uuid.uuid4().hex[:6]}"
             result = run_guarded(registry, lambda: training.train_lora(
                 pipe, registry, images, req.subject, adapter, req.steps, req.learning_rate,
-                req.rank, req.seed, req.batch_size, progress, cancel), cancel)
+                req.rank, req.seed, req.batch_size, progress, cancel,
+                registry.model_set.templates), cancel)
 
             def write(tmp: Path) -> dict[str, Any]:
                 from diffusers import StableDiffusionPipeline

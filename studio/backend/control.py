@@ -421,6 +421,13 @@ def run_control(
 def control_runner(studio: Any, req: ControlRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
     """Studio task runner: annotate, fit and save the maps, then generate."""
+    available = studio.model_set.controlnets
+    for i, unit in enumerate(req.units or [], 1):
+        if unit.type not in available:
+            raise RequestError(
+                f"unit {i}: the {studio.model_set.name} models have no {unit.type} ControlNet; "
+                f"use one of: {', '.join(sorted(available))}"
+            )
     maps, annotations = prepare_maps(studio, req)
     units: list[ControlUnit] = list(req.units or [])
     files = []

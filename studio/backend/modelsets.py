@@ -23,6 +23,9 @@ class ModelSet:
     image_encoder: str
     annotators: dict[str, str] | None = None  # None = the annotators' own Hub defaults
     offline_models: bool = False  # True for built-in test/toy models: the UI shows a banner
+    native_size: int = 512  # the image side the models were trained at (UI default)
+    # captions a concept's token is trained in (empty: photo captions, as for SD1.5)
+    concept_templates: tuple[str, ...] = ()
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -46,6 +49,15 @@ class ModelSet:
             raise ValueError(f"unknown model role {role!r}")
         return mapping[role]
 
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """Caption templates for concept training ("a photo of {}" ... for photo models)."""
+        if self.concept_templates:
+            return self.concept_templates
+        from .training import TEMPLATES
+
+        return TEMPLATES
+
     def with_base(self, base: str) -> ModelSet:
         return replace(self, base=base)
 
@@ -68,6 +80,52 @@ SD15 = ModelSet(
     image_encoder="openai/clip-vit-large-patch14",
     description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
 )
+
+
+TOY_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy"
+
+
+def toy_available(root: Path | None = None) -> bool:
+    """True when the toy models are on disk (they ship in assets/toy)."""
+    return (Path(root or TOY_DIR) / "stable-diffusion" / "model_index.json").exists()
+
+
+def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
+    """The trained toy world (flat coloured shapes at 64 px) shipped in `assets/toy`.
+
+    One ControlNet, trained on scribbles and edge maps, serves both the scribble and canny
+    types; there is no depth or pose ControlNet and no LCM-LoRA (the models are fast anyway).
+    Annotators with weights (depth, pose, SAM) use the tiny random ones so every tab works
+    offline; Canny is classical and real.
+    """
+    root = Path(root or TOY_DIR)
+    if not toy_available(root):
+        raise FileNotFoundError(
+            f"the toy models are missing from {root}: they ship with the project in "
+            "assets/toy (rebuild them with `python -m toyworld.train` stages, see README)"
+        )
+
+    def p(name: str) -> str:
+        return str(root / name)
+
+    control = p("controlnet-scribble")
+    return ModelSet(
+        name="toy",
+        base=p("stable-diffusion"),
+        inpaint=p("stable-diffusion-inpainting"),
+        instruct=p("instruct-pix2pix"),
+        gligen=p("gligen-generation-text-box"),
+        gligen_inpaint=p("gligen-inpainting-text-box"),
+        controlnets={"scribble": control, "canny": control},
+        lcm_lora="",
+        image_encoder=p("clip-vision"),
+        annotators=_tiny_annotator_sources(Path(cache_dir) / "toy-annotators"),
+        offline_models=True,
+        native_size=64,
+        concept_templates=("a {}",),  # the toy captions' grammar: "a red circle"
+        description="a trained miniature world of flat coloured shapes at 64x64 px: try "
+        "'a red circle and a blue square'",
+    )
 
 
 def tiny_model_set(cache_dir: Path) -> ModelSet:
@@ -110,6 +168,7 @@ def _tiny_annotator_sources(root: Path) -> dict[str, str] | None:
         from annotators.tiny import build_tiny_annotator_weights
     except ImportError:  # an annotators package without tiny weights
         return None
+    root.mkdir(parents=True, exist_ok=True)
     ann_root = root / "annotators"
     marker = ann_root / "SOURCES.json"
     if not marker.exists():

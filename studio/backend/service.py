@@ -10,11 +10,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .common import CancelToken, ProgressFn, Result
-from .modelsets import SD15, ModelSet, tiny_model_set
+from .modelsets import SD15, ModelSet, tiny_model_set, toy_available, toy_model_set
 from .outputs import OutputStore, read_metadata
 from .registry import ModelRegistry
 from .requests import GenerationParams, RequestError, Txt2ImgRequest
@@ -22,6 +23,8 @@ from .requests import GenerationParams, RequestError, Txt2ImgRequest
 log = logging.getLogger(__name__)
 
 TASKS = ("txt2img", "control", "layout", "inpaint", "instruct", "seedselect")
+DEFAULT_SIDE = 512  # the request classes' default image side (SD1.5's native size)
+SIZE_FIELDS = ("width", "height", "max_side", "resolution")
 
 
 def _sd15_available(settings: Any) -> bool:
@@ -50,6 +53,8 @@ def resolve_model_set(settings: Any) -> ModelSet:
     choice = settings.models
     if choice == "tiny":
         return tiny_model_set(settings.cache_dir)
+    if choice == "toy":
+        return toy_model_set(settings.cache_dir)
     if choice in ("sd15",):
         ms = SD15
     elif choice == "auto":
@@ -57,6 +62,8 @@ def resolve_model_set(settings: Any) -> ModelSet:
             ms = SD15
         else:
             log.warning("SD1.5 weights unavailable (not cached, Hub unreachable): offline models")
+            if toy_available():
+                return toy_model_set(settings.cache_dir)
             return tiny_model_set(settings.cache_dir)
     else:  # a local path used as the base model
         ms = SD15.with_base(str(Path(choice).resolve()))
@@ -102,6 +109,26 @@ class Studio:
                 "on a machine with the weights for real images."
             )
         return None
+
+    @property
+    def native_size(self) -> int:
+        """The image side the current models were trained at (the UI's default size)."""
+        return int(self.model_set.native_size)
+
+    def size_defaults(self, request_cls: type, data: dict[str, Any]) -> dict[str, Any]:
+        """`data` with the sizes it leaves out set to the models' native size.
+
+        The request classes default to SD1.5's 512 px; a model set trained at another size
+        (the toy world: 64 px) draws nothing useful there, so a request that names no size
+        gets the one the models know, as the UI's sliders do.
+        """
+        if self.native_size == DEFAULT_SIDE:
+            return data
+        out = dict(data)
+        for f in fields(request_cls):
+            if f.name in SIZE_FIELDS and f.name not in out and f.default == DEFAULT_SIDE:
+                out[f.name] = self.native_size
+        return out
 
     @property
     def model_name(self) -> str:
@@ -160,7 +187,7 @@ class Studio:
         is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
         """
         if isinstance(req, dict):
-            req = request_cls.from_dict(req)
+            req = request_cls.from_dict(self.size_defaults(request_cls, req))
         req.validate()
         req.resolve_seed()
         image, info = runner(self, req, progress, cancel)
@@ -268,10 +295,9 @@ class Studio:
                       cancel: CancelToken | None = None) -> Result:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
         from .concepts import ConceptTrainRequest
-        from .training import TEMPLATES
 
         if isinstance(req, dict):
-            req = ConceptTrainRequest.from_dict(req)
+            req = ConceptTrainRequest.from_dict(self.size_defaults(ConceptTrainRequest, req))
         concept, training, image, image_req = self.concepts.train(req, progress, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
@@ -285,7 +311,8 @@ class Studio:
         if not req.preview_steps:
             return Result(image=None, info=info)
         preview = self.txt2img({
-            "prompt": req.prompt or TEMPLATES[0].format(req.subject), "seed": req.seed,
+            "prompt": req.prompt or self.model_set.templates[0].format(req.subject),
+            "seed": req.seed,
             "steps": req.preview_steps, "width": req.resolution, "height": req.resolution,
         }, cancel=cancel)
         preview.info.update(info)

@@ -210,8 +210,10 @@ def train_textual_inversion(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    templates: tuple[str, ...] = TEMPLATES,
 ) -> TrainResult:
-    """Learn one embedding for `token` from `images` (same size, multiple of 8)."""
+    """Learn one embedding for `token` from `images` (same size, multiple of 8), with the
+    token in caption `templates` like the ones the model was trained on."""
     tokenizer, text_encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
     device = unet.device
     torch.manual_seed(seed)
@@ -232,7 +234,7 @@ def train_textual_inversion(
     sched = _noise_scheduler(registry)
     result = TrainResult()
     probe = _Probe(bank, sched, seed)
-    probe_ids = _encode_ids(private, [TEMPLATES[0].format(token)], device)
+    probe_ids = _encode_ids(private, [templates[0].format(token)], device)
     with _injected_token(text_encoder, token_id, init_ids[0], vector):
         for step in range(steps):
             if step % _probe_every(steps) == 0:
@@ -241,7 +243,7 @@ def train_textual_inversion(
                 result.probe_losses.append((step, probe.loss(unet, cond)))
             _check_cancel(cancel)
             idx = torch.randint(0, len(bank), (min(batch_size, len(bank)),), generator=gen)
-            prompts = [rng.choice(TEMPLATES).format(token) for _ in range(len(idx))]
+            prompts = [rng.choice(templates).format(token) for _ in range(len(idx))]
             cond = text_encoder(_encode_ids(private, prompts, device))[0]
             loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), cond, gen)
             _optimiser_step(optim, scaler, loss, result)
@@ -268,6 +270,7 @@ def train_lora(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    templates: tuple[str, ...] = TEMPLATES,
 ) -> TrainResult:
     """Train a LoRA on the shared UNet's attention under `adapter_name`, then remove it.
 
@@ -286,7 +289,7 @@ def train_lora(
     bank = _LatentBank(vae, images, device, vae.dtype)
     sched = _noise_scheduler(registry)
     with torch.no_grad():  # the text encoder is frozen: embed every template once
-        prompts = [t.format(prompt_subject) for t in TEMPLATES]
+        prompts = [t.format(prompt_subject) for t in templates]
         conds = text_encoder(_encode_ids(tokenizer, prompts, device))[0]
 
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",

@@ -133,7 +133,8 @@ def stop_handler(studio: Any) -> Callable[..., None]:
 
 
 def common_params(
-    prompt_label: str = "Prompt", prompt_placeholder: str = "", elem_prefix: str | None = None
+    prompt_label: str = "Prompt", prompt_placeholder: str = "", elem_prefix: str | None = None,
+    size: int = 512,
 ) -> dict[str, Any]:
     """The common generation widgets, keyed by their API parameter names (in API order).
 
@@ -148,8 +149,8 @@ def common_params(
             c["steps"] = gr.Slider(1, 150, value=25, step=1, label="Steps")
             c["guidance_scale"] = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance scale")
         with gr.Row():
-            c["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width")
-            c["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height")
+            c["width"] = gr.Slider(64, 2048, value=size, step=8, label="Width")
+            c["height"] = gr.Slider(64, 2048, value=size, step=8, label="Height")
         with gr.Row():
             c["scheduler"] = gr.Dropdown(list(USER_SCHEDULERS), value=DEFAULT_SCHEDULER,
                                          label="Sampler")

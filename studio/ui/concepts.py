@@ -112,7 +112,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                                               label="SeedSelect bootstrap variants")
                         sample_steps = gr.Slider(1, 50, value=10, step=1,
                                                  label="SeedSelect sampler (DDIM) steps")
-                        resolution = gr.Slider(64, 1024, value=512, step=8,
+                        resolution = gr.Slider(64, 1024, value=studio.native_size, step=8,
                                                label="Training resolution")
                         batch_size = gr.Slider(1, 16, value=2, step=1, label="Batch size")
                         prompt = gr.Textbox(
@@ -147,8 +147,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
                             ss_guidance = gr.Slider(0, 30, value=7.5, step=0.5,
                                                     label="Guidance scale")
                         with gr.Row():
-                            ss_width = gr.Slider(64, 2048, value=512, step=8, label="Width")
-                            ss_height = gr.Slider(64, 2048, value=512, step=8, label="Height")
+                            ss_width = gr.Slider(64, 2048, value=studio.native_size, step=8,
+                                                 label="Width")
+                            ss_height = gr.Slider(64, 2048, value=studio.native_size, step=8,
+                                                  label="Height")
                         with gr.Row():
                             ss_sample_steps = gr.Slider(1, 50, value=10, step=1,
                                                         label="Sampler (DDIM) steps")

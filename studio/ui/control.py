@@ -56,13 +56,15 @@ def _blank_canvas() -> dict[str, Any]:
 class UnitWidgets:
     """The widgets of one control unit (built inside its accordion)."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, types: tuple[str, ...] = UNIT_TYPES,
+                 resolution: int = 512) -> None:
         first = index == 0
         eid = f"control-unit{index + 1}"
+        default = DEFAULT_TYPES[index] if DEFAULT_TYPES[index] in types else types[0]
         with gr.Row():
             self.enabled = gr.Checkbox(label="Enable this unit", value=first,
                                        elem_id=f"{eid}-enabled")
-            self.type = gr.Dropdown(list(UNIT_TYPES), value=DEFAULT_TYPES[index],
+            self.type = gr.Dropdown(list(types), value=default,
                                     label="Control type", elem_id=f"{eid}-type")
             self.source = gr.Radio([("Sketch", "sketch"), ("Photo or map", "image")],
                                    value="sketch" if first else "image", label="Input",
@@ -82,7 +84,7 @@ class UnitWidgets:
             info="Skip the annotator (for photos; sketches always go through scribble cleanup)",
         )
         with gr.Row():
-            self.resolution = gr.Slider(64, 2048, value=512, step=64,
+            self.resolution = gr.Slider(64, 2048, value=resolution, step=64,
                                         label="Annotator resolution")
             self.resize_mode = gr.Radio(RESIZE_CHOICES, value="crop",
                                         label="Resize to output size")
@@ -98,7 +100,7 @@ class UnitWidgets:
             info="Set by Preview / Re-render pose; cleared when the input changes.",
             elem_id=f"{eid}-use-preview",
         )
-        openpose = DEFAULT_TYPES[index] == "openpose"
+        openpose = default == "openpose"
         self.keypoints = gr.Code(label="Pose keypoints (edit a wrong limb, then re-render)",
                                  language="json", value="", visible=openpose,
                                  elem_id=f"{eid}-keypoints")
@@ -140,14 +142,18 @@ def _sketch_image(value: Any, index: int) -> Any:
 def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
     units: list[UnitWidgets] = []
+    # Only the control types the model set has a ControlNet for (the toy world: two).
+    types = tuple(t for t in UNIT_TYPES if t in studio.model_set.controlnets) or UNIT_TYPES
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(prompt_placeholder="a knight on a horse, oil painting",
-                                   elem_prefix="control")
+            params = common_params(
+                size=studio.native_size, prompt_placeholder="a knight on a horse, oil painting",
+                elem_prefix="control",
+            )
             for i in range(MAX_UNITS):
                 with gr.Accordion(f"Control unit {i + 1}", open=i == 0,
                                   elem_id=f"control-unit{i + 1}"):
-                    units.append(UnitWidgets(i))
+                    units.append(UnitWidgets(i, types, studio.native_size))
             with gr.Accordion("Init image (img2img with control)", open=False):
                 init_image = gr.Image(label="Init image (optional)", type="filepath",
                                       elem_id="control-init-image")

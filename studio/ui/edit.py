@@ -97,8 +97,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 invert_btn = gr.Button("Invert", size="sm", elem_id="edit-invert")
                 clear_btn = gr.Button("Clear", size="sm", elem_id="edit-clear")
         with gr.Column(scale=1):
-            params = common_params(prompt_placeholder="what should be in the masked area",
-                                   elem_prefix="edit")
+            params = common_params(
+                size=studio.native_size, prompt_placeholder="what should be in the masked area",
+                elem_prefix="edit",
+            )
             params["width"].label = "Only-masked working width"
             params["height"].label = "Only-masked working height"
             with gr.Row():

@@ -108,7 +108,8 @@ def build(studio: Any, gallery_hook: Any) -> None:
                     seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0)
                     steps = gr.Slider(1, 150, value=20, step=1, label="Steps")
                 max_side = gr.Slider(
-                    64, 2048, value=DEFAULT_MAX_SIDE, step=8, label="Max side",
+                    64, 2048, value=min(DEFAULT_MAX_SIDE, studio.native_size), step=8,
+                    label="Max side",
                     info="Longest side of the output; aspect ratio kept, sides rounded to "
                          "multiples of 8, small images never upscaled.",
                 )

@@ -106,8 +106,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(prompt_placeholder="a park in autumn, a bench and a bird",
-                                   elem_prefix="layout")
+            params = common_params(
+                size=studio.native_size, prompt_placeholder="a park in autumn, a bench and a bird",
+                elem_prefix="layout",
+            )
             mode = gr.Radio(MODE_CHOICES, value="generate", label="Mode", elem_id="layout-mode")
             hint = gr.Markdown(HINTS["generate"])
             canvas = image_annotator(

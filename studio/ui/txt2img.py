@@ -26,8 +26,10 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
     """Build the tab inside the current Blocks context; returns its parameter widgets."""
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(prompt_placeholder="a red circle and a blue square",
-                                   elem_prefix="txt2img")
+            params = common_params(
+                size=studio.native_size, prompt_placeholder="a red circle and a blue square",
+                elem_prefix="txt2img",
+            )
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="txt2img-generate")
                 stop = gr.Button("Stop")
