@@ -24,7 +24,7 @@ from .tokenizer_vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v3"  # bump when the configs below change, so caches are rebuilt
+TINY_VERSION = "v4"  # bump when the configs below change, so caches are rebuilt
 CONTROL_TYPES = ("scribble", "openpose", "depth", "canny")
 CROSS_DIM = 32
 

@@ -36,20 +36,41 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
+def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply BPE merges to a word's symbols the way CLIP's tokenizer does (lowest rank first)."""
+    parts = list(parts)
+    while len(parts) > 1:
+        pairs = zip(parts[:-1], parts[1:], strict=True)
+        known = [(ranks[p], i) for i, p in enumerate(pairs) if p in ranks]
+        if not known:
+            break
+        _, i = min(known)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
 def build_vocab(words: tuple[str, ...] | list[str] = WORDS) -> tuple[dict[str, int], list[str]]:
-    """Return (vocab, merges) for a tokenizer whose listed words are single tokens."""
+    """Return (vocab, merges) for a tokenizer whose listed words are single tokens.
+
+    Each word is first split by the merges added so far (exactly as the tokenizer will split
+    it), then its pieces are joined left to right by new merges. New merges rank after every
+    earlier one, so they never change how an earlier word is split: "red" adding "r e" cannot
+    leave "green" as g/re/e/n.
+    """
     symbols = list(_bytes_to_unicode().values())
     vocab_list = symbols + [s + "</w>" for s in symbols]
     merges: list[str] = []
+    ranks: dict[tuple[str, str], int] = {}
     seen = set(vocab_list)
     for word in words:
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        parts = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
         current = parts[0]
         for nxt in parts[1:]:
             merged = current + nxt
-            pair = f"{current} {nxt}"
+            if (current, nxt) not in ranks:
+                ranks[(current, nxt)] = len(merges)
+                merges.append(f"{current} {nxt}")
             if merged not in seen:
-                merges.append(pair)
                 vocab_list.append(merged)
                 seen.add(merged)
             current = merged
