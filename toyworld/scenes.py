@@ -17,11 +17,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "green": (40, 170, 60),
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
-    "purple": (140, 50, 180),  # the rare class: ~1% of shapes (SeedSelect's long tail)
+    "purple": (140, 50, 180),  # the rare class: ~1% of scenes (SeedSelect's long tail)
 }
 COMMON_COLOURS = ("red", "green", "blue", "yellow")
 RARE_COLOUR = "purple"
-RARE_RATE = 0.01
+RARE_RATE = 0.005  # per shape: ~1% of scenes
 SHAPES = ("circle", "square", "triangle")
 HELD_OUT_SHAPE = "cross"  # never in training scenes: textual inversion learns it from examples
 SIZES = {"small": (12, 18), "large": (20, 28)}

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gradio_client import Client
 from PIL import Image
 
@@ -66,9 +67,27 @@ def test_auto_falls_back_to_builtin_models_with_a_banner(model_cache, tmp_path, 
     settings = Settings(models="auto", offline=True, cache_dir=model_cache,
                         outputs_dir=tmp_path)
     model_set = resolve_model_set(settings)
-    assert model_set.name == "tiny" and model_set.offline_models
+    assert model_set.name == "toy" and model_set.offline_models  # the trained toy world
+    assert model_set.native_size == 64
     banner = Studio(settings, model_set=model_set).banner
-    assert "Offline mode" in banner and "--models sd15" in banner
+    assert "Offline mode" in banner and "--models sd15" in banner and "toy" in banner
+
+
+def test_auto_falls_back_to_tiny_without_the_toy_models(model_cache, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from studio.backend import modelsets
+    from studio.backend.service import resolve_model_set
+    from studio.settings import Settings
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(modelsets, "TOY_DIR", tmp_path / "no-toy")
+    settings = Settings(models="auto", offline=True, cache_dir=model_cache,
+                        outputs_dir=tmp_path)
+    assert resolve_model_set(settings).name == "tiny"
+    with pytest.raises(FileNotFoundError, match="toy models are missing"):
+        resolve_model_set(Settings(models="toy", offline=True, cache_dir=model_cache,
+                                   outputs_dir=tmp_path))
 
 
 def test_auto_uses_sd15_when_its_weights_are_cached(model_cache, tmp_path, monkeypatch):

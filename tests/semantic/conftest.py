@@ -1,0 +1,38 @@
+"""A Studio on the shipped toy models (assets/toy), shared by the semantic tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "test-report" / "toy-semantics.json"
+
+
+@pytest.fixture(scope="session")
+def toy_studio(tmp_path_factory: pytest.TempPathFactory):
+    from studio.backend.modelsets import TOY_DIR
+    from toyworld.evaluate import toy_studio as build
+
+    if not (TOY_DIR / "stable-diffusion" / "model_index.json").exists():
+        pytest.fail(f"the toy models are missing from {TOY_DIR}; they ship with the project")
+    return build(work=tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def report():
+    """Record each check's numbers in test-report/toy-semantics.json (what README quotes)."""
+    results: dict[str, dict] = {}
+
+    def record(ev) -> None:
+        print(ev.line())
+        results[ev.name] = {"n": ev.n, **ev.metrics, "seconds_per_image": ev.seconds_per_image,
+                            **ev.notes}
+
+    yield record
+    if results:
+        REPORT.parent.mkdir(exist_ok=True)
+        old = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+        REPORT.write_text(json.dumps({**old, **results}, indent=2))

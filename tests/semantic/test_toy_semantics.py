@@ -1,0 +1,99 @@
+"""What the toy world's models draw, judged by the classical analyser (toyworld.analyse).
+
+Each test runs one check of `toyworld.evaluate` through the studio's real backend (the same
+pipelines, registry and request validation the UI and API use) on new scenes, and asserts the
+thresholds of the toy-world issue. The numbers land in test-report/toy-semantics.json and are
+quoted in README's toy-world section (`python -m toyworld.evaluate` prints them too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toyworld import evaluate
+from toyworld.analyse import analyse
+
+pytestmark = pytest.mark.slow
+
+
+def test_prompted_colour_and_shape(toy_studio, report):
+    ev = evaluate.eval_txt2img(toy_studio, n=48)
+    report(ev)
+    assert ev.metrics["colour right"] >= 0.90
+    assert ev.metrics["shape right"] >= 0.75
+
+
+def test_sketch_and_edge_maps_are_followed(toy_studio, report):
+    ev = evaluate.eval_control(toy_studio, n=48)
+    report(ev)
+    assert ev.metrics["IoU >= 0.6"] >= 0.75
+
+
+def test_boxes_receive_their_objects(toy_studio, report):
+    ev = evaluate.eval_layout(toy_studio, n=48)
+    report(ev)
+    assert ev.metrics["right colour in its box"] >= 0.80
+    # the boxes do the work: without them the same prompts land far less often
+    assert ev.metrics["without boxes (chance)"] < ev.metrics["right colour in its box"] - 0.3
+
+
+def test_inpainting_paints_the_mask_and_keeps_the_rest(toy_studio, report):
+    ev = evaluate.eval_inpaint(toy_studio, n=48)
+    report(ev)
+    assert ev.metrics["right colour in mask"] >= 0.80
+    assert ev.metrics["outside unchanged"] == 1.0
+
+
+def test_make_it_colour_recolours_in_place(toy_studio, report):
+    ev = evaluate.eval_instruct(toy_studio, n=48)
+    report(ev)
+    assert ev.metrics["right colour"] >= 0.80
+    assert ev.metrics["shape IoU >= 0.6"] >= 0.80
+
+
+def test_named_shape_instruction_leaves_the_others(toy_studio, report):
+    ev = evaluate.eval_instruct_named(toy_studio, n=24)
+    report(ev)
+    assert ev.metrics["named shape recoloured"] >= 0.6
+    assert ev.metrics["other shapes kept"] >= 0.6
+
+
+def test_textual_inversion_learns_the_held_out_shape(toy_studio, report):
+    ev = evaluate.eval_textual_inversion(toy_studio, n=16)
+    report(ev)
+    learned, plain = (ev.metrics[k] for k in ("cross with the learned token",
+                                              "cross with the plain word"))
+    assert learned >= plain + 0.3
+
+
+def test_seedselect_lifts_the_rare_colour(toy_studio, report):
+    ev = evaluate.eval_seedselect(toy_studio)
+    report(ev)
+    assert ev.metrics["SeedSelect"] >= ev.metrics["plain seeds"] + 0.3
+
+
+def test_a_seed_reproduces_an_image_and_seeds_differ(toy_studio):
+    a = toy_studio.txt2img(evaluate._params(5, prompt="a green triangle")).image
+    b = toy_studio.txt2img(evaluate._params(5, prompt="a green triangle")).image
+    c = toy_studio.txt2img(evaluate._params(6, prompt="a green triangle")).image
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_zero_weight_control_is_no_control(toy_studio):
+    scene = evaluate.random_scene(evaluate.EVAL_SEED + 77)
+    params = evaluate._params(3, prompt=scene.caption)
+    plain = np.asarray(toy_studio.txt2img(params).image, np.int16)
+    off = toy_studio.control({**params, "units": [
+        {"type": "scribble", "image": scene.scribble(), "weight": 0}]}).image
+    assert np.abs(np.asarray(off, np.int16) - plain).max() <= 2
+
+
+def test_a_photo_through_the_canny_annotator_steers_the_shapes(toy_studio):
+    """The photo -> annotator -> ControlNet path: a rendered scene, preprocessed by Canny."""
+    scene = evaluate.random_scene(evaluate.EVAL_SEED + 78)
+    out = toy_studio.control(evaluate._params(4, prompt=scene.caption, units=[
+        {"type": "canny", "image": scene.render(), "preprocess": True, "resolution": 64}]))
+    found = analyse(out.image)
+    assert evaluate.iou(evaluate.foreground(out.image), evaluate.scene_mask(scene)) >= 0.5, found

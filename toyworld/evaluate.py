@@ -1,0 +1,453 @@
+"""Measure what the toy world's models do, through the studio's own backend and pipelines.
+
+Every check generates images with a `Studio` on the `toy` model set, exactly as the UI and API
+do, and judges them with the classical analyser (`toyworld.analyse`) against the scene that
+was asked for. The semantic tests (`tests/semantic/`) assert thresholds on these numbers; the
+command line prints them as the README's table:
+
+    python -m toyworld.evaluate                  # every check, 48 cases each
+    python -m toyworld.evaluate txt2img layout   # some of them
+    python -m toyworld.evaluate --examples assets/toy-examples.png
+
+Evaluation scenes use seeds far from the training seeds (see `EVAL_SEED`), so they are new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .analyse import Found, analyse, foreground, iou
+from .scenes import (
+    COMMON_COLOURS,
+    HELD_OUT_SHAPE,
+    RARE_COLOUR,
+    SHAPES,
+    SIZE,
+    Scene,
+    Shape,
+    random_scene,
+)
+
+EVAL_SEED = 900_000_000  # training uses seeds below 100 million
+STEPS = 20
+CFG = 7.5
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one check: rates in [0, 1] (and a few other numbers) over `n` cases."""
+
+    name: str
+    n: int
+    metrics: dict[str, float]
+    seconds_per_image: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        parts = ", ".join(f"{k} {v:.0%}" if 0 <= v <= 1 and not k.startswith("mean")
+                          else f"{k} {v:.3g}" for k, v in self.metrics.items())
+        return f"{self.name} (n={self.n}): {parts}; {self.seconds_per_image:.2f} s/image"
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds, self.images = 0.0, 0
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, timed."""
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.seconds += time.perf_counter() - t0
+        self.images += 1
+        return out
+
+    @property
+    def per_image(self) -> float:
+        return self.seconds / max(1, self.images)
+
+
+def _params(seed: int, **extra: Any) -> dict[str, Any]:
+    return {"seed": seed, "steps": STEPS, "guidance_scale": CFG, "width": SIZE,
+            "height": SIZE, **extra}
+
+
+def _largest(found: list[Found]) -> Found | None:
+    return found[0] if found else None
+
+
+def scene_mask(scene: Scene) -> np.ndarray:
+    """Union of every shape's mask: where the scene has objects."""
+    out = np.zeros((scene.size, scene.size), bool)
+    for i in range(len(scene.shapes)):
+        out |= scene.mask(i)
+    return out
+
+
+def box_mask(box: tuple[int, int, int, int], grow: int = 0, size: int = SIZE) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    m = np.zeros((size, size), bool)
+    m[max(0, y0 - grow):min(size, y1 + grow), max(0, x0 - grow):min(size, x1 + grow)] = True
+    return m
+
+
+def single_shape_prompts(n: int) -> list[tuple[str, str, int]]:
+    """(colour, kind, seed) cycling over every common colour and shape."""
+    combos = [(c, k) for c in COMMON_COLOURS for k in SHAPES]
+    return [(*combos[i % len(combos)], EVAL_SEED + i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------- checks
+
+def eval_txt2img(studio: Any, n: int = 48) -> Evaluation:
+    """"a <colour> <shape>": is the largest object of that colour, and of that shape?"""
+    timer, colour_ok, shape_ok, one = _Timer(), 0, 0, 0
+    for colour, kind, seed in single_shape_prompts(n):
+        image = timer(studio.txt2img, _params(seed, prompt=f"a {colour} {kind}")).image
+        found = analyse(image)
+        top = _largest(found)
+        colour_ok += bool(top and top.colour == colour)
+        shape_ok += bool(top and top.shape == kind)
+        one += len(found) == 1
+    return Evaluation("txt2img", n, {"colour right": colour_ok / n, "shape right": shape_ok / n,
+                                     "exactly one object": one / n}, timer.per_image)
+
+
+def eval_control(studio: Any, n: int = 48) -> Evaluation:
+    """A scribble (even cases) or an edge map (odd cases) of a new scene, with its caption:
+    the IoU of the generated objects with the scene's shapes."""
+    timer, ious = _Timer(), []
+    for i in range(n):
+        scene = random_scene(EVAL_SEED + 1000 + i)
+        control = scene.scribble() if i % 2 == 0 else scene.edges()
+        unit = {"type": "scribble" if i % 2 == 0 else "canny", "image": control}
+        image = timer(studio.control,
+                      _params(EVAL_SEED + i, prompt=scene.caption, units=[unit])).image
+        ious.append(iou(foreground(image), scene_mask(scene)))
+    arr = np.array(ious)
+    return Evaluation("control", n, {"IoU >= 0.6": float((arr >= 0.6).mean()),
+                                     "mean IoU": float(arr.mean())}, timer.per_image)
+
+
+def _in_box(found: list[Found], shape: Shape, colour_too: bool) -> bool:
+    x0, y0, x1, y1 = shape.box
+    return any(x0 <= f.centroid[0] < x1 and y0 <= f.centroid[1] < y1
+               and (not colour_too or f.colour == shape.colour) for f in found)
+
+
+def eval_layout(studio: Any, n: int = 48) -> Evaluation:
+    """Boxes of a new scene with their phrases and its caption as the prompt: does an object
+    of the phrase's colour land with its centre inside each box? The same prompts without
+    boxes (plain txt2img, same seeds) give the chance level."""
+    timer, boxes = _Timer(), 0
+    inside = inside_colour = chance = 0
+    for i in range(n):
+        scene = random_scene(EVAL_SEED + 2000 + i)
+        params = _params(EVAL_SEED + i, prompt=scene.caption)
+        image = timer(studio.layout, {**params, "boxes": scene.boxes()}).image
+        plain = analyse(studio.txt2img(params).image)
+        found = analyse(image)
+        for shape in scene.shapes:
+            boxes += 1
+            inside += _in_box(found, shape, colour_too=False)
+            inside_colour += _in_box(found, shape, colour_too=True)
+            chance += _in_box(plain, shape, colour_too=True)
+    return Evaluation("layout", n, {
+        "object in its box": inside / boxes, "right colour in its box": inside_colour / boxes,
+        "without boxes (chance)": chance / boxes,
+    }, timer.per_image, {"boxes": boxes})
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+def eval_inpaint(studio: Any, n: int = 48) -> Evaluation:
+    """Mask one shape of a new scene (its box grown by 3 px) and prompt another colour and
+    shape: is the object inside the mask of the prompted colour (and shape), and is every pixel
+    outside the mask unchanged?"""
+    timer, colour_ok, shape_ok, kept = _Timer(), 0, 0, 0
+    for i in range(n):
+        rng = random.Random(EVAL_SEED + 3000 + i)
+        scene = random_scene(EVAL_SEED + 3000 + i)
+        target = rng.randrange(len(scene.shapes))
+        old = scene.shapes[target]
+        colour = rng.choice([c for c in COMMON_COLOURS if c != old.colour])
+        kind = rng.choice(SHAPES)
+        mask = box_mask(old.box, grow=3)
+        source = scene.render()
+        result = timer(studio.inpaint, _params(
+            EVAL_SEED + i, prompt=f"a {colour} {kind}", image=source, mask=_mask_image(mask),
+            mask_blur=1)).image
+        out = np.asarray(result.convert("RGB"))
+        kept += bool(np.array_equal(out[~mask], np.asarray(source)[~mask]))
+        inside = [f for f in analyse(out) if mask[int(f.centroid[1]), int(f.centroid[0])]]
+        top = _largest(inside)
+        colour_ok += bool(top and top.colour == colour)
+        shape_ok += bool(top and top.shape == kind)
+    return Evaluation("inpaint", n, {"right colour in mask": colour_ok / n,
+                                     "right shape in mask": shape_ok / n,
+                                     "outside unchanged": kept / n}, timer.per_image)
+
+
+def eval_instruct(studio: Any, n: int = 48) -> Evaluation:
+    """"make it <colour>" on new one-shape scenes: is the object now that colour, still in
+    place (IoU with the original shape >= 0.6)?"""
+    timer, colour_ok, kept, both = _Timer(), 0, 0, 0
+    for i in range(n):
+        rng = random.Random(EVAL_SEED + 4000 + i)
+        scene = random_scene(EVAL_SEED + 4000 + i, max_shapes=1)
+        colour = rng.choice([c for c in COMMON_COLOURS if c != scene.shapes[0].colour])
+        image = timer(studio.instruct, _params(
+            EVAL_SEED + i, prompt=f"make it {colour}", image=scene.render())).image
+        top = _largest(analyse(image))
+        ok_colour = bool(top and top.colour == colour)
+        ok_place = bool(top and iou(top.mask, scene.mask(0)) >= 0.6)
+        colour_ok += ok_colour
+        kept += ok_place
+        both += ok_colour and ok_place
+    return Evaluation("instruct", n, {"right colour": colour_ok / n, "shape IoU >= 0.6": kept / n,
+                                      "both": both / n}, timer.per_image)
+
+
+def eval_instruct_named(studio: Any, n: int = 24) -> Evaluation:
+    """"make the <shape> <colour>" on new scenes of 2-3 shapes of different kinds: is the named
+    shape recoloured while the others keep their colour?"""
+    timer, named_ok, others_ok, cases = _Timer(), 0, 0, 0
+    seed = EVAL_SEED + 5000
+    while cases < n:
+        seed += 1
+        scene = random_scene(seed)
+        kinds = [s.kind for s in scene.shapes]
+        if len(kinds) < 2 or len(set(kinds)) != len(kinds):
+            continue
+        rng = random.Random(seed)
+        index = rng.randrange(len(kinds))
+        colour = rng.choice([c for c in COMMON_COLOURS if c != scene.shapes[index].colour])
+        after, instruction = scene.recoloured(index, colour)
+        image = timer(studio.instruct, _params(seed, prompt=instruction,
+                                               image=scene.render())).image
+        found = analyse(image)
+        checks = []
+        for j, shape in enumerate(after.shapes):
+            where = scene.mask(j)
+            best = max(found, key=lambda f, where=where: iou(f.mask, where), default=None)
+            checks.append(bool(best and iou(best.mask, where) >= 0.5
+                               and best.colour == shape.colour))
+        named_ok += checks[index]
+        others_ok += all(c for j, c in enumerate(checks) if j != index)
+        cases += 1
+    return Evaluation("instruct (named shape)", n, {
+        "named shape recoloured": named_ok / n, "other shapes kept": others_ok / n,
+    }, timer.per_image)
+
+
+def held_out_examples(count: int = 5, colour: str = "red") -> list[Image.Image]:
+    """Pictures of the shape no model was trained on (one per scene, varied size/place)."""
+    rng = random.Random(EVAL_SEED + 6000)
+    out = []
+    for _ in range(count):
+        size = rng.randint(20, 28)
+        h = size // 2 + 1
+        shape = Shape(HELD_OUT_SHAPE, colour, rng.randint(h, SIZE - h), rng.randint(h, SIZE - h),
+                      size)
+        out.append(Scene([shape]).render())
+    return out
+
+
+def eval_textual_inversion(studio: Any, n: int = 16, steps: int = 300) -> Evaluation:
+    """Learn the held-out shape (a cross) from 5 pictures as a new token, then generate with
+    it: how often is the result a cross, against the plain word the models never learned?"""
+    name = f"toy-{HELD_OUT_SHAPE}-eval"
+    studio.concept_train({
+        "name": name, "images": held_out_examples(), "method": "textual_inversion",
+        "steps": steps, "initializer": "square", "seed": 0, "preview_steps": 0,
+    })
+    token = f"<{name}>"
+    timer, learned, plain = _Timer(), 0, 0
+    try:
+        for i in range(n):
+            with_token = timer(studio.txt2img,
+                               _params(EVAL_SEED + i, prompt=f"a {token}")).image
+            top = _largest(analyse(with_token))
+            learned += bool(top and top.shape == HELD_OUT_SHAPE)
+            word = studio.txt2img(_params(EVAL_SEED + i, prompt=f"a red {HELD_OUT_SHAPE}")).image
+            top = _largest(analyse(word))
+            plain += bool(top and top.shape == HELD_OUT_SHAPE)
+    finally:
+        studio.concepts.delete(name)
+    return Evaluation("textual inversion", n, {"cross with the learned token": learned / n,
+                                               "cross with the plain word": plain / n},
+                      timer.per_image)
+
+
+def rare_examples(count: int = 5, kind: str = "circle") -> list[Image.Image]:
+    rng = random.Random(EVAL_SEED + 7000)
+    out = []
+    for _ in range(count):
+        size = rng.randint(18, 28)
+        h = size // 2 + 1
+        out.append(Scene([Shape(kind, RARE_COLOUR, rng.randint(h, SIZE - h),
+                                rng.randint(h, SIZE - h), size)]).render())
+    return out
+
+
+def eval_seedselect(studio: Any, seeds: int = 3, bootstrap: int = 5, plain: int = 32,
+                    steps: int = 15) -> Evaluation:
+    """The rare colour: "a purple circle" from plain seeds against SeedSelect (5 examples,
+    z_T optimised from `seeds` seeds, each with `bootstrap` variants)."""
+    prompt = f"a {RARE_COLOUR} circle"
+    hits = sum(_is_rare(studio.txt2img(_params(EVAL_SEED + i, prompt=prompt,
+                                                scheduler="DDIM")).image)
+               for i in range(plain))
+    timer, selected, total = _Timer(), 0, 0
+    examples = rare_examples()
+    for i in range(seeds):
+        result = timer(studio.seedselect, {
+            "prompt": prompt, "images": examples, "seed": EVAL_SEED + 100 + i,
+            "steps": steps, "bootstrap": bootstrap, "width": SIZE, "height": SIZE})
+        for image in [result.image, *result.extra_images]:
+            selected += _is_rare(image)
+            total += 1
+    return Evaluation("seedselect", total, {"plain seeds": hits / plain,
+                                            "SeedSelect": selected / total},
+                      timer.per_image, {"plain_n": plain})
+
+
+def _is_rare(image: Image.Image) -> bool:
+    top = _largest(analyse(image))
+    return bool(top and top.colour == RARE_COLOUR)
+
+
+CHECKS: dict[str, Callable[..., Evaluation]] = {
+    "txt2img": eval_txt2img,
+    "control": eval_control,
+    "layout": eval_layout,
+    "inpaint": eval_inpaint,
+    "instruct": eval_instruct,
+    "instruct_named": eval_instruct_named,
+    "textual_inversion": eval_textual_inversion,
+    "seedselect": eval_seedselect,
+}
+
+
+# ---------------------------------------------------------------------------- examples
+
+def example_sheet(studio: Any, path: Path) -> Path:
+    """A picture of what each tab does in the toy world: inputs above, outputs below."""
+    pairs: list[tuple[Image.Image, Image.Image, str]] = []
+    pairs.append((_text_tile("a red circle\nand a blue\nsquare"),
+                  studio.txt2img(_params(3, prompt="a red circle and a blue square")).image,
+                  "txt2img"))
+    scene = random_scene(EVAL_SEED + 1003)
+    pairs.append((scene.scribble(), studio.control(_params(
+        5, prompt=scene.caption, units=[{"type": "scribble", "image": scene.scribble()}])).image,
+        "sketch"))
+    box_scene = Scene([Shape("triangle", "yellow", 18, 18, 22), Shape("square", "green", 44, 44,
+                                                                      22)])
+    pairs.append((_boxes_tile(box_scene), studio.layout(_params(
+        7, prompt=box_scene.caption, boxes=box_scene.boxes())).image, "boxes"))
+    source = random_scene(EVAL_SEED + 3001)
+    mask = box_mask(source.shapes[0].box, grow=3)
+    pairs.append((_overlay(source.render(), mask), studio.inpaint(_params(
+        9, prompt="a blue triangle", image=source.render(), mask=_mask_image(mask),
+        mask_blur=1)).image, "inpaint"))
+    one = random_scene(EVAL_SEED + 4002, max_shapes=1)
+    colour = next(c for c in ("green", "blue", "red") if c != one.shapes[0].colour)
+    pairs.append((one.render(), studio.instruct(_params(
+        11, prompt=f"make it {colour}", image=one.render())).image, f"make it {colour}"))
+    scale, pad = 3, 6
+    tile = SIZE * scale
+    sheet = Image.new("RGB", (len(pairs) * (tile + pad) + pad, 2 * tile + 3 * pad + 14), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (top, bottom, label) in enumerate(pairs):
+        x = pad + i * (tile + pad)
+        sheet.paste(top.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST), (x, pad))
+        sheet.paste(bottom.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST),
+                    (x, 2 * pad + tile))
+        draw.text((x, 3 * pad + 2 * tile - 2), label, fill=(40, 40, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def _text_tile(text: str) -> Image.Image:
+    """The prompt, written on a tile (drawn at 2x so it stays legible once scaled up)."""
+    img = Image.new("RGB", (SIZE * 2, SIZE * 2), (255, 255, 255))
+    ImageDraw.Draw(img).multiline_text((6, 30), text, fill=(0, 0, 0), spacing=6)
+    return img
+
+
+def _boxes_tile(scene: Scene) -> Image.Image:
+    img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for s in scene.shapes:
+        x0, y0, x1, y1 = s.box
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(0, 0, 0))
+        draw.text((x0 + 1, y0 + 1), s.colour[0], fill=(0, 0, 0))
+    return img
+
+
+def _overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    arr = np.asarray(image.convert("RGB")).copy()
+    arr[mask] = (arr[mask] * 0.4 + np.array([255, 0, 255]) * 0.6).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def toy_studio(root: Path | None = None, work: Path | None = None) -> Any:
+    """A Studio on the toy models (the shipped ones, or those in `root`), with its outputs,
+    cache and concept library in `work` (default: a new temporary folder)."""
+    import tempfile
+
+    from studio.backend.modelsets import toy_model_set
+    from studio.backend.service import Studio
+    from studio.settings import Settings
+
+    work = Path(work or tempfile.mkdtemp(prefix="toy-eval-"))
+    settings = Settings(models="toy", offline=True, cache_dir=work / "cache",
+                        outputs_dir=work / "outputs")
+    return Studio(settings, model_set=toy_model_set(settings.cache_dir, root))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Measure the toy world's models (see module doc).")
+    p.add_argument("checks", nargs="*", help=f"some of: {', '.join(CHECKS)} (default: all)")
+    p.add_argument("--examples", type=Path, help="write the example sheet to this PNG")
+    p.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    p.add_argument("--toy-dir", type=Path, help="toy models to measure (default: the shipped)")
+    p.add_argument("--n", type=int, default=0, help="cases per check (default: each check's)")
+    args = p.parse_args(argv)
+    unknown = set(args.checks) - set(CHECKS)
+    if unknown:
+        p.error(f"unknown checks {sorted(unknown)}; choose from {', '.join(CHECKS)}")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    studio = toy_studio(args.toy_dir)
+    if args.examples:
+        print("examples:", example_sheet(studio, args.examples))
+        if not args.checks:
+            return
+    results = []
+    for name in args.checks or CHECKS:
+        t0 = time.perf_counter()
+        ev = CHECKS[name](studio, *([args.n] if args.n else []))
+        results.append(ev)
+        print(f"{ev.line()}  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([ev.__dict__ for ev in results], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
