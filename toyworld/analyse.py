@@ -43,7 +43,8 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def classify_shape(mask: np.ndarray) -> str:
-    """circle / square / triangle / cross from the component's outer contour."""
+    """circle / square / triangle / cross (or "blob": concave but no cross) from the
+    component's outer contour."""
     import cv2
 
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
@@ -54,8 +55,8 @@ def classify_shape(mask: np.ndarray) -> str:
     approx = cv2.approxPolyDP(contour, 0.06 * perimeter, True)
     hull_area = cv2.contourArea(cv2.convexHull(contour))
     solidity = cv2.contourArea(contour) / max(hull_area, 1.0)  # both polygon areas
-    if solidity < 0.8:
-        return "cross"
+    if solidity < 0.8:  # concave: a cross if it looks like one, else a shapeless blob
+        return "cross" if cross_likeness(mask) >= 0.6 else "blob"
     if len(approx) == 3:
         return "triangle"
     x, y, w, h = cv2.boundingRect(contour)
@@ -65,6 +66,25 @@ def classify_shape(mask: np.ndarray) -> str:
     if circularity(area, perimeter) > 0.7 or fill > 0.7:
         return "circle"
     return "triangle" if fill < 0.65 else "square"
+
+
+def cross_likeness(mask: np.ndarray) -> float:
+    """Best IoU of the component with an upright plus sign filling its bounding box (bar
+    widths from a quarter to a half of the side): 1.0 for a drawn cross, low for blobs."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    h, w = y1 - y0, x1 - x0
+    if not 0.75 <= w / max(h, 1) <= 1.33:
+        return 0.0
+    crop = mask[y0:y1, x0:x1]
+    best = 0.0
+    for frac in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+        bw, bh = max(1, round(w * frac)), max(1, round(h * frac))
+        plus = np.zeros_like(crop)
+        plus[:, (w - bw) // 2:(w - bw) // 2 + bw] = True
+        plus[(h - bh) // 2:(h - bh) // 2 + bh, :] = True
+        best = max(best, iou(crop, plus))
+    return best
 
 
 def analyse(image: Image.Image | np.ndarray) -> list[Found]:

@@ -154,14 +154,16 @@ def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
 
 def run_loop(name: str, params: list[Any], steps: int, lr: float,
              loss_fn: Callable[[int], torch.Tensor], log_every: int = 50,
-             save: Callable[[], None] | None = None, save_every: int = 500) -> None:
+             save: Callable[[], None] | None = None, save_every: int = 500,
+             start: int = 0) -> None:
     """AdamW with warmup + cosine decay and gradient clipping; `save` is called every
-    `save_every` steps (so a long stage can be inspected while it runs) and at the end."""
+    `save_every` steps (so a long stage can be inspected while it runs) and at the end.
+    `start` resumes a saved run at that step of the same schedule (AdamW's moments restart)."""
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
     every = [p for g in opt.param_groups for p in g["params"]]
     t0, ema = time.time(), None
-    for step in range(steps):
+    for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr) * g.get("scale", 1.0)
         loss = loss_fn(step)
@@ -182,7 +184,7 @@ def run_loop(name: str, params: list[Any], steps: int, lr: float,
 class Noise:
     """SD1.5's DDPM forward process and loss weights for epsilon prediction.
 
-    Default: min-SNR(5) weights, uniform timesteps. `layout=True` (GLIGEN) draws 70% of the
+    Default: min-SNR(5) weights, uniform timesteps. `layout=True` (GLIGEN) draws 80% of the
     timesteps from the noisier half and weights each by 1/SNR (clipped to 1..50), which turns
     the epsilon loss into an x0 loss there: where objects go is decided at high noise, and the
     plain epsilon loss scales that error by SNR (about 0.01), so it barely trains it. The
@@ -204,13 +206,30 @@ class Noise:
             self.weight = torch.clamp(snr, max=5.0) / snr
 
     def __call__(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy latents, the epsilon target, timesteps)."""
         noise = torch.randn_like(latents)
         b = latents.shape[0]
         t = torch.randint(0, 1000, (b,))
-        if self.layout:
-            high = torch.rand(b) < 0.7
-            t = torch.where(high, torch.randint(500, 1000, (b,)), t)
-        return self.sched.add_noise(latents, noise, t), noise, t
+        if not self.layout:
+            return self.sched.add_noise(latents, noise, t), noise, t
+        r = torch.rand(b)
+        t = torch.where(r < 0.8, torch.randint(500, 1000, (b,)), t)
+        t = torch.where(r < 0.4, torch.randint(850, 1000, (b,)), t)
+        zt = self.sched.add_noise(latents, noise, t)
+        # SD's schedule leaves a trace of the image at t=999 (SNR 0.005), but sampling starts
+        # from pure noise. Where objects are can be read from that trace, so a model trained
+        # on it learns to place objects by it and ignores the boxes; at sampling time the
+        # "trace" is random and so is the layout. So 40% of the samples start from pure noise
+        # at t >= 850, with the epsilon that makes the target x0 the true image: there the
+        # boxes are the only clue to where things go.
+        blind = r < 0.4
+        if blind.any():
+            ac = self.sched.alphas_cumprod[t].view(b, 1, 1, 1)
+            pure = torch.randn_like(latents)
+            target = (pure - ac.sqrt() * latents) / (1 - ac).sqrt()
+            m = blind.view(b, 1, 1, 1)
+            zt, noise = torch.where(m, pure, zt), torch.where(m, target, noise)
+        return zt, noise, t
 
     def loss(self, pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
              where: torch.Tensor | None = None) -> torch.Tensor:
@@ -455,16 +474,26 @@ def train_inpaint(work: Path, steps: int, batch: int = 32) -> None:
     unet.save_pretrained(work / "unet_inpaint")
 
 
-def instruct_example(scene: Scene, rng: random.Random) -> tuple[Image.Image, Image.Image, str]:
-    i = rng.randrange(len(scene.shapes))
+def instruct_example(scene: Scene, rng: random.Random) -> tuple[Scene, Scene, str]:
+    """(before, after, instruction): one shape recoloured. The instruction names the shape
+    ("make the circle blue") only when its kind is unique in the scene, so it is never
+    ambiguous; one-shape scenes also get "make it blue"."""
+    unique = [i for i, s in enumerate(scene.shapes)
+              if sum(o.kind == s.kind for o in scene.shapes) == 1]
+    if not unique:  # e.g. two circles: keep one, so "make the circle ..." means it
+        scene = Scene(scene.shapes[:1])
+        unique = [0]
+    i = rng.choice(unique)
     colour = rng.choice([c for c in COMMON_COLOURS if c != scene.shapes[i].colour])
     after, instruction = scene.recoloured(i, colour)
     if len(scene.shapes) == 1 and rng.random() < 0.5:
         instruction = f"make it {colour}"
-    return scene.render(), after.render(), instruction
+    return scene, after, instruction
 
 
 def train_instruct(work: Path, steps: int, batch: int = 32) -> None:
+    """InstructPix2Pix on recolour pairs. Object pixels weigh x3 in the loss: recolouring
+    every shape instead of the named one is then as costly as it is wrong."""
     from diffusers import UNet2DConditionModel
 
     seed_all(5)
@@ -477,8 +506,8 @@ def train_instruct(work: Path, steps: int, batch: int = 32) -> None:
         # More single-shape scenes than the base sees: "make it <colour>" needs them.
         batch_scenes = scenes(5, step, batch, max_shapes=rng.choice((1, 2, 3)))
         ex = [instruct_example(s, rng) for s in batch_scenes]
-        src = frozen.encode([a for a, _, _ in ex], scaled=False, sample=False)  # as IP2P
-        z = frozen.encode([b for _, b, _ in ex])
+        src = frozen.encode([a.render() for a, _, _ in ex], scaled=False, sample=False)  # IP2P
+        z = frozen.encode([b.render() for _, b, _ in ex])
         prompts, keep = [], []
         for _, _, text in ex:  # the paper's dropout: 5% text, 5% image, 5% both
             r = rng.random()
@@ -486,10 +515,11 @@ def train_instruct(work: Path, steps: int, batch: int = 32) -> None:
             keep.append(0.0 if 0.05 <= r < 0.15 else 1.0)
         src = src * torch.tensor(keep)[:, None, None, None]
         zt, eps, t = noise(z)
-        return noise.loss(unet(torch.cat([zt, src], 1), t, frozen.text(prompts)).sample, eps, t)
+        pred = unet(torch.cat([zt, src], 1), t, frozen.text(prompts)).sample
+        return noise.loss(pred, eps, t, object_weights([a for a, _, _ in ex], 3.0))
 
-    run_loop("instruct", list(unet.parameters()), steps, 5e-4, loss_fn)
-    unet.save_pretrained(work / "unet_instruct")
+    run_loop("instruct", list(unet.parameters()), steps, 5e-4, loss_fn,
+             save=lambda: unet.save_pretrained(work / "unet_instruct"))
 
 
 def gligen_new_params(unet: Any) -> list[torch.nn.Parameter]:
@@ -555,7 +585,7 @@ def grounding(frozen: Frozen, batch_scenes: list[Scene], rng: random.Random,
 
 class GroundingAttention:
     """An auxiliary loss on GLIGEN's gated self-attention: visual tokens inside box j should
-    attend to grounding token j.
+    attend to grounding token j, and tokens outside every box to none of the box tokens.
 
     The gated self-attention has no position encoding of its own; it must find each box from
     the UNet's features alone, and at this scale the diffusion loss alone did not teach it to
@@ -588,22 +618,34 @@ class GroundingAttention:
             cy, cx = torch.meshgrid(centres, centres, indexing="ij")
             cx, cy = cx.flatten()[None, :, None], cy.flatten()[None, :, None]  # 1,N,1
             bx = gligen["boxes"][:, None]  # B,1,M,4
+            used = gligen["masks"][:, None] > 0  # B,1,M
             inside = ((cx >= bx[..., 0]) & (cx < bx[..., 2]) & (cy >= bx[..., 1])
-                      & (cy < bx[..., 3]) & (gligen["masks"][:, None] > 0)).float()  # B,N,M
-            total = total - (logp.mean(1) * inside).sum() / inside.sum().clamp(min=1)
+                      & (cy < bx[..., 3]) & used).float()  # B,N,M
+            # inside box j: attend to token j; outside every box: attend to no real box token
+            pull = -(logp.mean(1) * inside).sum() / inside.sum().clamp(min=1)
+            mass = (logp.exp() * used[:, None].float()).sum(-1).clamp(max=1 - 1e-4)  # B,H,N
+            outside = 1.0 - inside.amax(-1)  # B,N
+            push = -(torch.log1p(-mass).mean(1) * outside).sum() / outside.sum().clamp(min=1)
+            total = total + pull + push
         count = max(1, len(self.seen))
         self.seen.clear()
         return total / count
 
 
-def train_gligen(work: Path, steps: int, batch: int = 32) -> None:
+def train_gligen(work: Path, steps: int, batch: int = 32, start: int = 0) -> None:
     """The GLIGEN UNet. Unlike the paper, which freezes SD, the whole UNet is fine-tuned (the
     new gated layers at 5x the learning rate): the gated self-attention has no position
     encoding of its own, and the frozen toy features expose too little of where each pixel
-    is for it to find the boxes (frozen, 600 steps left objects in their boxes at chance)."""
-    seed_all(6)
+    is for it to find the boxes (frozen, 600 steps left objects in their boxes at chance).
+    `start` > 0 resumes from the checkpoint saved at that step."""
+    from diffusers import UNet2DConditionModel
+
+    seed_all(6 + start)
     frozen = Frozen(work)
-    unet = gligen_unet(work).train()
+    if start:
+        unet = UNet2DConditionModel.from_pretrained(work / "unet_gligen").train()
+    else:
+        unet = gligen_unet(work).train()
     noise = Noise(layout=True)
     rng = random.Random(6)
     attention = GroundingAttention(unet)
@@ -612,7 +654,9 @@ def train_gligen(work: Path, steps: int, batch: int = 32) -> None:
         batch_scenes = scenes(6, step, batch)
         z = frozen.encode([s.render() for s in batch_scenes])
         gligen, _ = grounding(frozen, batch_scenes, rng)
-        text = frozen.text(drop([s.caption for s in batch_scenes], rng, 0.1))
+        # Half the captions are dropped: then the boxes' phrases are all the model has to go
+        # on, which makes it learn to use them (with a full caption they add only position).
+        text = frozen.text(drop([s.caption for s in batch_scenes], rng, 0.5))
         zt, eps, t = noise(z)
         pred = unet(zt, t, text, cross_attention_kwargs={"gligen": gligen}).sample
         return (noise.loss(pred, eps, t, object_weights(batch_scenes, 3.0))
@@ -622,7 +666,7 @@ def train_gligen(work: Path, steps: int, batch: int = 32) -> None:
     ids = {id(p) for p in new}
     old = [p for p in unet.parameters() if id(p) not in ids]
     run_loop("gligen", [{"params": new, "scale": 1.0}, {"params": old, "scale": 0.2}], steps,
-             1e-3, loss_fn, save=lambda: unet.save_pretrained(work / "unet_gligen"))
+             1e-3, loss_fn, save=lambda: unet.save_pretrained(work / "unet_gligen"), start=start)
 
 
 def box_keep_mask(gligen: dict[str, torch.Tensor], size: int = LATENT) -> torch.Tensor:
@@ -775,10 +819,10 @@ STAGES = {
     "base": (train_base, 4500),
     "controlnet": (train_controlnet, 1200),
     "inpaint": (train_inpaint, 1000),
-    "instruct": (train_instruct, 1000),
-    "gligen": (train_gligen, 2500),
+    "instruct": (train_instruct, 2000),
+    "gligen": (train_gligen, 2000),
     "gligen_inpaint": (train_gligen_inpaint, 800),
-    "clip": (train_clip, 1500),
+    "clip": (train_clip, 3000),
 }
 
 
@@ -789,6 +833,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--out", type=Path, default=ASSETS, help="export folder")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--resume", type=int, default=0, metavar="STEP",
+                   help="gligen only: continue from the checkpoint saved at STEP")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -798,7 +844,12 @@ def main(argv: list[str] | None = None) -> None:
         export(args.work, args.out)
         return
     fn, default_steps = STAGES[args.stage]
-    fn(args.work, args.steps or default_steps)
+    if args.resume:
+        if args.stage != "gligen":
+            p.error("--resume is supported for the gligen stage only")
+        fn(args.work, args.steps or default_steps, start=args.resume)
+    else:
+        fn(args.work, args.steps or default_steps)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,11 @@ def test_named_shape_instruction_leaves_the_others(toy_studio, report):
     assert ev.metrics["other shapes kept"] >= 0.6
 
 
-def test_textual_inversion_learns_the_held_out_shape(toy_studio, report):
+def test_textual_inversion_learns_a_concept_from_five_pictures(toy_studio, report):
     ev = evaluate.eval_textual_inversion(toy_studio, n=16)
     report(ev)
-    learned, plain = (ev.metrics[k] for k in ("cross with the learned token",
-                                              "cross with the plain word"))
-    assert learned >= plain + 0.3
+    assert ev.metrics["concept with the learned token"] >= 0.75
+    assert ev.metrics["concept with the initializer word"] <= 0.25
 
 
 def test_seedselect_lifts_the_rare_colour(toy_studio, report):

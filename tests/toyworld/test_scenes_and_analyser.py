@@ -93,3 +93,16 @@ def test_derived_maps_boxes_and_instruction_pairs_match_the_scene():
     before_px, after_px = np.asarray(scene.render()), np.asarray(after.render())
     changed = np.any(before_px != after_px, axis=-1)
     assert changed.any() and not changed[~scene.mask(0)].any()  # only that shape changed
+
+
+def test_crosses_are_recognised_and_concave_blobs_are_not_crosses():
+    for size in range(16, 29, 2):
+        scene = Scene([Shape(HELD_OUT_SHAPE, "red", 32, 32, size)])
+        (found,) = analyse(scene.render())
+        assert found.shape == HELD_OUT_SHAPE, size
+    # an L-shaped blob is concave like a cross, but it is not one
+    blob = np.full((64, 64, 3), 245, np.uint8)
+    blob[10:40, 10:20] = (220, 40, 40)
+    blob[30:40, 10:45] = (220, 40, 40)
+    (found,) = analyse(blob)
+    assert found.shape == "blob"
