@@ -24,6 +24,8 @@ class ModelSet:
     annotators: dict[str, str] | None = None  # None = the annotators' own Hub defaults
     offline_models: bool = False  # True for built-in test/toy models: the UI shows a banner
     native_size: int = 512  # the image side the models were trained at (UI default)
+    # share of the steps GLIGEN grounds by default (layout.DEFAULT_FRACTION for SD1.5's GLIGEN)
+    gligen_fraction: float = 0.3
     # captions a concept's token is trained in (empty: photo captions, as for SD1.5)
     concept_templates: tuple[str, ...] = ()
     description: str = ""
@@ -122,6 +124,10 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         annotators=_tiny_annotator_sources(Path(cache_dir) / "toy-annotators"),
         offline_models=True,
         native_size=64,
+        # the toy GLIGEN was trained to ground every step; handing the last 70% to the base
+        # UNet (SD1.5 GLIGEN's 0.3) lets it recolour and move the objects: measured over 32
+        # layouts, right colour in its box 45% at 0.3, 78% at 0.6, 93% at 1.0
+        gligen_fraction=1.0,
         concept_templates=("a {}",),  # the toy captions' grammar: "a red circle"
         description="a trained miniature world of flat coloured shapes at 64x64 px: try "
         "'a red circle and a blue square'",

@@ -115,19 +115,28 @@ class Studio:
         """The image side the current models were trained at (the UI's default size)."""
         return int(self.model_set.native_size)
 
-    def size_defaults(self, request_cls: type, data: dict[str, Any]) -> dict[str, Any]:
-        """`data` with the sizes it leaves out set to the models' native size.
+    @property
+    def gligen_fraction(self) -> float:
+        """The current models' default share of GLIGEN-grounded steps (the UI's default)."""
+        return float(self.model_set.gligen_fraction)
+
+    def model_defaults(self, request_cls: type, data: dict[str, Any]) -> dict[str, Any]:
+        """`data` with the sizes it leaves out set to the models' native size, and the
+        grounding fraction to the models' own.
 
         The request classes default to SD1.5's 512 px; a model set trained at another size
         (the toy world: 64 px) draws nothing useful there, so a request that names no size
         gets the one the models know, as the UI's sliders do.
         """
-        if self.native_size == DEFAULT_SIDE:
-            return data
         out = dict(data)
         for f in fields(request_cls):
-            if f.name in SIZE_FIELDS and f.name not in out and f.default == DEFAULT_SIDE:
+            if f.name in out:
+                continue
+            if (f.name in SIZE_FIELDS and f.default == DEFAULT_SIDE
+                    and self.native_size != DEFAULT_SIDE):
                 out[f.name] = self.native_size
+            elif f.name == "gligen_fraction":
+                out[f.name] = self.gligen_fraction
         return out
 
     @property
@@ -187,7 +196,7 @@ class Studio:
         is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
         """
         if isinstance(req, dict):
-            req = request_cls.from_dict(self.size_defaults(request_cls, req))
+            req = request_cls.from_dict(self.model_defaults(request_cls, req))
         req.validate()
         req.resolve_seed()
         image, info = runner(self, req, progress, cancel)
@@ -297,7 +306,7 @@ class Studio:
         from .concepts import ConceptTrainRequest
 
         if isinstance(req, dict):
-            req = ConceptTrainRequest.from_dict(self.size_defaults(ConceptTrainRequest, req))
+            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
         concept, training, image, image_req = self.concepts.train(req, progress, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}

@@ -17,7 +17,6 @@ from gradio_image_annotation import image_annotator
 from PIL import Image
 
 from studio.backend.layout import (
-    DEFAULT_FRACTION,
     MAX_BOXES,
     boxes_from_pixels,
     boxes_to_pixels,
@@ -129,7 +128,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 elem_id="layout-append_phrases",
             )
             gligen_fraction = gr.Slider(
-                0, 1, value=DEFAULT_FRACTION, step=0.05, label="Grounding fraction",
+                0, 1, value=studio.gligen_fraction, step=0.05, label="Grounding fraction",
                 info="Share of the steps that follow the boxes (scheduled sampling); plain "
                      "Stable Diffusion refines the rest. Higher = tighter boxes, less natural.",
                 elem_id="layout-gligen_fraction",
@@ -166,7 +165,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
     def layout(
         prompt: str, negative_prompt: str, seed: float, steps: float, guidance_scale: float,
         width: float, height: float, scheduler: str, fast: bool, boxes: str,
-        gligen_fraction: float = DEFAULT_FRACTION, image: str | None = None,
+        gligen_fraction: float = studio.gligen_fraction, image: str | None = None,
         mode: str = "generate", append_phrases: bool = False,
         request: gr.Request = None, progress: gr.Progress = gr.Progress(track_tqdm=True),
     ) -> tuple[str, str]:
