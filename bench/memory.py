@@ -22,8 +22,9 @@ from pathlib import Path
 
 from _common import rss_bytes, table
 
+from studio.backend.models.modelsets import CONTROL_TYPES
+
 GiB = 1024**3
-CONTROL_TYPES = ("scribble", "openpose", "depth", "canny")
 
 
 def sd15_unet_config(**extra: object) -> dict:
@@ -44,8 +45,8 @@ def build(folder: Path, dtype) -> None:
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from studio.backend.tiny import _save_pipeline_index, _scheduler_config
-    from studio.backend.tokenizer_vocab import write_tokenizer
+    from studio.backend.models.tiny import _save_pipeline_index, _scheduler_config
+    from studio.backend.models.tokenizer_vocab import write_tokenizer
 
     if (folder / "DONE").exists():
         return
@@ -124,21 +125,20 @@ def main() -> None:
 
     import torch
 
-    from studio.backend.modelsets import ModelSet
-    from studio.backend.registry import ModelRegistry, module_bytes
+    from studio.backend.models.modelsets import ModelSet
+    from studio.backend.models.registry import ModelRegistry, module_bytes
     from studio.backend.service import Studio
     from studio.settings import Settings
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     build(args.folder, dtype)
     f = args.folder
-    ms = ModelSet(
-        name="sd15-random", base=str(f / "base"), inpaint=str(f / "inpaint"),
-        instruct=str(f / "instruct"), gligen=str(f / "gligen"),
-        gligen_inpaint=str(f / "gligen_inpaint"),
-        controlnets={t: str(f / f"controlnet-{t}") for t in CONTROL_TYPES},
-        lcm_lora="", image_encoder="",
-    )
+    ms = ModelSet(name="sd15-random", repos={
+        "base": str(f / "base"), "inpaint": str(f / "inpaint"),
+        "instruct": str(f / "instruct"), "gligen": str(f / "gligen"),
+        "gligen_inpaint": str(f / "gligen_inpaint"),
+        **{f"controlnet:{t}": str(f / f"controlnet-{t}") for t in CONTROL_TYPES},
+    })
     tmp = Path(tempfile.mkdtemp(prefix="bench-mem-"))
     settings = Settings(models="sd15", offline=True, outputs_dir=tmp / "out", dtype=args.dtype)
     registry = ModelRegistry(ms, dtype=dtype, offline=True)

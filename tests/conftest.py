@@ -34,7 +34,7 @@ def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_model_set(tiny_settings):
-    from studio.backend.modelsets import tiny_model_set as build
+    from studio.backend.models.builtin import tiny_model_set as build
 
     return build(tiny_settings.cache_dir)
 
@@ -79,3 +79,13 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scripts_own_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests call the backend as a trusted script does, naming files in its own temp folder,
+    so that folder passes the file gate (a served studio allows only uploads and its own
+    outputs). The gate's tests use folders outside it."""
+    from studio.backend.files import allow_root
+
+    allow_root(tmp_path_factory.getbasetemp())

@@ -444,7 +444,7 @@ def toy_studio(root: Path | None = None, work: Path | None = None) -> Any:
     cache and concept library in `work` (default: a new temporary folder)."""
     import tempfile
 
-    from studio.backend.modelsets import toy_model_set
+    from studio.backend.models.builtin import toy_model_set
     from studio.backend.service import Studio
     from studio.settings import Settings
 

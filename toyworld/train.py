@@ -336,7 +336,7 @@ def train_base(work: Path, steps: int, batch: int = 32) -> None:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from studio.backend.tokenizer_vocab import write_tokenizer
+    from studio.backend.models.tokenizer_vocab import write_tokenizer
 
     seed_all(2)
     vocab = write_tokenizer(work / "tokenizer")
@@ -775,7 +775,7 @@ def export(work: Path, out: Path) -> None:
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from studio.backend.tiny import _save_pipeline_index
+    from studio.backend.models.tiny import _save_pipeline_index
 
     if out.exists():
         shutil.rmtree(out)

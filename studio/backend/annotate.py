@@ -62,7 +62,7 @@ class AnnotatorService:
         name = check_name(name)
         with self._lock:
             if self.device == "auto":
-                from studio.backend.devices import pick_device
+                from studio.backend.models.devices import pick_device
 
                 self.device = str(pick_device("auto"))
             if name not in self._annotators:

@@ -7,13 +7,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
-from .registry import ModelRegistry
-from .requests import GenerationParams
+from .models.modelsets import ModelSet
+from .models.registry import ModelRegistry
+from .outputs import OutputStore
+from .requests import GenerationParams, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,24 @@ FAST_GUIDANCE = 1.0
 LCM_ADAPTER = "lcm"
 
 ProgressFn = Callable[[int, int], None]
+
+
+class TaskContext(Protocol):
+    """What a task runner may use of the backend (the Studio is one): the shared models, the
+    output store, the annotators and the concept library (both built on first use)."""
+
+    registry: ModelRegistry
+    outputs: OutputStore
+    model_set: ModelSet
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def annotators(self) -> Any: ...
+
+    @property
+    def concepts(self) -> Any: ...
 
 
 class StudioError(RuntimeError):
@@ -56,6 +76,22 @@ class Result:
     extra_images: list[Image.Image] = field(default_factory=list)
 
 
+def base_pipeline(registry: ModelRegistry) -> Any:
+    """StableDiffusionPipeline assembled from the shared registry components (txt2img, and the
+    view concepts, SeedSelect and the GLIGEN adapters load into)."""
+    from diffusers import StableDiffusionPipeline
+
+    def factory(c: dict[str, Any]) -> Any:
+        return StableDiffusionPipeline(
+            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )
+
+    return registry.pipeline(
+        "txt2img", factory, {**registry.base_components(), "unet": "unet"}
+    )
+
+
 def cpu_generator(seed: int) -> torch.Generator:
     """Seeds drive a CPU generator so a seed gives the same image on any device of one kind."""
     return torch.Generator("cpu").manual_seed(int(seed))
@@ -83,14 +119,12 @@ def configure_pipe(
     for hook in registry.hooks:
         active.update(hook(pipe, req, unet_role) or {})
     if req.fast:
-        if not registry.model_set.lcm_lora:
-            from .requests import RequestError
-
+        if not registry.model_set.get("lcm_lora"):
             raise RequestError(
                 f"Fast mode needs an LCM-LoRA and the {registry.model_set.name} models have "
                 "none: untick Fast mode (or set fast=false)."
             )
-        registry.ensure_lora(unet_role, LCM_ADAPTER, registry.model_set.lcm_lora, pipe)
+        registry.ensure_lora(unet_role, LCM_ADAPTER, registry.model_set.get("lcm_lora"), pipe)
         active[LCM_ADAPTER] = 1.0
     loaded = registry.loras(unet_role)
     if not loaded:

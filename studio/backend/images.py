@@ -1,4 +1,8 @@
-"""Turn user-supplied images (PIL, numpy, file path, bytes) into checked RGB PIL images."""
+"""Turn user-supplied images (PIL, numpy, file path, bytes) into checked RGB PIL images.
+
+Paths go through the file gate (`files.check_file`): the server decodes only files it was
+given or made. Sizes are checked from the header, before any pixel is decoded.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,23 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .files import check_file
 from .requests import RequestError
 
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_PIXELS = 40_000_000
 MIN_INPUT_SIDE = 8
+SOURCE_KEY = "studio_source"  # Image.info key: the real path an input image was read from
+
+
+def limit_decoded_pixels() -> None:
+    """Make Pillow itself refuse images above the studio's input limit (called at start-up).
+
+    Gradio decodes uploads before the studio sees them; Pillow raises DecompressionBombError
+    above twice MAX_IMAGE_PIXELS, so this makes a small PNG that would decode to more than
+    MAX_INPUT_PIXELS fail at open instead of filling memory.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS // 2
 
 
 def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Image:
@@ -33,10 +49,8 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
         elif isinstance(value, (bytes, bytearray)):
             img = Image.open(io.BytesIO(value))
         elif isinstance(value, (str, Path)):
-            path = Path(value)
-            if not path.is_file():
-                raise RequestError(f"{name}: file '{path.name}' was not found")
-            img = Image.open(path)
+            source = check_file(value, name)
+            img = Image.open(source)
         elif isinstance(value, dict) and ("path" in value or "composite" in value):
             return load_image(value.get("composite") or value.get("path"), name, mode)
         else:
@@ -52,6 +66,7 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
                 f"{name} is {w}x{h}; it must be at least {MIN_INPUT_SIDE} px per side"
             )
         img.load()
+        source = getattr(img, "filename", "") or None
         if img.mode != mode:
             if mode == "RGB" and img.mode in ("RGBA", "LA", "P"):
                 rgba = img.convert("RGBA")
@@ -59,15 +74,23 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
                 img = Image.alpha_composite(bg, rgba).convert("RGB")
             else:
                 img = img.convert(mode)
+        img.info.pop(SOURCE_KEY, None)  # a PNG text chunk must not claim a source
+        if source:
+            img.info[SOURCE_KEY] = str(source)
         return img
     except RequestError:
         raise
-    except Image.DecompressionBombError as err:  # Pillow refuses > ~179 MP before decoding
+    except Image.DecompressionBombError as err:  # Pillow refuses it before decoding
         raise RequestError(
-            f"{name} is far too large ({err}). The largest accepted is {MAX_INPUT_SIDE} px per "
-            f"side and {MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
+            f"{name} is far too large (it would decode to more than "
+            f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels). The largest accepted is "
+            f"{MAX_INPUT_SIDE} px per side and {MAX_INPUT_PIXELS // 1_000_000} megapixels. "
+            "Downscale it first."
         ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        # not the exception text: Pillow's names the server-side path of the upload
+        why = "truncated or corrupt" if isinstance(err, OSError) and not isinstance(
+            err, UnidentifiedImageError) else "not a known image format"
         raise RequestError(
-            f"{name} could not be read as an image ({err}). Use a PNG, JPEG or WebP file."
+            f"{name} could not be read as an image ({why}). Use a PNG, JPEG or WebP file."
         ) from err

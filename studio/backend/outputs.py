@@ -2,24 +2,39 @@
 
 Each PNG carries two text chunks: `parameters` in the AUTOMATIC1111 layout (so other tools
 and PNG-info readers understand it) and `studio_request`, the exact request as JSON, so the
-image can be regenerated bit-identically or sent back to a tab.
+image can be regenerated bit-identically or sent back to a tab. Inputs a request used (an
+uploaded photo, a mask, a control map as applied) are saved next to the outputs and the stored
+request names them *relative to the outputs folder*: no absolute server path ever leaves the
+server, and regenerating resolves those names inside the outputs folder only.
+
+Writes are crash-safe: a temporary file in the same folder, flushed and fsynced, then renamed
+over the final name; a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
 import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
-from typing import Any
+import zlib
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from .images import SOURCE_KEY
+from .requests import RequestError
+
 REQUEST_CHUNK = "studio_request"
 PARAMETERS_CHUNK = "parameters"
+MAX_TEXT_CHUNK = 1 << 20  # metadata larger than this (1 MB, after decompression) is ignored
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
@@ -42,6 +57,21 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
     return "\n".join(lines)
 
 
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write `path` through a temporary file: flush, fsync, rename; nothing left on failure."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 class OutputStore:
     """Writes images atomically into one folder (per day) with unique names."""
 
@@ -50,60 +80,184 @@ class OutputStore:
         self._lock = threading.Lock()
         self._counter = 0
 
+    @property
+    def root(self) -> Path:
+        """The real path of the outputs folder (created on first use)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return Path(os.path.realpath(self.folder))
+
+    def _day(self) -> Path:
+        day = self.folder / time.strftime("%Y-%m-%d")
+        day.mkdir(parents=True, exist_ok=True)
+        return day
+
     def save(self, image: Image.Image, request: dict[str, Any], model: str = "",
              extra: dict[str, Any] | None = None) -> Path:
         """Save `image` with metadata; returns the final path. Never leaves partial files."""
-        day = self.folder / time.strftime("%Y-%m-%d")
-        day.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._counter += 1
             n = self._counter
         task = request.get("task", "image")
         stamp = time.strftime("%H%M%S")
-        name = f"{stamp}-{n:04d}-{task}-{request.get('seed', 0)}-{uuid.uuid4().hex[:6]}.png"
+        # a full random id: names must not be guessable from the time and seed
+        name = f"{stamp}-{n:04d}-{task}-{request.get('seed', 0)}-{uuid.uuid4().hex}.png"
         info = PngImagePlugin.PngInfo()
         info.add_text(PARAMETERS_CHUNK, a1111_parameters(request, model))
         payload = {"request": request, "model": model, **(extra or {})}
         info.add_text(REQUEST_CHUNK, json.dumps(payload, sort_keys=True))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=day)
+        return write_atomic(self._day() / name,
+                            lambda fh: image.save(fh, format="PNG", pnginfo=info))
+
+    def save_aux(self, image: Image.Image, stem: str) -> Path:
+        """Save an auxiliary image (a control map, a mask, an input) next to the outputs."""
+        name = f"{time.strftime('%H%M%S')}-{stem}-{uuid.uuid4().hex}.png"
+        return write_atomic(self._day() / name, lambda fh: image.save(fh, format="PNG"))
+
+    def save_file(self, stem: str, suffix: str, write: Callable[[Path], None]) -> Path:
+        """Save a non-image file (SeedSelect noises) next to the outputs, atomically:
+        `write(path)` writes a temporary file that is fsynced and renamed into place."""
+        final = self._day() / f"{time.strftime('%H%M%S')}-{stem}-{uuid.uuid4().hex}{suffix}"
+        tmp = final.with_name(".tmp-" + final.name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                image.save(fh, format="PNG", pnginfo=info)
-            final = day / name
+            write(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, final)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return final
 
-    def save_aux(self, image: Image.Image, stem: str) -> Path:
-        """Save an auxiliary image (a control map, a mask) next to the outputs."""
-        day = self.folder / time.strftime("%Y-%m-%d")
-        day.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=day)
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-        final = day / f"{time.strftime('%H%M%S')}-{stem}-{uuid.uuid4().hex[:6]}.png"
-        os.replace(tmp, final)
-        return final
+    def name_of(self, path: str | Path) -> str:
+        """`path` relative to the outputs folder ("2026-12-02/1200-....png")."""
+        return Path(os.path.realpath(path)).relative_to(self.root).as_posix()
+
+    def record_input(self, value: Any, stem: str) -> Any:
+        """The stored name of an input image: the file it was read from when that is already
+        in the outputs folder, else a copy saved there. Non-images pass through."""
+        if not isinstance(value, Image.Image):
+            return value
+        source = value.info.get(SOURCE_KEY)
+        if source and Path(source).is_relative_to(self.root):
+            return self.name_of(source)
+        return self.name_of(self.save_aux(value, stem))
+
+    def resolve_stored(self, value: Any, what: str) -> Any:
+        """A stored input name -> its file in the outputs folder (for regenerating).
+
+        Names are relative to the outputs folder (absolute paths inside it, as older images
+        stored them, are accepted too). Anything that points elsewhere is refused: a crafted
+        PNG must not make the server read, or copy into its outputs, any other file.
+        """
+        if value is None or isinstance(value, Image.Image):
+            return value
+        if not isinstance(value, str) or not value:
+            raise RequestError(f"the saved request's {what} is not a file name: {value!r}")
+        stored = PurePosixPath(value)
+        root = self.root
+        path = Path(value) if stored.is_absolute() else root / stored
+        real = Path(os.path.realpath(path))
+        if ".." in stored.parts or not real.is_relative_to(root):
+            raise RequestError(
+                f"the saved request's {what} names '{stored.name}' outside the outputs "
+                "folder; only inputs the studio saved itself can be regenerated"
+            )
+        if not real.is_file():
+            raise RequestError(
+                f"the saved request's {what} '{stored.name}' is no longer in the outputs folder"
+            )
+        return str(real)
 
 
-def read_metadata(image: Image.Image | str | Path) -> tuple[str, dict[str, Any] | None]:
+def png_text(source: str | Path | bytes | BinaryIO) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG, read without decoding its pixels.
+
+    Pillow reads text chunks that follow the image data only by decoding the whole image,
+    which a small file can make enormous; this walks the chunks and skips the pixel data.
+    Anything that is not a PNG has no text.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        return _png_text(io.BytesIO(source))
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            return _png_text(fh)
+    return _png_text(source)
+
+
+def _png_text(fh: BinaryIO) -> dict[str, str]:
+    if fh.read(8) != PNG_SIGNATURE:
+        return {}
+    out: dict[str, str] = {}
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            break
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IEND":
+            break
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and length <= MAX_TEXT_CHUNK * 4:
+            parsed = _text_chunk(kind, fh.read(length))
+            if parsed is not None:
+                out.setdefault(*parsed)
+        else:
+            fh.seek(length, os.SEEK_CUR)
+        fh.seek(4, os.SEEK_CUR)  # CRC
+    return out
+
+
+def _inflate(data: bytes) -> bytes | None:
+    """zlib data, or None when it is corrupt or would exceed MAX_TEXT_CHUNK (a zip bomb)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_TEXT_CHUNK)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else text
+
+
+def _text_chunk(kind: bytes, data: bytes) -> tuple[str, str] | None:
+    key, sep, rest = data.partition(b"\0")
+    if not sep:
+        return None
+    name = key.decode("latin-1")
+    if kind == b"tEXt":
+        return name, rest.decode("latin-1")
+    if kind == b"zTXt":
+        text = _inflate(rest[1:])
+        return None if text is None else (name, text.decode("latin-1"))
+    # iTXt: compressed flag, method, language\0, translated keyword\0, text (UTF-8)
+    if len(rest) < 2:
+        return None
+    compressed, body = rest[0], rest[2:]
+    _, _, body = body.partition(b"\0")
+    _, _, body = body.partition(b"\0")
+    if compressed:
+        body = _inflate(body)
+        if body is None:
+            return None
+    return name, body.decode("utf-8", errors="replace")
+
+
+def read_metadata(image: Image.Image | str | Path | bytes) -> tuple[str, dict[str, Any] | None]:
     """Return (A1111 parameters text, studio payload or None) of a saved image.
 
-    Unreadable or absurdly large files have no metadata (only the header is read here).
+    Files are read chunk by chunk without decoding pixels; unreadable ones have no metadata.
     """
-    try:
-        img = image if isinstance(image, Image.Image) else Image.open(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return "", None
-    text = getattr(img, "text", None) or img.info
-    params = text.get(PARAMETERS_CHUNK, "") if text else ""
-    raw = text.get(REQUEST_CHUNK) if text else None
+    if isinstance(image, Image.Image):
+        text = dict(image.info)
+    else:
+        try:
+            text = png_text(image)
+        except OSError:
+            return "", None
+    params = text.get(PARAMETERS_CHUNK, "")
+    raw = text.get(REQUEST_CHUNK)
     payload = None
     if raw:
         try:
             payload = json.loads(raw)
         except json.JSONDecodeError:
             payload = None
-    return params, payload
+    if not isinstance(payload, dict):
+        payload = None
+    return params if isinstance(params, str) else "", payload

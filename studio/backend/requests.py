@@ -3,22 +3,32 @@
 `validate()` raises `RequestError` (a ValueError); the UI shows it as an error toast and the API
 returns the same text. Requests are JSON-able (`to_dict`) so every output image can carry the
 exact request that made it, and `from_dict` rebuilds it to regenerate the image.
+
+Input images: `validate()` decodes them (paths through the file gate); the runner calls
+`record_inputs` once they are final, which stores each as a file next to the outputs and
+keeps its name relative to the outputs folder, so `to_dict()` is the request as run.
+`map_inputs` is the one place a request lists its input images (nested ones included).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from .schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from .models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
+
+
+# fn(value, stem) -> new value: applied to every input image of a request (see map_inputs)
+InputFn = Callable[[Any, str], Any]
 
 
 class RequestError(ValueError):
@@ -69,6 +79,18 @@ def request_from_dict(cls: type, data: dict[str, Any], task: str) -> Any:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def jsonable(value: Any) -> Any:
+    """A request value as JSON: lists and dicts recursively; anything not JSON-able (a decoded
+    image) becomes None."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return None
+
+
 @dataclass
 class GenerationParams:
     """Parameters every generating task shares (the common API parameters)."""
@@ -85,6 +107,7 @@ class GenerationParams:
 
     task: ClassVar[str] = "generate"
     prompt_required: ClassVar[bool] = True
+    image_fields: ClassVar[tuple[str, ...]] = ()  # fields holding input images (or lists)
 
     def validate(self) -> None:
         check_prompt("prompt", self.prompt, self.prompt_required)
@@ -114,8 +137,27 @@ class GenerationParams:
     def sampler_name(self) -> str:
         return "LCM" if self.fast else self.scheduler
 
+    def map_inputs(self, fn: InputFn) -> None:
+        """Replace every input image by `fn(value, stem)` (stem names it, e.g. "mask").
+
+        Requests with nested inputs (control units) override this; everything that stores or
+        resolves inputs goes through it.
+        """
+        for name in self.image_fields:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, [fn(v, f"{name}{i}") for i, v in enumerate(value, 1)])
+            elif value is not None:
+                setattr(self, name, fn(value, name))
+
+    def record_inputs(self, record: InputFn) -> None:
+        """Store the inputs as used (`record(image, stem)` returns the stored name); runners
+        call this once their inputs are final, so the saved request re-runs exactly."""
+        self.map_inputs(lambda value, stem: record(value, f"{self.task}-{stem}"))
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """JSON-able; input images appear as their stored names (None if never recorded)."""
+        d = {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
         d["task"] = self.task
         return d
 

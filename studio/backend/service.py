@@ -1,7 +1,10 @@
 """The Studio: one backend object every tab and API endpoint calls (no gradio here).
 
 It owns the settings, the ModelRegistry, the output store and the annotators, validates each
-request, resolves its seed, runs the task and saves the image with its metadata.
+request, resolves its seed, runs the task and saves the image with its metadata. The tasks it
+runs come from one table (`studio.backend.tasks.TASKS`): each generating task there is a
+method of this class (`studio.txt2img(...)`, `studio.control(...)`, ...) and can be
+regenerated from a saved image.
 """
 
 from __future__ import annotations
@@ -9,67 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .common import CancelToken, ProgressFn, Result
-from .modelsets import SD15, ModelSet, tiny_model_set, toy_available, toy_model_set
+from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
+from .concepts.seedselect import save_variants
+from .files import allow_root, check_file
+from .images import limit_decoded_pixels
+from .models.builtin import resolve_model_set
+from .models.devices import pick_device, pick_dtype
+from .models.modelsets import ModelSet
+from .models.registry import ModelRegistry
 from .outputs import OutputStore, read_metadata
-from .registry import ModelRegistry
-from .requests import GenerationParams, RequestError, Txt2ImgRequest
+from .requests import GenerationParams, RequestError
+from .tasks import TASKS, generating_tasks
 
 log = logging.getLogger(__name__)
 
-TASKS = ("txt2img", "control", "layout", "inpaint", "instruct", "seedselect")
 DEFAULT_SIDE = 512  # the request classes' default image side (SD1.5's native size)
 SIZE_FIELDS = ("width", "height", "max_side", "resolution")
-
-
-def _sd15_available(settings: Any) -> bool:
-    """True when the SD1.5 base weights are cached, or the Hub answers (and we may use it)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(SD15.base, "model_index.json")
-        if isinstance(cached, str):
-            return True
-    except Exception:  # noqa: BLE001 - a broken cache just means "not cached"
-        pass
-    if settings.offline:
-        return False
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(SD15.base, timeout=3)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
-        return False
-
-
-def resolve_model_set(settings: Any) -> ModelSet:
-    """Turn `--models` into a ModelSet ("auto" falls back to built-in offline models)."""
-    choice = settings.models
-    if choice == "tiny":
-        return tiny_model_set(settings.cache_dir)
-    if choice == "toy":
-        return toy_model_set(settings.cache_dir)
-    if choice in ("sd15",):
-        ms = SD15
-    elif choice == "auto":
-        if _sd15_available(settings):
-            ms = SD15
-        else:
-            log.warning("SD1.5 weights unavailable (not cached, Hub unreachable): offline models")
-            if toy_available():
-                return toy_model_set(settings.cache_dir)
-            return tiny_model_set(settings.cache_dir)
-    else:  # a local path used as the base model
-        ms = SD15.with_base(str(Path(choice).resolve()))
-    if settings.base_model:
-        ms = ms.with_base(settings.base_model)
-    return ms
 
 
 class Studio:
@@ -77,8 +42,6 @@ class Studio:
 
     def __init__(self, settings: Any, model_set: ModelSet | None = None,
                  registry: ModelRegistry | None = None) -> None:
-        from .devices import pick_device, pick_dtype
-
         self.settings = settings
         self.model_set = model_set or resolve_model_set(settings)
         if registry is None:
@@ -88,13 +51,15 @@ class Studio:
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
             )
         self.registry = registry
+        limit_decoded_pixels()
         self.outputs = OutputStore(settings.outputs_dir)
+        # the files a request may name by path: the studio's own outputs and concept library
+        allow_root(self.outputs.root)
+        allow_root(self.concepts_dir)
         self._annotators = None
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
-        self._concepts: Any = None
-        from .concepts import has_concepts
-
+        self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
 
@@ -177,83 +142,52 @@ class Studio:
         request = req.to_dict()
         path = self.outputs.save(image, request, self.model_name, extra)
         full = {
-            "seed": req.seed, "task": req.task, "file": path.name, "path": str(path),
+            "seed": req.seed, "task": req.task, "file": self.outputs.name_of(path),
             "model": self.model_name, "request": request, **info,
         }
         return Result(image=image, info=full, path=path)
 
-    def run_task(
-        self,
-        request_cls: type[GenerationParams],
-        runner: Callable[..., tuple[Any, dict[str, Any]]],
-        req: GenerationParams | dict[str, Any],
-        progress: ProgressFn | None = None,
-        cancel: CancelToken | None = None,
-    ) -> Result:
-        """Validate, resolve the seed, run `runner(studio, req, progress, cancel)`, save.
+    def run(self, task: str, req: GenerationParams | dict[str, Any],
+            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Result:
+        """Validate, resolve the seed, run the task's runner, save the image.
 
         The runner returns (PIL image, info dict); an info key "extra_images" (list of PIL)
         is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
         """
+        spec = TASKS.get(task)
+        if spec is None or spec.runner is None or spec.request is None:
+            raise RequestError(f"unknown task {task!r}")
         if isinstance(req, dict):
-            req = request_cls.from_dict(self.model_defaults(request_cls, req))
+            req = spec.request.from_dict(self.model_defaults(spec.request, req))
         req.validate()
         req.resolve_seed()
-        image, info = runner(self, req, progress, cancel)
+        image, info = spec.runner(self, req, progress, cancel)
         extra_images = info.pop("extra_images", [])
         metadata = info.pop("metadata", None)
         result = self._finish(req, image, info, metadata)
         result.extra_images = list(extra_images)
         return result
 
-    def txt2img(self, req: Txt2ImgRequest | dict[str, Any], progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> Result:
-        """Text to image."""
-        from .txt2img import txt2img_runner
+    def regenerate(self, payload: dict[str, Any] | str | Path,
+                   progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Result:
+        """Re-run the request stored in a saved image (or its JSON payload).
 
-        return self.run_task(Txt2ImgRequest, txt2img_runner, req, progress, cancel)
-
-    # Each later tab adds a method like txt2img above: a request class in its own backend
-    # module and a runner(studio, req, progress, cancel) -> (image, info).
-    def control(self, req: Any, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> Result:
-        """ControlNet generation (sketch, pose, depth, canny units)."""
-        from .control import ControlRequest, control_runner
-
-        return self.run_task(ControlRequest, control_runner, req, progress, cancel)
-
-    def layout(self, req: Any, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None) -> Result:
-        """GLIGEN box-layout generation (and regeneration inside boxes)."""
-        from .layout import LayoutRequest, layout_runner
-
-        return self.run_task(LayoutRequest, layout_runner, req, progress, cancel)
-
-    def inpaint(self, req: Any, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> Result:
-        """Mask-and-prompt inpainting (inpainting UNet or latent blending)."""
-        from .inpaint import InpaintRequest, inpaint_runner
-
-        return self.run_task(InpaintRequest, inpaint_runner, req, progress, cancel)
-
-    def instruct(self, req: Any, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None) -> Result:
-        """InstructPix2Pix instruction editing."""
-        from .instruct import InstructRequest, instruct_runner
-
-        return self.run_task(InstructRequest, instruct_runner, req, progress, cancel)
-
-    def regenerate(self, payload: dict[str, Any] | str | Path) -> Result:
-        """Re-run the request stored in a saved image (or its JSON payload)."""
+        Input files the request names are resolved inside the outputs folder only.
+        """
         if isinstance(payload, (str, Path)):
-            _, payload = read_metadata(payload)
-            if payload is None:
+            _, stored = read_metadata(check_file(payload, "image"))
+            if stored is None:
                 raise RequestError("this image has no studio metadata to regenerate from")
+            payload = stored
         request = dict(payload.get("request", payload))
         task = request.pop("task", "txt2img")
-        if task not in TASKS:
+        spec = TASKS.get(task) if isinstance(task, str) else None
+        if spec is None or not spec.generates or spec.request is None:
             raise RequestError(f"unknown task {task!r} in saved metadata")
-        return getattr(self, task)(request)
+        req = spec.request.from_dict(request)
+        req.map_inputs(lambda value, stem: self.outputs.resolve_stored(value, stem))
+        return self.run(task, req, progress, cancel)
 
     def close(self) -> None:
         """Cancel runs in flight (used on shutdown and in tests)."""
@@ -266,7 +200,7 @@ class Studio:
         """The exact request stored in a saved image (None if it has none)."""
         if image is None:
             return None
-        _, payload = read_metadata(image)
+        _, payload = read_metadata(_checked(image))
         if payload is None:
             return None
         return dict(payload.get("request", payload))
@@ -276,7 +210,7 @@ class Studio:
         """Human-readable parameters of a saved image (A1111 text, then the JSON request)."""
         if image is None:
             return ""
-        params, payload = read_metadata(image)
+        params, payload = read_metadata(_checked(image))
         if not params and payload is None:
             return "No generation parameters found in this image."
         text = params
@@ -292,34 +226,29 @@ class Studio:
         return Path(folder) if folder else Path(self.settings.cache_dir) / "concepts"
 
     @property
-    def concepts(self) -> Any:
+    def concepts(self) -> ConceptManager:
         """The ConceptManager (built on first use; registers its hook in registry.hooks)."""
         if self._concepts is None:
-            from .concepts import ConceptManager
-
             self._concepts = ConceptManager(self.registry, self.concepts_dir)
         return self._concepts
 
     def concept_train(self, req: Any, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None) -> Result:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
-        from .concepts import ConceptTrainRequest
-
         if isinstance(req, dict):
             req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
         concept, training, image, image_req = self.concepts.train(req, progress, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
         if image is not None:  # SeedSelect: the image of the optimised noise
-            from .seedselect import save_variants
-
+            image_req.record_inputs(self.outputs.record_input)
             info["variants"] = save_variants(self, image_req, extra_images)
             result = self._finish(image_req, image, info, {"concept": concept.name})
             result.extra_images = list(extra_images)
             return result
         if not req.preview_steps:
             return Result(image=None, info=info)
-        preview = self.txt2img({
+        preview = self.run("txt2img", {
             "prompt": req.prompt or self.model_set.templates[0].format(req.subject),
             "seed": req.seed,
             "steps": req.preview_steps, "width": req.resolution, "height": req.resolution,
@@ -331,13 +260,35 @@ class Studio:
         """Every concept of the library (name, token, method, files, thumbnails...)."""
         return [c.to_dict() for c in self.concepts.list()]
 
+    def concept_thumbnails(self) -> list[tuple[Image.Image, str]]:
+        """(first thumbnail, token) of every concept that has pictures, for the UI."""
+        out = []
+        for concept in self.concepts.list():
+            thumbs = concept.thumbnails()
+            if thumbs:
+                with Image.open(thumbs[0]) as img:
+                    out.append((img.convert("RGB"), concept.token))
+        return out
+
     def import_concept(self, path: str | Path, name: str = "") -> dict[str, Any]:
         """Import a textual-inversion embedding or LoRA file into the library."""
         return self.concepts.import_file(path, name).to_dict()
 
-    def seedselect(self, req: Any, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> Result:
-        """SeedSelect: optimise the starting noise to match a few example images."""
-        from .seedselect import SeedSelectRequest, seedselect_runner
 
-        return self.run_task(SeedSelectRequest, seedselect_runner, req, progress, cancel)
+def _checked(image: Any) -> Any:
+    """A client-named image file through the file gate (PIL images pass as they are)."""
+    return image if isinstance(image, Image.Image) else check_file(image, "image")
+
+
+def _task_method(name: str) -> Any:
+    def method(self: Studio, req: GenerationParams | dict[str, Any],
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Result:
+        return self.run(name, req, progress, cancel)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Run the {name!r} task (a row of studio.backend.tasks.TASKS)."
+    return method
+
+
+for _task in generating_tasks():
+    setattr(Studio, _task.name, _task_method(_task.name))

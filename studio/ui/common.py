@@ -12,8 +12,8 @@ from typing import Any
 import gradio as gr
 
 from studio.backend.common import Cancelled, StudioError
-from studio.backend.registry import ModelUnavailableError
-from studio.backend.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from studio.backend.models.registry import ModelUnavailableError
+from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from studio.backend.control import (
+from studio.backend.images import load_image
+from studio.backend.tasks.control import (
     ANNOTATORS,
     MAX_UNITS,
     RESIZE_MODES,
@@ -25,7 +26,6 @@ from studio.backend.control import (
     render_pose,
     units_from_api,
 )
-from studio.backend.images import load_image
 
 from .common import (
     common_params,

@@ -12,7 +12,8 @@ from typing import Any
 import gradio as gr
 
 from studio.backend.images import load_image
-from studio.backend.inpaint import (
+from studio.backend.requests import RequestError
+from studio.backend.tasks.inpaint import (
     binary_array,
     draw_prompts,
     from_binary,
@@ -25,7 +26,6 @@ from studio.backend.inpaint import (
     segment,
     shrink_mask,
 )
-from studio.backend.requests import RequestError
 
 from .common import (
     PRIVATE,

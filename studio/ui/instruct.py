@@ -14,8 +14,8 @@ from typing import Any
 
 import gradio as gr
 
-from studio.backend.instruct import DEFAULT_MAX_SIDE, MAX_IMAGE_GUIDANCE, EditHistory
-from studio.backend.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from studio.backend.tasks.instruct import DEFAULT_MAX_SIDE, MAX_IMAGE_GUIDANCE, EditHistory
 
 from .common import (
     gpu_kwargs,

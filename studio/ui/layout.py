@@ -16,7 +16,7 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 from PIL import Image
 
-from studio.backend.layout import (
+from studio.backend.tasks.layout import (
     MAX_BOXES,
     boxes_from_pixels,
     boxes_to_pixels,

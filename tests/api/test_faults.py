@@ -20,7 +20,7 @@ def broken_client(tiny_settings, tiny_model_set, tmp_path):
     from studio.backend.service import Studio
     from studio.ui.app import build_app
 
-    missing = replace(tiny_model_set, base="example-org/sd-not-downloaded")
+    missing = tiny_model_set.with_repos(base="example-org/sd-not-downloaded")
     demo = build_app(Studio(replace(tiny_settings, outputs_dir=tmp_path), model_set=missing))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
@@ -38,7 +38,7 @@ def test_missing_weights_offline_give_a_message_naming_model_and_fix(broken_clie
 
 
 def test_out_of_memory_frees_models_and_next_call_succeeds(client, studio, monkeypatch):
-    from studio.backend import txt2img
+    from studio.backend.tasks import txt2img
 
     real = txt2img.base_pipeline
     calls = {"n": 0}

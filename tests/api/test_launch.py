@@ -60,7 +60,8 @@ def test_launch_tiny_serves_txt2img_with_metadata(model_cache, tmp_path, studio)
 def test_auto_falls_back_to_builtin_models_with_a_banner(model_cache, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from studio.backend.service import Studio, resolve_model_set
+    from studio.backend.models.builtin import resolve_model_set
+    from studio.backend.service import Studio
     from studio.settings import Settings
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
@@ -76,12 +77,12 @@ def test_auto_falls_back_to_builtin_models_with_a_banner(model_cache, tmp_path, 
 def test_auto_falls_back_to_tiny_without_the_toy_models(model_cache, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from studio.backend import modelsets
-    from studio.backend.service import resolve_model_set
+    from studio.backend.models import builtin
+    from studio.backend.models.builtin import resolve_model_set
     from studio.settings import Settings
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
-    monkeypatch.setattr(modelsets, "TOY_DIR", tmp_path / "no-toy")
+    monkeypatch.setattr(builtin, "TOY_DIR", tmp_path / "no-toy")
     settings = Settings(models="auto", offline=True, cache_dir=model_cache,
                         outputs_dir=tmp_path)
     assert resolve_model_set(settings).name == "tiny"
@@ -93,7 +94,8 @@ def test_auto_falls_back_to_tiny_without_the_toy_models(model_cache, tmp_path, m
 def test_auto_uses_sd15_when_its_weights_are_cached(model_cache, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from studio.backend.service import Studio, resolve_model_set
+    from studio.backend.models.builtin import resolve_model_set
+    from studio.backend.service import Studio
     from studio.settings import Settings
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",

@@ -14,9 +14,8 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from studio.backend.common import Cancelled, CancelToken
+from studio.backend.common import Cancelled, CancelToken, base_pipeline
 from studio.backend.requests import RequestError
-from studio.backend.txt2img import base_pipeline
 
 GEN = {"seed": 5, "steps": 2, "width": 64, "height": 64}
 TRAIN = {"resolution": 64, "seed": 0, "preview_steps": 0, "initializer": "dog"}
@@ -78,7 +77,8 @@ def test_textual_inversion_lowers_loss_and_changes_only_the_new_row(make_studio)
     weight = pipe.text_encoder.get_input_embeddings().weight
     assert len(pipe.tokenizer) == n + 1 and weight.shape[0] == n + 1
     assert torch.equal(weight[:n], before)  # every existing row unchanged
-    learned = load_file(result.info["concept"]["files"]["embedding"])["<my-dog>"]
+    embedding = studio.concepts_dir / result.info["concept"]["files"]["embedding"]
+    learned = load_file(embedding)["<my-dog>"]
     new_row = weight[pipe.tokenizer.convert_tokens_to_ids("<my-dog>")]
     assert torch.allclose(new_row, learned[0])
     dog = before[pipe.tokenizer.encode("dog", add_special_tokens=False)].mean(0)
@@ -103,7 +103,7 @@ def test_lora_lowers_loss_and_leaves_base_weights_unchanged(make_studio) -> None
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert np.array_equal(px(studio.txt2img(plain_prompt)), plain)
     # the diffusers LoRA format that `load_lora_weights` reads
-    keys = list(load_file(result.info["concept"]["files"]["lora"]))
+    keys = list(load_file(studio.concepts_dir / result.info["concept"]["files"]["lora"]))
     assert keys and all(k.startswith("unet.") and ".lora" in k for k in keys)
     with_token = px(studio.txt2img({**GEN, "prompt": "a photo of a dog <my-cat>"}))
     assert np.abs(with_token - plain).mean() > 0.5
@@ -232,7 +232,7 @@ def test_pickled_pt_with_objects_is_refused_and_weights_only_pt_is_accepted(
 def _lcm_lora_file(tiny_model_set) -> str:
     from pathlib import Path
 
-    return str(next(Path(tiny_model_set.lcm_lora).glob("*.safetensors")))
+    return str(next(Path(tiny_model_set.get("lcm_lora")).glob("*.safetensors")))
 
 
 def _kohya(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

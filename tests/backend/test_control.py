@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from studio.backend.control import (
+from studio.backend.requests import RequestError
+from studio.backend.tasks.control import (
     ControlRequest,
     annotate_image,
     fit_to_size,
     render_pose,
     units_from_api,
 )
-from studio.backend.requests import RequestError
 
 BASE = dict(prompt="a cat on a mat", seed=1234, steps=2, guidance_scale=5.0, width=128,
             height=64, scheduler="Euler a")

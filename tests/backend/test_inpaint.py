@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from studio.backend.inpaint import (
+from studio.backend.requests import RequestError
+from studio.backend.tasks.inpaint import (
     InpaintRequest,
     binary_array,
     draw_prompts,
@@ -24,7 +23,6 @@ from studio.backend.inpaint import (
     segment,
     shrink_mask,
 )
-from studio.backend.requests import RequestError
 
 
 def _image(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -64,7 +62,7 @@ def test_outside_mask_is_bit_exact(studio, mode, unet_role) -> None:
     assert changed[inside].mean() > 0.9, "the masked area was not repainted"
     assert res.info["mode_run"] == mode and res.info["work_size"] == [96, 64]
     # the right UNet ran: the pipeline is built on the role's shared UNet
-    from studio.backend.inpaint import inpaint_pipeline
+    from studio.backend.tasks.inpaint import inpaint_pipeline
 
     pipe = inpaint_pipeline(studio.registry, mode)
     assert pipe.unet is studio.registry.component(unet_role)
@@ -135,7 +133,7 @@ def test_only_masked_blend_at_the_image_edge(studio) -> None:
 def test_blend_fallback_without_inpainting_model(studio, tiny_settings) -> None:
     from studio.backend.service import Studio
 
-    no_inpaint = Studio(tiny_settings, model_set=replace(studio.model_set, inpaint=""),
+    no_inpaint = Studio(tiny_settings, model_set=studio.model_set.with_repos(inpaint=""),
                         registry=None)
     image, mask = _image(*SMALL), _mask(*SMALL, SMALL_BOX)
     res = no_inpaint.inpaint({"image": image, "mask": mask, "prompt": "x", "seed": 1,
@@ -162,7 +160,7 @@ def _validate(**kw) -> InpaintRequest:
         ({"mask": None}, "mask is missing"),
         ({"mask": _mask(64, 64, (0, 0, 10, 10))}, "mask is 64x64 but image is 96x64"),
         ({"image": b"not an image"}, "image could not be read as an image"),
-        ({"mask": "/nonexistent/mask.png"}, "mask: file 'mask.png' was not found"),
+        ({"mask": "/nonexistent/mask.png"}, "mask: the server opens only files uploaded"),
         ({"image": None}, "image is missing"),
         ({"strength": 0}, "strength must be more than 0 and at most 1, got 0"),
         ({"strength": 1.5}, "strength must be more than 0 and at most 1, got 1.5"),
@@ -184,9 +182,9 @@ def test_bad_requests_say_what_is_wrong(kw, message) -> None:
 
 def test_mask_of_same_shape_is_resized_with_warning() -> None:
     req = _validate(mask=_mask(48, 32, (10, 5, 30, 20)))  # half size, same 3:2 shape
-    assert req._mask.size == SMALL
-    assert req._warnings == ["mask was 48x32; resized to the image size 96x64"]
-    assert binary_array(req._mask)[10:40, 20:60].all()
+    assert req.mask.size == SMALL
+    assert req.mask_warnings == ["mask was 48x32; resized to the image size 96x64"]
+    assert binary_array(req.mask)[10:40, 20:60].all()
 
 
 def test_full_image_working_size_is_set_and_prompt_may_be_empty() -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from studio.backend.common import Cancelled, CancelToken, StudioError
-from studio.backend.instruct import EditHistory, InstructRequest, Version, output_size
 from studio.backend.requests import RequestError
+from studio.backend.tasks.instruct import EditHistory, InstructRequest, Version, output_size
 
 
 def _image(w: int = 64, h: int = 64, seed: int = 0) -> Image.Image:
@@ -104,8 +104,8 @@ def test_chain_of_edits_and_branch_from_earlier_version(studio, tmp_path) -> Non
         results.append(res)
         source = hist.current_path
     # each edit started from the previous output
-    assert results[1].info["request"]["image"] == str(results[0].path)
-    assert results[2].info["request"]["image"] == str(results[1].path)
+    assert results[1].info["request"]["image"] == studio.outputs.name_of(results[0].path)
+    assert results[2].info["request"]["image"] == studio.outputs.name_of(results[1].path)
     assert [v.path for v in hist.versions][1:] == [str(r.path) for r in results]
 
     hist.step_back(2)  # back to v1 = output of edit 1
@@ -116,7 +116,7 @@ def test_chain_of_edits_and_branch_from_earlier_version(studio, tmp_path) -> Non
     assert [v.path for v in hist.versions] == [str(original), str(results[0].path),
                                                str(edit3b.path)]
     # the input of edit 3' is the output of edit 1 (by file and by pixels)
-    assert edit3b.info["request"]["image"] == str(results[0].path)
+    assert edit3b.info["request"]["image"] == studio.outputs.name_of(results[0].path)
     from_v1 = studio.instruct(_req(image=results[0].image, prompt="make it night", seed=22))
     from_v2 = studio.instruct(_req(image=results[1].image, prompt="make it night", seed=22))
     assert np.array_equal(_px(edit3b.image), _px(from_v1.image))
@@ -139,15 +139,15 @@ def test_cancel_stops_the_run(studio) -> None:
 
 def test_wrong_unet_gives_clear_error(fresh_studio) -> None:
     ms = fresh_studio.model_set
-    fresh_studio.registry.model_set = replace(ms, instruct=ms.base)  # a 4-channel UNet
+    fresh_studio.registry.model_set = ms.with_repos(instruct=ms.base)  # a 4-channel UNet
     fresh_studio.model_set = fresh_studio.registry.model_set
     with pytest.raises(StudioError, match="needs 8"):
         fresh_studio.instruct(_req())
 
 
 def test_pipeline_shares_base_components(studio) -> None:
-    from studio.backend.instruct import instruct_pipeline
-    from studio.backend.txt2img import base_pipeline
+    from studio.backend.common import base_pipeline
+    from studio.backend.tasks.instruct import instruct_pipeline
 
     reg = studio.registry
     pipe, base = instruct_pipeline(reg), base_pipeline(reg)
@@ -166,7 +166,7 @@ def test_pipeline_shares_base_components(studio) -> None:
         ({"image": None}, "image is missing"),
         ({"image": b"this is not an image"}, "could not be read as an image"),
         ({"image": 42}, "image must be an image"),
-        ({"image": "/no/such/file.png"}, "was not found"),
+        ({"image": "/no/such/file.png"}, "not .file.png. named by a path"),
         ({"guidance_scale": 31}, "text guidance must be between 0 and 30"),
         ({"guidance_scale": -1}, "text guidance must be between 0 and 30"),
         ({"guidance_scale": math.nan}, "text guidance must be a finite number"),
@@ -207,12 +207,17 @@ def test_request_to_dict_is_json_and_derives_size(tmp_path) -> None:
 
     path = tmp_path / "in.png"
     _image(200, 100).save(path)
+    from studio.backend.outputs import OutputStore
+
     req = InstructRequest.from_dict(_req(image=str(path), max_side=128, width=999))
     req.validate()
+    store = OutputStore(tmp_path / "outputs")
+    req.record_inputs(store.record_input)  # the runner's hook: inputs saved by the outputs
     d = req.to_dict()
     json.dumps(d)
     assert (d["width"], d["height"]) == (128, 64)
-    assert d["image"] == str(path.resolve()) and d["task"] == "instruct"
+    assert not Path(d["image"]).is_absolute() and d["task"] == "instruct"
+    assert Image.open(store.folder / d["image"]).size == (200, 100)
     assert d["prompt"] == "make it winter" and d["image_guidance_scale"] == 1.5
 
 

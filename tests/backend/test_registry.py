@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from studio.backend.registry import ModelRegistry, ModelUnavailableError, module_bytes
-from studio.backend.txt2img import base_pipeline
+from studio.backend.common import base_pipeline
+from studio.backend.models.registry import ModelRegistry, ModelUnavailableError, module_bytes
 
 
 def _stable_diffusion_like(registry: ModelRegistry, unet_role: str):
@@ -101,7 +99,7 @@ def test_accelerator_budget_offloads_to_cpu_then_onloads(tiny_model_set):
 
 
 def test_missing_weights_offline_names_model_and_fix(tiny_model_set):
-    missing = replace(tiny_model_set, base="some-org/not-a-cached-model")
+    missing = tiny_model_set.with_repos(base="some-org/not-a-cached-model")
     registry = ModelRegistry(missing, offline=True)
     with pytest.raises(ModelUnavailableError) as info:
         registry.component("unet")
@@ -112,7 +110,8 @@ def test_missing_weights_offline_names_model_and_fix(tiny_model_set):
 
 
 def test_missing_local_folder_is_reported(tiny_model_set, tmp_path):
-    registry = ModelRegistry(replace(tiny_model_set, inpaint=str(tmp_path / "nope")), offline=True)
+    missing = tiny_model_set.with_repos(inpaint=str(tmp_path / "nope"))
+    registry = ModelRegistry(missing, offline=True)
     with pytest.raises(ModelUnavailableError, match="nope"):
         registry.component("unet_inpaint")
 

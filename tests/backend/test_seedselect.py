@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from studio.backend import seedselect
+from studio.backend.concepts import seedselect
 from studio.backend.requests import RequestError
 
 
@@ -52,8 +52,8 @@ def test_same_seed_reproduces_and_another_seed_differs(studio, run) -> None:
     again = studio.seedselect(dict(BASE))
     assert np.array_equal(px(run.image), px(again.image))
     assert again.info["first_run"]["total_losses"] == run.info["first_run"]["total_losses"]
-    assert torch.equal(load_file(run.info["noise_file"])["noise_0"],
-                       load_file(again.info["noise_file"])["noise_0"])
+    assert torch.equal(load_file(studio.outputs.folder / run.info["noise_file"])["noise_0"],
+                       load_file(studio.outputs.folder / again.info["noise_file"])["noise_0"])
     other = studio.seedselect({**BASE, "seed": 4, "bootstrap": 0})
     assert np.abs(px(other.image) - px(run.image)).mean() > 0.5
 
@@ -64,7 +64,7 @@ def test_saved_image_regenerates_identically(studio, run) -> None:
     assert np.array_equal(px(run.image), px(again.image))
 
 
-def test_bootstrap_variants_are_much_cheaper_than_the_first_run(run) -> None:
+def test_bootstrap_variants_are_much_cheaper_than_the_first_run(studio, run) -> None:
     first, boots = run.info["first_run"], run.info["bootstrap_runs"]
     assert len(boots) == 2 and len(run.extra_images) == 2 and len(run.info["variants"]) == 2
     for b in boots:
@@ -73,19 +73,18 @@ def test_bootstrap_variants_are_much_cheaper_than_the_first_run(run) -> None:
         assert 1 <= len(b["subset"]) < len(BASE["images"])
     assert run.info["iterations_total"] == first["iterations"] + sum(b["iterations"]
                                                                       for b in boots)
-    noises = load_file(run.info["noise_file"])
+    noises = load_file(studio.outputs.folder / run.info["noise_file"])
     assert sorted(noises) == ["noise_0", "noise_1", "noise_2"]
     assert not torch.equal(noises["noise_0"], noises["noise_1"])
 
 
 def test_saved_noise_is_reusable_as_latents(studio, run) -> None:
     """The stored z_T, given as `latents=` to the plain txt2img pipeline, redraws the image."""
-    from studio.backend.common import cpu_generator
-    from studio.backend.txt2img import base_pipeline
+    from studio.backend.common import base_pipeline, cpu_generator
 
     pipe = base_pipeline(studio.registry)
     pipe.scheduler = studio.registry.new_scheduler("DDIM")
-    z = load_file(run.info["noise_file"])["noise_0"]
+    z = load_file(studio.outputs.folder / run.info["noise_file"])["noise_0"]
     out = pipe(prompt=BASE["prompt"], num_inference_steps=BASE["sample_steps"],
                guidance_scale=BASE["guidance_scale"], width=64, height=64,
                generator=cpu_generator(BASE["seed"]), latents=z).images[0]

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from studio.backend.convert import diffusers_to_ldm_state_dict, save_single_file
-from studio.backend.registry import ModelRegistry, ModelUnavailableError
+from studio.backend.models.registry import ModelRegistry, ModelUnavailableError
 from studio.backend.requests import Txt2ImgRequest
-from studio.backend.txt2img import run_txt2img
+from studio.backend.tasks.txt2img import run_txt2img
+from tests.support.convert import diffusers_to_ldm_state_dict, save_single_file
 
 LDM_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer.")
 ROLES = ("unet", "vae", "text_encoder")
@@ -32,7 +32,7 @@ def folder_registry(tiny_model_set) -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def file_registry(tiny_model_set, checkpoint) -> ModelRegistry:
-    model_set = replace(tiny_model_set, base=str(checkpoint),
+    model_set = replace(tiny_model_set.with_base(str(checkpoint)),
                         extra={"single_file_config": tiny_model_set.base})
     return ModelRegistry(model_set, offline=True)
 
@@ -82,14 +82,14 @@ def test_single_file_generates_identical_pixels(folder_registry, file_registry):
 def test_pickled_checkpoint_is_refused(tiny_model_set, tmp_path):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"not loaded")
-    registry = ModelRegistry(replace(tiny_model_set, base=str(ckpt)), offline=True)
+    registry = ModelRegistry(tiny_model_set.with_repos(base=str(ckpt)), offline=True)
     with pytest.raises(ModelUnavailableError, match="Pickled checkpoints .* can run"):
         registry.component("unet")
 
 
 def test_missing_file_is_a_clear_error(tiny_model_set, tmp_path):
     missing = tmp_path / "nowhere.safetensors"
-    registry = ModelRegistry(replace(tiny_model_set, base=str(missing)), offline=True)
+    registry = ModelRegistry(tiny_model_set.with_repos(base=str(missing)), offline=True)
     with pytest.raises(ModelUnavailableError, match="nowhere.safetensors' does not exist"):
         registry.component("vae")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import CLIPTokenizer
 
-from studio.backend.tokenizer_vocab import WORDS, write_tokenizer
+from studio.backend.models.tokenizer_vocab import WORDS, write_tokenizer
 
 
 def test_every_listed_word_is_a_single_token_and_other_text_still_encodes(tmp_path):

@@ -13,7 +13,7 @@ REPORT = ROOT / "test-report" / "toy-semantics.json"
 
 @pytest.fixture(scope="session")
 def toy_studio(tmp_path_factory: pytest.TempPathFactory):
-    from studio.backend.modelsets import TOY_DIR
+    from studio.backend.models.builtin import TOY_DIR
     from toyworld.evaluate import toy_studio as build
 
     if not (TOY_DIR / "stable-diffusion" / "model_index.json").exists():

@@ -41,7 +41,8 @@ def test_boxes_receive_their_objects(toy_studio, report):
 
 def test_layout_requests_default_to_the_models_grounding_fraction(toy_studio):
     """The toy GLIGEN grounds every step by default (SD1.5's GLIGEN: the first 30%)."""
-    from studio.backend.layout import DEFAULT_FRACTION, LayoutRequest
+    from studio.backend.models.modelsets import GLIGEN_FRACTION
+    from studio.backend.tasks.layout import LayoutRequest
 
     filled = toy_studio.model_defaults(LayoutRequest, {"prompt": "a red circle"})
     assert (filled["width"], filled["height"], filled["gligen_fraction"]) == (64, 64, 1.0)
@@ -53,7 +54,7 @@ def test_layout_requests_default_to_the_models_grounding_fraction(toy_studio):
     assert np.array_equal(default, np.asarray(
         toy_studio.layout({**params, "gligen_fraction": 1.0}).image))
     assert not np.array_equal(default, np.asarray(
-        toy_studio.layout({**params, "gligen_fraction": DEFAULT_FRACTION}).image))
+        toy_studio.layout({**params, "gligen_fraction": GLIGEN_FRACTION}).image))
 
 
 def test_inpainting_paints_the_mask_and_keeps_the_rest(toy_studio, report):

@@ -44,7 +44,7 @@ def test_a_stage_gives_the_same_weights_twice(tmp_path, trained):
 
 
 def test_export_is_a_model_set_the_studio_runs(tmp_path, trained):
-    from studio.backend.modelsets import toy_model_set
+    from studio.backend.models.builtin import toy_model_set
     from studio.backend.service import Studio
     from studio.settings import Settings
     from toyworld import train

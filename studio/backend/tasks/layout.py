@@ -27,31 +27,31 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .common import (
+from ..common import (
     Cancelled,
     CancelToken,
     ProgressFn,
     StudioError,
+    TaskContext,
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
     run_guarded,
 )
-from .images import load_image
-from .registry import ModelRegistry
-from .requests import GenerationParams, RequestError, check_number
+from ..images import load_image
+from ..models.modelsets import GLIGEN_FRACTION
+from ..models.registry import ModelRegistry
+from ..requests import GenerationParams, RequestError, check_number
 
 MAX_BOXES = 30  # GLIGEN's position net has 30 grounding slots
 MAX_PHRASE_CHARS = 300
-DEFAULT_FRACTION = 0.3
 MODES = ("generate", "inside_boxes")
 UNET_ROLES = {"generate": "unet_gligen", "inside_boxes": "unet_gligen_inpaint"}
 # GLIGEN inpainting UNet input: noisy latent (4) + masked reference latent (4) + box mask (1)
@@ -208,18 +208,19 @@ class LayoutRequest(GenerationParams):
     `boxes` is a list (or JSON string) of `{"phrase", "box": [x0, y0, x1, y1]}` normalised to
     [0, 1]; after `validate()` it is the checked list. `gligen_fraction` is the fraction of the
     steps that use the boxes (scheduled sampling). `mode` is "generate" or "inside_boxes" (the
-    latter needs `image`; after `validate()` it holds the checked RGB PIL image and
-    `to_dict()` stores the path of the copy the runner saved). `append_phrases` appends the
-    phrases the prompt does not mention yet.
+    latter needs `image`; after `validate()` it holds the checked RGB PIL image, recorded
+    next to the outputs by the runner). `append_phrases` appends the phrases the prompt does
+    not mention yet.
     """
 
     boxes: Any = field(default_factory=list)
-    gligen_fraction: float = DEFAULT_FRACTION
+    gligen_fraction: float = GLIGEN_FRACTION
     mode: str = "generate"
     image: Any = None
     append_phrases: bool = False
 
     task: ClassVar[str] = "layout"
+    image_fields: ClassVar[tuple[str, ...]] = ("image",)
 
     def validate(self) -> None:
         super().validate()
@@ -251,21 +252,7 @@ class LayoutRequest(GenerationParams):
                 "mode \"inside_boxes\" needs the image to regenerate inside: upload it (or use "
                 "mode \"generate\" for a new image)"
             )
-        if isinstance(self.image, (str, Path)) and Path(self.image).is_file():
-            self._source_path: str | None = str(Path(self.image).resolve())
-        elif not isinstance(self.image, Image.Image):
-            self._source_path = None
         self.image = load_image(self.image, "image")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: a PIL image becomes the path of the saved copy the run used."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        if isinstance(d["image"], Path):
-            d["image"] = str(d["image"])
-        elif not isinstance(d["image"], (str, type(None))):
-            d["image"] = getattr(self, "_source_path", None)
-        d["task"] = self.task
-        return d
 
 
 # ---------------------------------------------------------------------------------- pipeline
@@ -467,10 +454,9 @@ def run_layout(
     return image, info
 
 
-def layout_runner(studio: Any, req: LayoutRequest, progress: ProgressFn | None,
+def layout_runner(ctx: TaskContext, req: LayoutRequest, progress: ProgressFn | None,
                   cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
-    """Studio task runner for box layouts; keeps a copy of the reference image it used."""
-    image, info = run_layout(studio.registry, req, progress, cancel)
-    if req.mode == "inside_boxes":
-        req._source_path = str(studio.outputs.save_aux(req.image, "layout-reference"))
+    """Studio task runner for box layouts; records the reference image it used."""
+    image, info = run_layout(ctx.registry, req, progress, cancel)
+    req.record_inputs(ctx.outputs.record_input)
     return image, info

@@ -30,15 +30,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
-from .images import load_image
-from .requests import (
+from ..common import (
+    FAST_STEPS,
+    CancelToken,
+    ProgressFn,
+    TaskContext,
+    configure_pipe,
+    cpu_generator,
+    effective_steps_guidance,
+    run_guarded,
+    step_callback,
+)
+from ..images import load_image
+from ..requests import (
     MAX_SIDE,
     MIN_SIDE,
     GenerationParams,
@@ -377,9 +387,9 @@ class InpaintRequest(GenerationParams):
     """Inpaint the white region of `mask` in `image` (see the module doc for sizes).
 
     `image`/`mask` accept what `load_image` accepts (path, PIL, array, bytes, editor dict);
-    after a run they are replaced by the paths of the saved input and binarised mask, so the
-    stored request regenerates the image. The prompt may be empty (fill from the context,
-    e.g. to remove an object).
+    `validate()` decodes them (the mask binarised, at the image's size) and the runner records
+    them next to the outputs, so the stored request regenerates the image. The prompt may be
+    empty (fill from the context, e.g. to remove an object).
     """
 
     image: Any = None
@@ -392,6 +402,7 @@ class InpaintRequest(GenerationParams):
 
     task: ClassVar[str] = "inpaint"
     prompt_required: ClassVar[bool] = False
+    image_fields: ClassVar[tuple[str, ...]] = ("image", "mask")
 
     def validate(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in MODES:
@@ -417,21 +428,13 @@ class InpaintRequest(GenerationParams):
         super().validate()
         self.padding, self.mask_blur = int(self.padding), float(self.mask_blur)
         self.strength = float(self.strength)
-        steps = min(self.steps, 4) if self.fast else self.steps
+        steps = min(self.steps, FAST_STEPS) if self.fast else self.steps
         if int(steps * self.strength) < 1:
             raise RequestError(
                 f"strength {self.strength:g} with {steps} steps runs no denoising step; use at "
                 f"least {math.ceil(1 / self.strength)} steps or a higher strength"
             )
-        self._image, self._mask, self._warnings = image, mask, warnings
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("image", "mask"):
-            value = d[key]
-            d[key] = str(value) if isinstance(value, (str, Path)) else None
-        d["task"] = self.task
-        return d
+        self.image, self.mask, self.mask_warnings = image, mask, warnings
 
 
 # ---------------------------------------------------------------------------- pipelines
@@ -451,34 +454,15 @@ def inpaint_pipeline(registry: Any, mode: str) -> Any:
     )
 
 
-def _saved_path(studio: Any, value: Any, image: Image.Image, stem: str) -> str:
-    """Reuse an input already in the outputs folder; otherwise save it there."""
-    if isinstance(value, (str, Path)):
-        path = Path(value).resolve()
-        if path.is_file() and Path(studio.outputs.folder).resolve() in path.parents:
-            return str(path)
-    return str(studio.outputs.save_aux(image, stem))
-
-
-def inpaint_runner(studio: Any, req: InpaintRequest, progress: Any, cancel: Any
-                   ) -> tuple[Image.Image, dict[str, Any]]:
+def inpaint_runner(ctx: TaskContext, req: InpaintRequest, progress: ProgressFn | None,
+                   cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
     """Studio task runner: inpaint, paste the outside back exactly, record the inputs."""
-    from .common import (
-        configure_pipe,
-        cpu_generator,
-        effective_steps_guidance,
-        run_guarded,
-        step_callback,
-    )
-
-    if not hasattr(req, "_image"):
-        req.validate()
-    registry = studio.registry
-    image, mask, warnings = req._image, req._mask, list(req._warnings)
+    registry = ctx.registry
+    image, mask, warnings = req.image, req.mask, list(req.mask_warnings)
 
     # 1. mode and pipeline
     mode = req.mode
-    if mode == "inpaint" and not registry.model_set.inpaint:
+    if mode == "inpaint" and not registry.model_set.get("inpaint"):
         mode = "blend"
         warnings.append("this model set has no inpainting model: used 'blend' mode")
     pipe = inpaint_pipeline(registry, mode)
@@ -520,8 +504,7 @@ def inpaint_runner(studio: Any, req: InpaintRequest, progress: Any, cancel: Any
 
     # 4. paste back: outside the user's mask the input pixels, exactly
     result = composite(image, out.images[0], feather_alpha(mask, req.mask_blur))
-    req.image = _saved_path(studio, req.image, image, "inpaint-input")
-    req.mask = _saved_path(studio, req.mask, mask, "inpaint-mask")
+    req.record_inputs(ctx.outputs.record_input)
     info: dict[str, Any] = {
         "mode_run": mode,
         "steps_run": steps_run,

@@ -39,22 +39,41 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .common import CancelToken, ProgressFn, StudioError, run_guarded
-from .images import load_image
-from .registry import ModelRegistry
-from .requests import (
+from ..common import (
+    CancelToken,
+    ProgressFn,
+    StudioError,
+    base_pipeline,
+    configure_pipe,
+    run_guarded,
+)
+from ..images import load_image
+from ..models.registry import ModelRegistry
+from ..requests import (
     MAX_SEED,
     RequestError,
     check_number,
     check_prompt,
     request_from_dict,
 )
-from .seedselect import MAX_BOOTSTRAP, MAX_IMAGES, MIN_IMAGES, check_image_count, fit_image
+from . import training
+from .seedselect import (
+    MAX_BOOTSTRAP,
+    MAX_IMAGES,
+    MIN_IMAGES,
+    SeedSelectRequest,
+    check_image_count,
+    fit_image,
+    noise_dict,
+    noise_metadata,
+    render_noises,
+    run_seedselect,
+)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("textual_inversion", "lora", "seedselect")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 CONCEPT_FILE = "concept.json"
 EMBEDDING_FILE = "learned_embeds.safetensors"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -82,7 +101,7 @@ def parse_name(value: Any) -> tuple[str, str]:
         )
     text = value.strip()
     inner = text[1:-1] if text.startswith("<") and text.endswith(">") else text
-    if not NAME_RE.match(inner):
+    if not NAME_RE.fullmatch(inner):
         raise RequestError(
             f"invalid concept name/token {value!r}: use 1-32 lowercase letters, digits, '-' "
             "or '_' (starting with a letter or digit), e.g. my-dog, written in prompts as "
@@ -271,11 +290,14 @@ class Concept:
         return noises[key]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON for clients: file names relative to the library folder, never server paths."""
         return {
+            **self.details,
             "name": self.name, "token": self.token, "method": self.method,
-            "source": self.source, "created": self.created, "folder": str(self.folder),
-            "files": {k: str(self.path(k)) for k in self.files},
-            "thumbnails": [str(p) for p in self.thumbnails()], **self.details,
+            "source": self.source, "created": self.created, "folder": self.folder.name,
+            "files": {k: f"{self.folder.name}/{v}" for k, v in self.files.items()},
+            "thumbnails": [f"{self.folder.name}/{THUMBS_DIR}/{p.name}"
+                           for p in self.thumbnails()],
         }
 
     @classmethod
@@ -533,9 +555,6 @@ class ConceptManager:
         Returns (concept, info, preview image or None, the request that made the preview).
         Nothing is written unless training finished: cancel leaves the library unchanged.
         """
-        from . import training
-        from .txt2img import base_pipeline
-
         req.validate()
         req.resolve_seed()
         self._check_new(req.name)
@@ -593,16 +612,6 @@ class ConceptManager:
     def _train_seedselect(self, req: ConceptTrainRequest, images: list[Image.Image],
                           progress: ProgressFn | None, cancel: CancelToken | None,
                           ) -> tuple[Concept, dict[str, Any], Image.Image, Any]:
-        from .common import configure_pipe
-        from .seedselect import (
-            SeedSelectRequest,
-            noise_dict,
-            noise_metadata,
-            render_noises,
-            run_seedselect,
-        )
-        from .txt2img import base_pipeline
-
         prompt = req.prompt or (f"a photo of {req.initializer}" if req.initializer else "")
         ss = SeedSelectRequest(
             prompt=prompt, images=images, seed=req.seed, steps=req.steps,
@@ -632,7 +641,7 @@ class ConceptManager:
                                  "loss_final": info["loss_final"]}}
 
         concept = self._commit(req.name, write_all)
-        ss.images = concept.example_paths()  # the request re-runs from the stored examples
+        ss.images = images  # the Studio records them next to the image it saves
         info["extra_images"] = rendered[1:]
         return concept, info, rendered[0], ss
 
@@ -688,8 +697,6 @@ class ConceptManager:
 
     def _check_lora_loads(self, concept: Concept) -> None:
         """Load an imported LoRA into the base UNet now, so a bad file fails here, clearly."""
-        from .txt2img import base_pipeline
-
         try:
             self.apply(concept, base_pipeline(self.registry), "unet")
         except (StudioError, ValueError, KeyError, RuntimeError, OSError) as err:

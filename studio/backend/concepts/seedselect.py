@@ -21,12 +21,9 @@ The optimised noises can be stored with a concept and reused as `latents=` of an
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -34,17 +31,21 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from torch.utils.checkpoint import checkpoint
 
-from .common import (
+from ..common import (
     Cancelled,
     CancelToken,
     ProgressFn,
+    TaskContext,
+    base_pipeline,
     configure_pipe,
     cpu_generator,
     run_guarded,
 )
-from .images import load_image
-from .registry import ModelRegistry
-from .requests import GenerationParams, RequestError, check_number
+from ..images import load_image
+from ..models.registry import ModelRegistry
+from ..outputs import OutputStore
+from ..requests import GenerationParams, RequestError, check_number
+from .training import ENCODE_CHUNK, images_to_tensor
 
 MIN_IMAGES, MAX_IMAGES = 3, 20
 MAX_BOOTSTRAP = 8
@@ -110,6 +111,7 @@ class SeedSelectRequest(GenerationParams):
 
     task: ClassVar[str] = "seedselect"
     prompt_required: ClassVar[bool] = False
+    image_fields: ClassVar[tuple[str, ...]] = ("images",)
 
     def validate(self) -> None:
         super().validate()
@@ -132,13 +134,6 @@ class SeedSelectRequest(GenerationParams):
         self.bootstrap, self.sample_steps = int(self.bootstrap), int(self.sample_steps)
         self.bootstrap_steps = int(self.bootstrap_steps) or max(1, self.steps // 5)
         self.learning_rate = float(self.learning_rate)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        # Images are replaced by the files the runner saved (see seedselect_runner).
-        d["images"] = [str(p) if isinstance(p, str) else "<image>" for p in self.images]
-        d["task"] = self.task
-        return d
 
 
 @dataclass
@@ -210,7 +205,6 @@ class SeedSelector:
 
     def example_features(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit CLIP embeddings [N,D], scaled VAE latents [N,4,h,w]) of the examples."""
-        from .training import ENCODE_CHUNK, images_to_tensor
 
         embs, lats = [], []
         with torch.no_grad():
@@ -420,52 +414,51 @@ def load_examples(values: list[Any], width: int, height: int) -> list[Image.Imag
             for i, v in enumerate(values)]
 
 
-def seedselect_runner(studio: Any, req: SeedSelectRequest, progress: ProgressFn | None,
+def seedselect_runner(ctx: TaskContext, req: SeedSelectRequest, progress: ProgressFn | None,
                       cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
     """Studio task runner: optimise, render the main image and the bootstrap variants."""
-    from .txt2img import base_pipeline
-
     start = None
     examples_src: list[Any] = list(req.images)
     if req.concept:
-        concept = studio.concepts.get(req.concept)
+        concept = ctx.concepts.get(req.concept)
         start = concept.noise()
         if not examples_src:
             examples_src = concept.example_paths()
-    examples_src = check_image_count(examples_src)
-    examples = load_examples(examples_src, req.width, req.height)
-    # Keep the request JSON-able and honest: the exact examples used, saved next to outputs.
-    req.images = [str(studio.outputs.save_aux(im, f"seedselect-example-{i}"))
-                  for i, im in enumerate(examples)]
-    registry = studio.registry
+    examples = load_examples(check_image_count(examples_src), req.width, req.height)
+    registry = ctx.registry
     pipe = base_pipeline(registry)
     configure_pipe(registry, pipe, req, "unet")
     result = run_seedselect(registry, pipe, req, examples, start, progress, cancel)
     images = render_noises(registry, pipe, req, result.noises, req.sample_steps, cancel)
+    # the request records the exact examples used, saved next to the outputs
+    req.images = examples
+    req.record_inputs(ctx.outputs.record_input)
     info = result.info()
-    info["noise_file"] = str(save_noises(result.noises, Path(req.images[0]).parent, req))
+    info["noise_file"] = save_noises(ctx.outputs, result.noises, req)
     info["metadata"] = {"seedselect": dict(info)}
-    info["variants"] = save_variants(studio, req, images[1:])
+    info["variants"] = save_variants(ctx, req, images[1:])
     info["extra_images"] = images[1:]
     return images[0], info
 
 
-def save_variants(studio: Any, req: GenerationParams, images: list[Image.Image]) -> list[str]:
-    """Save the bootstrap variants like any output (request + variant number in the PNG)."""
-    return [str(studio.outputs.save(im, {**req.to_dict(), "variant": i + 1}, studio.model_name))
+def save_variants(ctx: TaskContext, req: GenerationParams, images: list[Image.Image]
+                  ) -> list[str]:
+    """Save the bootstrap variants like any output (request + variant number in the PNG);
+    returns their names in the outputs folder."""
+    return [ctx.outputs.name_of(ctx.outputs.save(im, {**req.to_dict(), "variant": i + 1},
+                                                 ctx.model_name))
             for i, im in enumerate(images)]
 
 
-def save_noises(noises: list[torch.Tensor], folder: Path, req: SeedSelectRequest) -> Path:
-    """Write the optimised noises (main first) as safetensors, atomically; returns the path."""
+def save_noises(outputs: OutputStore, noises: list[torch.Tensor], req: SeedSelectRequest) -> str:
+    """Write the optimised noises (main first) as safetensors next to the outputs; returns
+    the file's name in the outputs folder."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"seedselect-{req.seed}-{uuid.uuid4().hex[:8]}.safetensors"
-    tmp = final.with_name(".tmp-" + final.name)
-    save_file(noise_dict(noises), str(tmp), metadata=noise_metadata(req))
-    os.replace(tmp, final)
-    return final
+    path = outputs.save_file(f"seedselect-{req.seed}", ".safetensors",
+                             lambda p: save_file(noise_dict(noises), str(p),
+                                                 metadata=noise_metadata(req)))
+    return outputs.name_of(path)
 
 
 def noise_dict(noises: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import (
+from ..common import (
     CancelToken,
     ProgressFn,
+    TaskContext,
+    base_pipeline,
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
     run_guarded,
     step_callback,
 )
-from .registry import ModelRegistry
-from .requests import Txt2ImgRequest
-
-
-def base_pipeline(registry: ModelRegistry) -> Any:
-    """StableDiffusionPipeline assembled from the shared registry components."""
-    from diffusers import StableDiffusionPipeline
-
-    def factory(c: dict[str, Any]) -> Any:
-        return StableDiffusionPipeline(
-            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-
-    return registry.pipeline(
-        "txt2img", factory, {**registry.base_components(), "unet": "unet"}
-    )
+from ..models.registry import ModelRegistry
+from ..requests import Txt2ImgRequest
 
 
 def run_txt2img(
@@ -61,7 +48,7 @@ def run_txt2img(
     return out.images[0], {"steps_run": steps, "guidance_run": guidance}
 
 
-def txt2img_runner(studio: Any, req: Txt2ImgRequest, progress: ProgressFn | None,
+def txt2img_runner(ctx: TaskContext, req: Txt2ImgRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
     """Studio task runner for txt2img."""
-    return run_txt2img(studio.registry, req, progress, cancel)
+    return run_txt2img(ctx.registry, req, progress, cancel)

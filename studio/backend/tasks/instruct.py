@@ -15,25 +15,25 @@ from version k drops versions k+1.. (A1111-style truncating branch), which the U
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from PIL import Image
 
-from .common import (
+from ..common import (
     CancelToken,
     ProgressFn,
     StudioError,
+    TaskContext,
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
     run_guarded,
     step_callback,
 )
-from .images import load_image
-from .registry import ModelRegistry
-from .requests import (
+from ..images import load_image
+from ..models.registry import ModelRegistry
+from ..requests import (
     MAX_GUIDANCE,
     MAX_SIDE,
     MIN_SIDE,
@@ -89,7 +89,7 @@ class InstructRequest(GenerationParams):
 
     `guidance_scale` is the text guidance; `width`/`height` are derived from the image and
     `max_side` in `validate()` (any value passed in is replaced). After `validate()`, `image`
-    holds the checked RGB PIL image; `to_dict()` stores it as a file path.
+    holds the checked RGB PIL image; the runner records it next to the outputs.
     """
 
     image: Any = None
@@ -98,6 +98,7 @@ class InstructRequest(GenerationParams):
     steps: int = 20
 
     task: ClassVar[str] = "instruct"
+    image_fields: ClassVar[tuple[str, ...]] = ("image",)
 
     def validate(self) -> None:
         check_prompt("instruction", self.prompt, False)
@@ -120,23 +121,10 @@ class InstructRequest(GenerationParams):
             )
         check_side("max side", self.max_side)
         self.max_side = int(self.max_side)
-        if isinstance(self.image, (str, Path)) and Path(self.image).is_file():
-            self._source_path: str | None = str(Path(self.image).resolve())
-        elif not isinstance(self.image, Image.Image):
-            self._source_path = None
         self.image = load_image(self.image, "image")
         self.width, self.height = output_size(*self.image.size, self.max_side)
         super().validate()
         self.image_guidance_scale = float(self.image_guidance_scale)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the image becomes the path of a saved copy (set by the runner)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        image = d["image"]
-        if not isinstance(image, (str, type(None))):
-            d["image"] = getattr(self, "_source_path", None)
-        d["task"] = self.task
-        return d
 
 
 def instruct_pipeline(registry: ModelRegistry) -> Any:
@@ -202,17 +190,12 @@ def run_instruct(
     }
 
 
-def instruct_runner(studio: Any, req: InstructRequest, progress: ProgressFn | None,
+def instruct_runner(ctx: TaskContext, req: InstructRequest, progress: ProgressFn | None,
                     cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
-    """Studio task runner: edit, and record the input as a file so the request can be rerun."""
-    source = getattr(req, "_source_path", None)
-    outputs = Path(studio.outputs.folder).resolve()
-    if source is None or not Path(source).is_relative_to(outputs):
-        # uploads live in temporary folders: keep a copy next to the outputs
-        source = str(studio.outputs.save_aux(req.image, "instruct-input"))
-    req._source_path = source
-    image, info = run_instruct(studio.registry, req, progress, cancel)
-    info["input_file"] = source
+    """Studio task runner: edit, and record the input so the request can be rerun."""
+    image, info = run_instruct(ctx.registry, req, progress, cancel)
+    req.record_inputs(ctx.outputs.record_input)
+    info["input_file"] = req.image
     return image, info
 
 

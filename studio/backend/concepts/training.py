@@ -31,21 +31,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 
-from .common import Cancelled, CancelToken, ProgressFn
-from .registry import ModelRegistry
+from ..common import Cancelled, CancelToken, ProgressFn
+from ..models.modelsets import PHOTO_TEMPLATES
+from ..models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = (
-    "a photo of {}",
-    "a rendering of {}",
-    "a close-up photo of {}",
-    "a good photo of {}",
-    "a photo of the {}",
-    "a cropped photo of {}",
-    "a bright photo of {}",
-    "a photo of a nice {}",
-)
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 ENCODE_CHUNK = 4  # images per VAE encode call
 
@@ -210,7 +201,7 @@ def train_textual_inversion(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-    templates: tuple[str, ...] = TEMPLATES,
+    templates: tuple[str, ...] = PHOTO_TEMPLATES,
 ) -> TrainResult:
     """Learn one embedding for `token` from `images` (same size, multiple of 8), with the
     token in caption `templates` like the ones the model was trained on."""
@@ -270,7 +261,7 @@ def train_lora(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-    templates: tuple[str, ...] = TEMPLATES,
+    templates: tuple[str, ...] = PHOTO_TEMPLATES,
 ) -> TrainResult:
     """Train a LoRA on the shared UNet's attention under `adapter_name`, then remove it.
 

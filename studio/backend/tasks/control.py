@@ -11,41 +11,39 @@ optionally img2img from an init image.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
 
-from .common import (
+from ..common import (
     FAST_STEPS,
     CancelToken,
     ProgressFn,
     StudioError,
+    TaskContext,
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
     run_guarded,
     step_callback,
 )
-from .images import load_image
-from .modelsets import CONTROL_TYPES
-from .registry import ModelRegistry
-from .requests import GenerationParams, RequestError, check_number
+from ..images import load_image
+from ..models.modelsets import CONTROL_TYPES
+from ..models.registry import ModelRegistry
+from ..requests import GenerationParams, InputFn, RequestError, check_number, jsonable
 
 MAX_UNITS = 3
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
-# Which annotator turns a photo into each type's control map (`preprocess: true`).
-ANNOTATOR_FOR_TYPE = {"scribble": "scribble", "canny": "canny", "depth": "depth",
-                      "openpose": "openpose"}
-ANNOTATORS = ("scribble", "canny", "depth", "openpose")
-_TYPE_FOR_ANNOTATOR = {a: t for t, a in ANNOTATOR_FOR_TYPE.items()}
+# Each control type's map is made from a photo by the annotator of the same name.
+ANNOTATORS = CONTROL_TYPES
 # Resize modes, with the names A1111 uses for them (accepted as aliases).
 RESIZE_MODES = {"crop": "Crop and Resize", "fit": "Resize and Fill", "stretch": "Just Resize"}
 _RESIZE_ALIASES = {v.lower(): k for k, v in RESIZE_MODES.items()}
 UNIT_KEYS = ("type", "image", "weight", "start", "end", "preprocess", "resize_mode",
              "resolution", "annotator")
-# Written by `ControlUnit.to_dict` after a run to say how the stored map was made.
+# Written after a run to say how the stored map was made from the input.
 _PREPARED_KEY = "prepared_from"
 
 
@@ -64,7 +62,6 @@ class ControlUnit:
     annotator: str | None = None  # None: the type's own annotator
 
     def __post_init__(self) -> None:
-        self.map_file: str | None = None  # the map actually used, once saved by the runner
         self.prepared_from: dict[str, Any] | None = None
 
     @classmethod
@@ -91,7 +88,15 @@ class ControlUnit:
 
     @property
     def annotator_name(self) -> str:
-        return self.annotator or ANNOTATOR_FOR_TYPE[self.type]
+        return self.annotator or self.type
+
+    def use_map(self, cmap: Image.Image) -> None:
+        """The map as applied (at the output size) replaces the input, so the unit records
+        exactly what conditioned the image; how it was made is kept in `prepared_from`."""
+        self.prepared_from = {"preprocess": self.preprocess, "resize_mode": self.resize_mode,
+                              "annotator": self.annotator}
+        self.image, self.preprocess, self.resize_mode, self.annotator = (
+            cmap, False, "stretch", None)
 
     def validate(self, index: int) -> None:
         """Check every field (and decode the image); messages name the unit."""
@@ -132,24 +137,15 @@ class ControlUnit:
         self.resolution = int(self.resolution)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form. After a run the image is the saved map as used (already at output size)."""
+        """JSON form. After a run the image is the stored map as used (at output size)."""
         d = {"type": self.type, "weight": self.weight, "start": self.start, "end": self.end,
              "preprocess": self.preprocess, "resize_mode": self.resize_mode,
              "resolution": self.resolution, "annotator": self.annotator,
-             "image": _path_or_none(self.image)}
-        if self.map_file is not None:
-            d[_PREPARED_KEY] = {"image": d["image"], "preprocess": self.preprocess,
-                                "resize_mode": self.resize_mode, "annotator": self.annotator}
-            d.update(image=self.map_file, preprocess=False, resize_mode="stretch", annotator=None)
-        elif self.prepared_from is not None:
-            d[_PREPARED_KEY] = self.prepared_from
+             "image": jsonable(self.image)}
+        if self.prepared_from is not None:
+            d[_PREPARED_KEY] = {k: self.prepared_from.get(k)
+                                for k in ("preprocess", "resize_mode", "annotator")}
         return d
-
-
-def _path_or_none(value: Any) -> str | None:
-    if isinstance(value, (str, Path)):
-        return str(value)
-    return getattr(value, "filename", None) or None
 
 
 @dataclass
@@ -161,9 +157,6 @@ class ControlRequest(GenerationParams):
     strength: float = 0.75
 
     task: ClassVar[str] = "control"
-
-    def __post_init__(self) -> None:
-        self.init_file: str | None = None  # the init image as used, once saved by the runner
 
     def validate(self) -> None:
         super().validate()
@@ -193,20 +186,24 @@ class ControlRequest(GenerationParams):
             self.strength = float(self.strength)
             self.init_image = load_image(self.init_image, "init image")
 
+    def map_inputs(self, fn: InputFn) -> None:
+        """Every unit's image (units may still be dicts, as stored), then the init image."""
+        units = list(self.units or []) if isinstance(self.units, (list, tuple)) else []
+        for i, unit in enumerate(units, 1):
+            if isinstance(unit, ControlUnit):
+                unit.image = fn(unit.image, f"unit{i}-{unit.type}")
+            elif isinstance(unit, dict) and unit.get("image") is not None:
+                units[i - 1] = {**unit, "image": fn(unit["image"], f"unit{i}")}
+        if units:
+            self.units = units
+        if self.init_image is not None:
+            self.init_image = fn(self.init_image, "init")
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
-                             if f.name not in ("units", "init_image")}
-        d["units"] = [u.to_dict() if isinstance(u, ControlUnit) else _jsonable_unit(u)
+        d = super().to_dict()
+        d["units"] = [u.to_dict() if isinstance(u, ControlUnit) else jsonable(u)
                       for u in (self.units or [])]
-        d["init_image"] = self.init_file or _path_or_none(self.init_image)
-        d["task"] = self.task
         return d
-
-
-def _jsonable_unit(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: (_path_or_none(v) if k == "image" else v) for k, v in value.items()}
-    return None
 
 
 # ---------------------------------------------------------------------- API form
@@ -283,12 +280,12 @@ def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
                         Image.Resampling.LANCZOS if down else Image.Resampling.BICUBIC)
 
 
-def annotate_unit(studio: Any, unit: ControlUnit) -> tuple[Image.Image, dict[str, Any]]:
+def annotate_unit(ctx: TaskContext, unit: ControlUnit) -> tuple[Image.Image, dict[str, Any]]:
     """The unit's control map at annotator resolution (the image itself without preprocess)."""
     if not unit.preprocess:
         return unit.image, {}
     try:
-        service = studio.annotators
+        service = ctx.annotators
     except ImportError as err:
         raise StudioError(
             "the annotators are not available in this installation; upload a ready control "
@@ -298,7 +295,7 @@ def annotate_unit(studio: Any, unit: ControlUnit) -> tuple[Image.Image, dict[str
     return load_image(result, f"{unit.annotator_name} map"), dict(info or {})
 
 
-def annotate_image(studio: Any, image: Any, annotator: str, resolution: Any = 512
+def annotate_image(ctx: TaskContext, image: Any, annotator: str, resolution: Any = 512
                    ) -> tuple[Image.Image, dict[str, Any]]:
     """Preview: run one annotator on an image (the /annotate endpoint and the UI preview)."""
     if not isinstance(annotator, str) or annotator not in ANNOTATORS:
@@ -306,14 +303,14 @@ def annotate_image(studio: Any, image: Any, annotator: str, resolution: Any = 51
             f"unknown annotator {annotator!r}; choose one of: {', '.join(ANNOTATORS)}"
         )
     check_number("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION, integer=True)
-    unit = ControlUnit(type=_TYPE_FOR_ANNOTATOR[annotator], image=image, preprocess=True,
+    unit = ControlUnit(type=annotator, image=image, preprocess=True,
                        resolution=int(resolution), annotator=annotator)
     unit.image = load_image(image, "image")
-    cmap, info = annotate_unit(studio, unit)
+    cmap, info = annotate_unit(ctx, unit)
     return cmap, _jsonable(info)
 
 
-def render_pose(studio: Any, keypoints: Any, width: Any = None, height: Any = None
+def render_pose(ctx: TaskContext, keypoints: Any, width: Any = None, height: Any = None
                 ) -> Image.Image:
     """Draw (edited) OpenPose keypoints as a control map.
 
@@ -338,14 +335,14 @@ def render_pose(studio: Any, keypoints: Any, width: Any = None, height: Any = No
     height = canvas.get("canvas_height", 512) if height is None else height
     check_number("width", width, 8, MAX_RESOLUTION * 4, integer=True)
     check_number("height", height, 8, MAX_RESOLUTION * 4, integer=True)
-    return load_image(studio.annotators.draw_pose(keypoints, int(width), int(height)), "pose")
+    return load_image(ctx.annotators.draw_pose(keypoints, int(width), int(height)), "pose")
 
 
-def prepare_maps(studio: Any, req: ControlRequest) -> tuple[list[Image.Image], list[dict]]:
+def prepare_maps(ctx: TaskContext, req: ControlRequest) -> tuple[list[Image.Image], list[dict]]:
     """Annotate (where asked) and fit every unit's map to the output size."""
     maps, infos = [], []
     for unit in req.units or []:
-        cmap, info = annotate_unit(studio, unit)
+        cmap, info = annotate_unit(ctx, unit)
         maps.append(fit_to_size(cmap, req.width, req.height, unit.resize_mode))
         infos.append(_jsonable(info))
     return maps, infos
@@ -418,35 +415,25 @@ def run_control(
     return out.images[0], {"steps_run": total, "guidance_run": guidance}
 
 
-def control_runner(studio: Any, req: ControlRequest, progress: ProgressFn | None,
+def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
-    """Studio task runner: annotate, fit and save the maps, then generate."""
-    available = studio.model_set.controlnets
+    """Studio task runner: annotate and fit the maps, generate, record the maps as used."""
+    available = ctx.model_set.controlnets
     for i, unit in enumerate(req.units or [], 1):
         if unit.type not in available:
             raise RequestError(
-                f"unit {i}: the {studio.model_set.name} models have no {unit.type} ControlNet; "
+                f"unit {i}: the {ctx.model_set.name} models have no {unit.type} ControlNet; "
                 f"use one of: {', '.join(sorted(available))}"
             )
-    maps, annotations = prepare_maps(studio, req)
-    units: list[ControlUnit] = list(req.units or [])
-    files = []
-    for i, (unit, cmap) in enumerate(zip(units, maps, strict=True), 1):
-        path = studio.outputs.save_aux(cmap, f"control{i}-{unit.type}")
-        unit.map_file = str(path)
-        files.append(path)
+    maps, annotations = prepare_maps(ctx, req)
     init = None
     if req.init_image is not None:
         init = fit_to_size(req.init_image, req.width, req.height, "crop")
-        req.init_file = str(studio.outputs.save_aux(init, "init"))
-    image, info = run_control(studio.registry, req, maps, init, progress, cancel)
-    info.update(
-        control_maps=[p.name for p in files],
-        control_map_paths=[str(p) for p in files],
-        annotations=annotations,
-        extra_images=maps,
-    )
-    if init is not None:
-        info["init_image"] = Path(req.init_file).name if req.init_file else None
+    image, info = run_control(ctx.registry, req, maps, init, progress, cancel)
+    for unit, cmap in zip(req.units or [], maps, strict=True):
+        unit.use_map(cmap)
+    req.init_image = init
+    req.record_inputs(ctx.outputs.record_input)
+    info.update(control_maps=[u.image for u in req.units or []], annotations=annotations,
+                extra_images=maps, init_image=req.init_image)
     return image, info
-

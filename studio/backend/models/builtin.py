@@ -1,0 +1,139 @@
+"""The built-in model sets (the trained toy world, the random tiny set) and `--models` choice."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .modelsets import SD15, ModelSet, local_repos
+from .tiny import build_lock, ensure_tiny_set
+
+log = logging.getLogger(__name__)
+
+TOY_DIR = Path(__file__).resolve().parents[3] / "assets" / "toy"
+
+
+def toy_available(root: Path | None = None) -> bool:
+    """True when the toy models are on disk (they ship in assets/toy)."""
+    return (Path(root or TOY_DIR) / "stable-diffusion" / "model_index.json").exists()
+
+
+def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
+    """The trained toy world (flat coloured shapes at 64 px) shipped in `assets/toy`.
+
+    One ControlNet, trained on scribbles and edge maps, serves both the scribble and canny
+    types; there is no depth or pose ControlNet and no LCM-LoRA (the models are fast anyway).
+    Annotators with weights (depth, pose, SAM) use the tiny random ones so every tab works
+    offline; Canny is classical and real.
+    """
+    root = Path(root or TOY_DIR)
+    if not toy_available(root):
+        raise FileNotFoundError(
+            f"the toy models are missing from {root}: they ship with the project in "
+            "assets/toy (rebuild them with `python -m toyworld.train` stages, see README)"
+        )
+    return ModelSet(
+        name="toy",
+        repos=local_repos(root, aliases={"controlnet:canny": "controlnet:scribble"}),
+        annotators=tiny_annotator_sources(Path(cache_dir) / "toy-annotators"),
+        offline_models=True,
+        native_size=64,
+        # the toy GLIGEN was trained to ground every step; handing the last 70% to the base
+        # UNet (SD1.5 GLIGEN's 0.3) lets it recolour and move the objects: measured over 32
+        # layouts, right colour in its box 45% at 0.3, 78% at 0.6, 93% at 1.0
+        gligen_fraction=1.0,
+        concept_templates=("a {}",),  # the toy captions' grammar: "a red circle"
+        description="a trained miniature world of flat coloured shapes at 64x64 px: try "
+        "'a red circle and a blue square'",
+    )
+
+
+def tiny_model_set(cache_dir: Path) -> ModelSet:
+    """The random tiny set, built on first use under `cache_dir`."""
+    root = ensure_tiny_set(cache_dir)
+    return ModelSet(
+        name="tiny",
+        repos=local_repos(root),
+        annotators=tiny_annotator_sources(root),
+        offline_models=True,
+        description="random weights: images are noise, for wiring and tests",
+    )
+
+
+def tiny_annotator_sources(root: Path) -> dict[str, str] | None:
+    """Tiny random annotator weights (depth, openpose, SAM), built once under `root`."""
+    try:
+        from annotators.tiny import build_tiny_annotator_weights
+    except ImportError:  # an annotators package without tiny weights
+        return None
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ann_root = root / "annotators"
+    marker = ann_root / "SOURCES.json"
+    if not marker.exists():
+        with build_lock(root):
+            if not marker.exists():
+                tmp = Path(tempfile.mkdtemp(prefix=".ann-build-", dir=root))
+                try:
+                    sources = build_tiny_annotator_weights(tmp)
+                    # paths point into the final folder, not the temporary one
+                    sources = {
+                        k: str(ann_root / Path(v).relative_to(tmp)) for k, v in sources.items()
+                    }
+                    (tmp / "SOURCES.json").write_text(json.dumps(sources))
+                    if ann_root.exists():
+                        shutil.rmtree(ann_root)
+                    os.replace(tmp, ann_root)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(marker.read_text())
+
+
+def sd15_available(settings: Any) -> bool:
+    """True when the SD1.5 base weights are cached, or the Hub answers (and we may use it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(SD15.base, "model_index.json")
+        if isinstance(cached, str):
+            return True
+    except Exception:  # noqa: BLE001 - a broken cache just means "not cached"
+        pass
+    if settings.offline:
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(SD15.base, timeout=3)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+
+
+def resolve_model_set(settings: Any) -> ModelSet:
+    """Turn `--models` into a ModelSet ("auto" falls back to built-in offline models)."""
+    choice = settings.models
+    if choice == "tiny":
+        return tiny_model_set(settings.cache_dir)
+    if choice == "toy":
+        return toy_model_set(settings.cache_dir)
+    if choice == "sd15":
+        ms = SD15
+    elif choice == "auto":
+        if sd15_available(settings):
+            ms = SD15
+        else:
+            log.warning("SD1.5 weights unavailable (not cached, Hub unreachable): offline models")
+            if toy_available():
+                return toy_model_set(settings.cache_dir)
+            return tiny_model_set(settings.cache_dir)
+    else:  # a local path used as the base model
+        ms = SD15.with_base(str(Path(choice).resolve()))
+    if settings.base_model:
+        ms = ms.with_base(settings.base_model)
+    return ms

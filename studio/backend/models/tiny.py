@@ -1,0 +1,278 @@
+"""The `tiny` model set: random miniature versions of every architecture the studio loads.
+
+They are built from configs in a few seconds with a fixed seed, written to disk in the Hub
+layout (one folder per repo, `unet/`, `vae/`, ... subfolders, safetensors weights) and then
+loaded through exactly the same `from_pretrained` code as real weights. They draw noise; their
+job is to prove the wiring (shapes, sharing, loading, validation) fast and offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .modelsets import CONTROL_TYPES, REPOS
+from .tokenizer_vocab import write_tokenizer
+
+log = logging.getLogger(__name__)
+
+TINY_VERSION = "v4"  # bump when the configs below change, so caches are rebuilt
+CROSS_DIM = 32
+
+def _unet_kwargs(**extra: object) -> dict:
+    kw = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CROSS_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    kw.update(extra)
+    return kw
+
+
+def _scheduler_config() -> dict:
+    # Same noise schedule as SD1.5 (scaled_linear 0.00085 -> 0.012), so schedulers behave alike.
+    return {
+        "_class_name": "PNDMScheduler",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+        "prediction_type": "epsilon",
+        "clip_sample": False,
+        "timestep_spacing": "leading",
+    }
+
+
+def _save_pipeline_index(folder: Path, cls: str, components: dict[str, tuple[str, str]]) -> None:
+    index = {"_class_name": cls, "_diffusers_version": "0.42.1"}
+    index.update({k: list(v) for k, v in components.items()})
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def build_tiny_set(root: Path, seed: int = 0) -> Path:
+    """Build every tiny model under `root` (atomic: a half-built set is never visible)."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root.parent))
+    log.info("building tiny model set in %s", root)
+    try:
+        for build in BUILDERS:
+            build(tmp, seed)
+        (tmp / "TINY_VERSION").write_text(TINY_VERSION)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _build_base(root: Path, seed: int) -> None:
+    """The base repo: UNet, VAE, CLIP text encoder + offline tokenizer, scheduler config."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    base = root / REPOS["base"]
+    torch.manual_seed(seed)
+    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    vae.save_pretrained(base / "vae")
+    vocab_size = write_tokenizer(base / "tokenizer")
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+            hidden_size=CROSS_DIM,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+            projection_dim=CROSS_DIM,
+        )
+    )
+    text_encoder.save_pretrained(base / "text_encoder")
+    (base / "scheduler").mkdir(parents=True)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
+    _save_pipeline_index(base, "StableDiffusionPipeline", {
+        "unet": ("diffusers", "UNet2DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"),
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "scheduler": ("diffusers", "PNDMScheduler"),
+        "safety_checker": (None, None),
+        "feature_extractor": (None, None),
+    })
+
+
+def _build_task_unets(root: Path, seed: int) -> None:
+    """Task UNets: the base architecture with extra input channels (inpaint 9, instruct 8) or
+    GLIGEN's gated self-attention + position net. Each is its own repo with a unet/."""
+    from diffusers import UNet2DConditionModel
+
+    for key, extra in (
+        ("inpaint", {"in_channels": 9}),
+        ("instruct", {"in_channels": 8}),
+        ("gligen", {"attention_type": "gated"}),
+        # GLIGEN inpainting: noisy latent (4) + masked image latent (4) + box mask (1)
+        ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9}),
+    ):
+        torch.manual_seed(seed + 1)
+        unet = UNet2DConditionModel(**_unet_kwargs(**extra))
+        if "attention_type" in extra:
+            _open_gligen_gates(unet)
+        unet.save_pretrained(root / REPOS[key] / "unet")
+
+
+def _build_controlnets(root: Path, seed: int) -> None:
+    """One ControlNet per control type, each seeded differently so they differ, with
+    non-zero "zero convolutions" so a control image visibly changes the output."""
+    from diffusers import ControlNetModel
+
+    for i, ctype in enumerate(CONTROL_TYPES):
+        torch.manual_seed(seed + 10 + i)
+        cn = ControlNetModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            in_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            cross_attention_dim=CROSS_DIM,
+            attention_head_dim=8,
+            norm_num_groups=8,
+            conditioning_embedding_out_channels=(16, 32, 64, 64),
+        )
+        with torch.no_grad():
+            for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
+                torch.nn.init.normal_(block.weight, std=0.3)
+            # The conditioning embedding ends in a zero conv too and its default init
+            # shrinks the signal: without this the control map itself changes nothing.
+            emb = cn.controlnet_cond_embedding
+            for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+                torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(conv.bias)
+        cn.save_pretrained(root / REPOS[f"controlnet:{ctype}"])
+
+
+def _build_image_encoder(root: Path, seed: int) -> None:
+    """A tiny CLIP vision tower with projection and its image processor config."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=CROSS_DIM, intermediate_size=37, num_attention_heads=4,
+            num_hidden_layers=2, image_size=32, patch_size=4, projection_dim=CROSS_DIM,
+        )
+    )
+    folder = root / REPOS["image_encoder"]
+    vision.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor",
+        "crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 32},
+        "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "do_convert_rgb": True, "do_rescale": True, "rescale_factor": 1 / 255,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
+    }))
+
+
+def _open_gligen_gates(unet: torch.nn.Module) -> None:
+    """Make boxes visibly steer the random tiny GLIGEN UNets.
+
+    GLIGEN's gates start at 0 (tanh(0) = 0: the boxes change nothing); open them as training
+    does, and sharpen the random grounding path (position-net output x10, gated attention q/k
+    x4) so that moving one box changes many pixels, not just a few by one level.
+    """
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    with torch.no_grad():
+        last = unet.position_net.linears[-1]
+        last.weight.mul_(10.0)
+        last.bias.mul_(10.0)
+        for module in unet.modules():
+            if isinstance(module, GatedSelfAttentionDense):
+                module.alpha_attn.fill_(1.0)
+                module.alpha_dense.fill_(1.0)
+                module.attn.to_q.weight.mul_(4.0)
+                module.attn.to_k.weight.mul_(4.0)
+
+
+def _build_lcm_lora(root: Path, seed: int) -> None:
+    """A tiny LCM-LoRA in the diffusers LoRA format, training-free but non-zero."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(seed + 100)
+    unet = UNet2DConditionModel(**_unet_kwargs())
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    folder = root / REPOS["lcm_lora"]
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
+
+
+# One builder per group of repos; a new model role adds its builder here.
+BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora,
+            _build_image_encoder)
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Serialise builds of one cache folder across processes (parallel test runs, workers)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_tiny_set(cache_dir: Path) -> Path:
+    """Return the tiny set's folder under `cache_dir`, building it on first use."""
+    root = Path(cache_dir) / f"tiny-{TINY_VERSION}"
+    if (root / "TINY_VERSION").exists():
+        return root
+    with build_lock(Path(cache_dir)):
+        if not (root / "TINY_VERSION").exists():  # another process may have built it
+            build_tiny_set(root)
+    return root

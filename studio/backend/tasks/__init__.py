@@ -1,0 +1,101 @@
+"""The task table: every endpoint of the named API, registered once.
+
+A row names the endpoint (its API name), the UI tab it lives in (a module of `studio.ui`), what
+it takes besides the common parameters (the README's endpoint table is rendered from it), and,
+for generating tasks, the request dataclass and the runner. From this table the `Studio` gets
+one method per generating task and `regenerate` its dispatch, the UI its tabs, and the tests
+the API contract and the README check.
+
+Adding a task: a request class and a runner in a module here, one row below, a tab module in
+`studio/ui/`, and tests (README "Adding a task").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..concepts.library import ConceptTrainRequest
+from ..concepts.seedselect import SeedSelectRequest, seedselect_runner
+from ..requests import Txt2ImgRequest
+from .control import ControlRequest, control_runner
+from .inpaint import InpaintRequest, inpaint_runner
+from .instruct import InstructRequest, instruct_runner
+from .layout import LayoutRequest, layout_runner
+from .txt2img import txt2img_runner
+
+# UI tabs in order: module name in studio.ui -> title.
+TABS = {
+    "txt2img": "Text to image",
+    "control": "Control",
+    "layout": "Layout",
+    "edit": "Edit",
+    "instruct": "Instruct",
+    "concepts": "Concepts",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One endpoint: `/<name>` in the API, shown in tab `tab` ("" = every tab)."""
+
+    name: str
+    tab: str
+    params: str  # what it takes besides the common parameters (README, Markdown)
+    request: type | None = None  # generating tasks: the request dataclass ...
+    runner: Callable[..., tuple[Any, dict[str, Any]]] | None = None  # ... and its runner
+    note: str = ""  # a word on the tab column (e.g. "preview")
+
+    @property
+    def generates(self) -> bool:
+        """True for tasks the Studio runs, saves and regenerates from a stored request."""
+        return self.runner is not None
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("txt2img", "txt2img", "—", Txt2ImgRequest, txt2img_runner),
+    Task("annotate", "control",
+         "`image`, `annotator` (`canny`, `depth`, `openpose`, `scribble`), `resolution`; "
+         "info has OpenPose `keypoints`", note="preview"),
+    Task("control", "control",
+         "`images` (files), `units` (JSON list aligned with `images`: `{\"type\", \"weight\", "
+         "\"start\", \"end\", \"preprocess\", \"resize_mode\", \"resolution\"}`), `init_image`, "
+         "`strength`", ControlRequest, control_runner),
+    Task("layout", "layout",
+         "`boxes` (JSON list of `{\"phrase\", \"box\": [x0, y0, x1, y1]}` in 0..1), "
+         "`gligen_fraction`, `image`, `mode` (`generate` or `inside_boxes`), `append_phrases`",
+         LayoutRequest, layout_runner),
+    Task("sam_mask", "edit",
+         "`image`, `points` (JSON `[[x, y, label], ...]` in image pixels, label 1 = object, "
+         "0 = background), `box` (JSON `[x0, y0, x1, y1]` or empty)"),
+    Task("inpaint", "edit",
+         "`image`, `mask` (white = change), `only_masked`, `padding`, `mask_blur`, `strength`, "
+         "`mode` (`inpaint` or `blend`)", InpaintRequest, inpaint_runner),
+    Task("instruct", "instruct",
+         "`image`, `instruction`, `text_guidance`, `image_guidance`, `max_side` (instead of "
+         "width/height)", InstructRequest, instruct_runner),
+    Task("concept_train", "concepts",
+         "`name` (the token, e.g. `<my-dog>`), `images`, `method` (`textual_inversion`, "
+         "`lora`, `seedselect`), `steps`, method options", ConceptTrainRequest),
+    Task("concepts", "concepts", "— (returns the library as JSON)"),
+    Task("concept_import", "concepts",
+         "`file` (`.safetensors` textual inversion or LoRA), `name`"),
+    Task("seedselect", "concepts", "`prompt`, `images`, `steps`, `semantic_weight`, `bootstrap`",
+         SeedSelectRequest, seedselect_runner),
+    Task("cancel", "", "— (stops this client's running generation at its next step)"),
+)}
+
+
+def generating_tasks() -> list[Task]:
+    """The tasks with a runner (each is a Studio method and can be regenerated)."""
+    return [t for t in TASKS.values() if t.generates]
+
+
+def readme_table() -> str:
+    """The README's endpoint table, rendered from TASKS."""
+    rows = ["| endpoint | tab | parameters (besides the common ones) |", "|---|---|---|"]
+    for t in TASKS.values():
+        tab = TABS.get(t.tab, "all") + (f" ({t.note})" if t.note else "")
+        rows.append(f"| `/{t.name}` | {tab} | {t.params} |")
+    return "\n".join(rows)

@@ -1,0 +1,147 @@
+"""The shape of the code, checked: layers, no import cycles, short functions, few flat modules.
+
+Read from the source with `ast` (nothing is imported), so these run in a second and fail with
+the module, function or cycle to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("studio", "annotators")
+MAX_FUNCTION_LINES = 120
+MAX_FLAT_BACKEND_MODULES = 12
+MAX_UI_BUILD_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            parts = list(rel.parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    """Every project module `name` imports, at module level or inside functions."""
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join(parts[:keep] + ([base] if base else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        own = _ancestors(name)
+        for target in targets:
+            # the longest known module the import names (a package, a module, or its member)
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if not target or target == name:
+                continue
+            yield target
+            # importing a.b.c runs the __init__ of a and a.b first (the importer's own
+            # packages have started already)
+            yield from (p for p in _ancestors(target) if p in known and p not in own)
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: set(_imports(name, path, known)) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_even_through_function_local_imports():
+    assert _cycles(_graph()) == []
+
+
+def test_layers_point_downwards():
+    """ui -> backend -> annotators: the backend never imports gradio, annotators neither."""
+    third_party = {"gradio", "diffusers", "torch"}
+    offenders = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        roots = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                roots.add(node.module.split(".")[0])
+        if name.startswith(("studio.backend", "annotators")) and "gradio" in roots:
+            offenders.append(f"{name} imports gradio")
+        if name.startswith("annotators") and ("studio" in roots or "diffusers" in roots):
+            offenders.append(f"{name} imports {roots & {'studio', 'diffusers'}}")
+        if name.startswith("studio.ui") and roots & (third_party - {"gradio"}):
+            offenders.append(f"{name} imports {roots & third_party - {'gradio'}}")
+    assert offenders == []
+
+
+def test_no_function_is_longer_than_120_lines():
+    long = []
+    for name, path in _modules().items():
+        if not name.startswith("studio"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                limit = MAX_UI_BUILD_LINES if (name.startswith("studio.ui")
+                                               and node.name == "build") else MAX_FUNCTION_LINES
+                if lines > limit:
+                    long.append(f"{name}.{node.name}: {lines} lines (limit {limit})")
+    assert long == []
+
+
+def test_backend_has_at_most_twelve_flat_modules():
+    flat = [p.name for p in (ROOT / "studio" / "backend").glob("*.py") if p.name != "__init__.py"]
+    assert len(flat) <= MAX_FLAT_BACKEND_MODULES, sorted(flat)
