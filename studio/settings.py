@@ -73,6 +73,13 @@ class Settings:
             raise ValueError("--auth must look like user:password")
 
     @property
+    def public(self) -> bool:
+        """True when people other than this machine's user can reach the studio: a
+        non-loopback host, a share link, or a Hugging Face Space."""
+        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        return bool(self.share or not loopback or os.environ.get("SPACE_ID"))
+
+    @property
     def auth_pair(self) -> tuple[str, str] | None:
         if not self.auth:
             return None

@@ -7,6 +7,7 @@ given or made. Sizes are checked from the header, before any pixel is decoded.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,12 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
     except RequestError:
         raise
     except Image.DecompressionBombError as err:  # Pillow refuses it before decoding
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found[1])} pixels, " if found else ""
         raise RequestError(
-            f"{name} is far too large (it would decode to more than "
-            f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels). The largest accepted is "
-            f"{MAX_INPUT_SIDE} px per side and {MAX_INPUT_PIXELS // 1_000_000} megapixels. "
-            "Downscale it first."
+            f"{name} is far too large ({size}over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} "
+            f"megapixels once decoded). The largest accepted is {MAX_INPUT_SIDE} px per side "
+            f"and {MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
         ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         # not the exception text: Pillow's names the server-side path of the upload

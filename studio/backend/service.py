@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from .common import CancelToken, ProgressFn, Result
+from .common import Cancelled, CancelToken, ProgressFn, Result
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
 from .files import allow_root, check_file
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIDE = 512  # the request classes' default image side (SD1.5's native size)
 SIZE_FIELDS = ("width", "height", "max_side", "resolution")
+STOP_MEMORY_S = 3600.0  # a Stop is remembered this long for jobs still waiting in the queue
 
 
 class Studio:
@@ -59,6 +61,7 @@ class Studio:
         self._annotators = None
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
+        self._stopped_at: dict[str, float] = {}  # session -> time of its last Stop
         self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
@@ -74,6 +77,24 @@ class Studio:
                 "on a machine with the weights for real images."
             )
         return None
+
+    @property
+    def exposure_warning(self) -> str | None:
+        """Shown loudly (log and page) when anyone on the network can use this studio."""
+        s = self.settings
+        if not getattr(s, "public", False) or getattr(s, "auth", None):
+            return None
+        where = "a public share link" if s.share else f"{s.host}:{s.port}"
+        return (
+            f"This studio is reachable by anyone on {where} without a login: they can use "
+            "its GPU and see the shared concept library. Set --auth user:password (or "
+            "STUDIO_AUTH) to require one."
+        )
+
+    @property
+    def shared_library(self) -> bool:
+        """True when other people use this studio too, so they share its concept library."""
+        return bool(getattr(self.settings, "public", False))
 
     @property
     def native_size(self) -> int:
@@ -121,17 +142,32 @@ class Studio:
         return self._annotators
 
     # ------------------------------------------------------------------ cancel
-    def cancel_token(self, session: str = "default") -> CancelToken:
+    def job_token(self, session: str = "default", submitted: float | None = None
+                  ) -> CancelToken:
+        """The cancel token of a new job of `session` (what Stop and /cancel reach).
+
+        `submitted` is when the queue took the job (time.monotonic()); a job that waited in
+        the queue while its session pressed Stop starts cancelled, so Stop stops the work the
+        user asked for, not only the one that happened to be running.
+        """
         token = CancelToken()
         with self._lock:
+            stopped = self._stopped_at.get(session)
+            if submitted is not None and stopped is not None and submitted <= stopped:
+                token.cancel()
             self._cancel_tokens[session] = token
         return token
 
     def cancel(self, session: str = "default") -> bool:
-        """Stop the run of `session` at its next step; True if one was running."""
+        """Stop the running job of `session` at its next step, and the jobs it has waiting;
+        True if a job was running."""
+        now = time.monotonic()
         with self._lock:
+            self._stopped_at[session] = now
+            for old in [s for s, t in self._stopped_at.items() if now - t > STOP_MEMORY_S]:
+                del self._stopped_at[old]
             token = self._cancel_tokens.get(session)
-        if token is None:
+        if token is None or token.cancelled:
             return False
         token.cancel()
         return True
@@ -161,6 +197,8 @@ class Studio:
             req = spec.request.from_dict(self.model_defaults(spec.request, req))
         req.validate()
         req.resolve_seed()
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("Cancelled: the job was stopped before it started.")
         image, info = spec.runner(self, req, progress, cancel)
         extra_images = info.pop("extra_images", [])
         metadata = info.pop("metadata", None)
@@ -168,13 +206,15 @@ class Studio:
         result.extra_images = list(extra_images)
         return result
 
-    def regenerate(self, payload: dict[str, Any] | str | Path,
+    def regenerate(self, payload: dict[str, Any] | str | Path | None,
                    progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> Result:
         """Re-run the request stored in a saved image (or its JSON payload).
 
         Input files the request names are resolved inside the outputs folder only.
         """
+        if payload is None:
+            raise RequestError("no image: drop an image the studio saved first")
         if isinstance(payload, (str, Path)):
             _, stored = read_metadata(check_file(payload, "image"))
             if stored is None:
@@ -188,12 +228,6 @@ class Studio:
         req = spec.request.from_dict(request)
         req.map_inputs(lambda value, stem: self.outputs.resolve_stored(value, stem))
         return self.run(task, req, progress, cancel)
-
-    def close(self) -> None:
-        """Cancel runs in flight (used on shutdown and in tests)."""
-        with self._lock:
-            for token in self._cancel_tokens.values():
-                token.cancel()
 
     @staticmethod
     def png_request(image: Any) -> dict[str, Any] | None:

@@ -1,23 +1,22 @@
-"""Assemble the studio's Blocks: banner, one tab per task, session gallery, PNG info, queue."""
+"""Assemble the studio's Blocks: banner, one tab per task, session gallery, PNG info, queue.
+
+The tabs come from the backend's task table (`studio.backend.tasks.TABS`): each is the
+module of that name in `studio.ui`, with `build(studio, gallery_hook)`.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import gradio as gr
 
-from . import concepts, control, edit, instruct, layout, pnginfo, txt2img
-from .common import session_of
+from studio.backend.files import allow_root
+from studio.backend.tasks import TABS
 
-# (tab title, tab id, module). Each module has build(studio, gallery_hook).
-TABS = (
-    ("Text to image", "txt2img", txt2img),
-    ("Control", "control", control),
-    ("Layout", "layout", layout),
-    ("Edit", "edit", edit),
-    ("Instruct", "instruct", instruct),
-    ("Concepts", "concepts", concepts),
-)
+from . import pnginfo
+from .common import session_of
+from .queue_guard import install_queue_guard
 
 TITLE = "Controllable Studio"
 DESCRIPTION = (
@@ -26,10 +25,29 @@ DESCRIPTION = (
 )
 
 
-def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
-    """Build the whole UI around one shared backend `studio`."""
-    with gr.Blocks(title=TITLE) as demo:
+def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
+    """After a generation, add its image to this session's gallery (UI only)."""
+
+    def add(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
+        history = ([path] if path else []) + list(history)
+        return history, history
+
+    def hook(event: Any, image: gr.Image) -> None:
+        event.then(add, [results, image], [results, gallery], api_visibility="private")
+
+    return hook
+
+
+def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) -> gr.Blocks:
+    """Build the whole UI around one shared backend `studio`.
+
+    `max_jobs_per_session` (0 = no limit) bounds the jobs one browser session or API client
+    may have waiting or running at once.
+    """
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
+        if studio.exposure_warning:
+            gr.Markdown(f"> ⚠️ **{studio.exposure_warning}**", elem_id="exposure-banner")
         if studio.banner:
             gr.Markdown(f"> **{studio.banner}**", elem_id="offline-banner")
         results = gr.State([])
@@ -37,30 +55,26 @@ def build_app(studio: Any, queue_size: int = 64) -> gr.Blocks:
             label="This session's results", columns=8, height=200, fit_columns=False,
             object_fit="contain", preview=False, render=False, elem_id="session-gallery",
         )
-
-        def add_to_gallery(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
-            history = ([path] if path else []) + list(history)
-            return history, history
-
-        def gallery_hook(event: Any, image: gr.Image) -> None:
-            """After a generation, add its image to this session's gallery (UI only)."""
-            event.then(add_to_gallery, [results, image], [results, gallery],
-                       api_visibility="private")
-
+        hook = gallery_hook_for(results, gallery)
         with gr.Tabs() as tabs:
             built: dict[str, Any] = {}
-            for title, name, module in TABS:
+            for name, title in TABS.items():
                 with gr.Tab(title, id=name):
-                    built[name] = module.build(studio, gallery_hook)
+                    module = importlib.import_module(f"{__package__}.{name}")
+                    built[name] = module.build(studio, hook)
             with gr.Tab("PNG info", id="pnginfo"):
-                pnginfo.build(studio, gallery_hook, tabs, built["txt2img"])
+                pnginfo.build(studio, hook, tabs, built["txt2img"])
         gallery.render()
 
         def cancel(request: gr.Request) -> bool:
-            """Stop this session's running generation at its next step (frees the worker)."""
+            """Stop this session's running generation at its next step (frees the worker),
+            and the jobs it still has waiting in the queue."""
             return studio.cancel(session_of(request))
 
         # Not queued: it must run while the GPU queue is busy with the run it stops.
         gr.api(cancel, api_name="cancel", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    install_queue_guard(demo, max_jobs_per_session)
+    # uploads land in gradio's upload folder: the only client files the backend may open
+    allow_root(demo.GRADIO_CACHE)
     return demo

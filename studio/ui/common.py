@@ -1,25 +1,37 @@
-"""UI helpers shared by every tab: error mapping, the GPU queue, common parameter widgets."""
+"""UI helpers shared by every tab: the generation-tab helper, error mapping, the GPU queue.
+
+`GenerationTab` is the one place a tab's model work is wired: it builds the common widgets,
+turns the widget values into the request dict, runs the job for the browser session (its
+cancel token, progress, errors) and returns `(path, info)`. Every tab's Generate and Stop go
+through it, so the `gr.Request` annotation that lets Stop find the session is written once.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
 
-from studio.backend.common import Cancelled, StudioError
+from studio.backend.common import Cancelled, CancelToken, Result, StudioError
 from studio.backend.models.registry import ModelUnavailableError
 from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from studio.backend.requests import RequestError
 
 log = logging.getLogger(__name__)
 
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
 PRIVATE = {"api_visibility": "private"}  # UI-only events: not part of the named API
-USER_ERRORS = (ValueError, StudioError, ModelUnavailableError)
+USER_ERRORS = (RequestError, StudioError, ModelUnavailableError)
+TEXT_PARAMS = ("prompt", "negative_prompt", "instruction")
+SUBMITTED = "studio_submitted"  # request.state attribute: when the queue took the job
+AS_DICT = "values"  # the one parameter of a handler wired to a set of inputs
 
 
 def gpu_kwargs() -> dict[str, Any]:
@@ -27,23 +39,27 @@ def gpu_kwargs() -> dict[str, Any]:
     return {"concurrency_id": GPU_QUEUE, "concurrency_limit": 1}
 
 
-def spaces_gpu(fn: Callable) -> Callable:
-    """Wrap with `spaces.GPU` on Hugging Face ZeroGPU; unchanged everywhere else."""
+def spaces_gpu(fn: Callable, duration: Callable[..., float] | None = None) -> Callable:
+    """Wrap with `spaces.GPU` on Hugging Face ZeroGPU; unchanged everywhere else.
+
+    `duration(*args, **kwargs)` gives the seconds of GPU time the call may need (ZeroGPU
+    gives each call a short window, 60 s by default); it gets the handler's own arguments.
+    """
     if os.environ.get("SPACES_ZERO_GPU"):
         try:
             import spaces  # type: ignore[import-not-found]
-
-            return spaces.GPU(fn)
         except ImportError:
-            pass
+            return fn
+        return spaces.GPU(duration=duration)(fn) if duration else spaces.GPU(fn)
     return fn
 
 
 def user_errors(fn: Callable) -> Callable:
     """Turn backend errors into `gr.Error` toasts (same text for the UI and the API).
 
-    Unexpected exceptions are logged with a traceback and reported briefly; the server keeps
-    serving either way.
+    Only the studio's own messages reach the client. Anything unexpected is logged with a
+    traceback under a short id and the client sees just that id: raw exception text can name
+    server paths or device details.
     """
 
     @functools.wraps(fn)
@@ -57,8 +73,12 @@ def user_errors(fn: Callable) -> Callable:
         except USER_ERRORS as err:
             raise gr.Error(str(err)) from err
         except Exception as err:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Internal error ({type(err).__name__}): {err}") from err
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("unexpected error %s in %s", error_id, fn.__name__)
+            raise gr.Error(
+                f"Internal error (id {error_id}): the request failed on the server. The "
+                "details are in the server log under that id."
+            ) from err
 
     return wrapper
 
@@ -94,12 +114,13 @@ def labelled_input_errors(component: Any) -> Any:
     return component
 
 
-def progress_adapter(progress: gr.Progress | None) -> Callable[[int, int], None] | None:
+def progress_adapter(progress: gr.Progress | None, desc: str = "denoising"
+                     ) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
 
     def report(step: int, total: int) -> None:
-        progress((step, total), desc="denoising", unit="steps")
+        progress((step, total), desc=desc, unit="steps")
 
     return report
 
@@ -119,8 +140,21 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
+def submitted_at(request: gr.Request | None) -> float | None:
+    """When the queue took this job (set by the queue guard), or None if unknown."""
+    http = getattr(request, "request", None)
+    state = getattr(http, "state", None)
+    return getattr(state, SUBMITTED, None)
+
+
+def job_token(studio: Any, request: gr.Request | None) -> CancelToken:
+    """The cancel token of a job of this browser session (Stop and /cancel reach it)."""
+    return studio.job_token(session_of(request), submitted_at(request))
+
+
 def stop_handler(studio: Any) -> Callable[..., None]:
-    """Handler for a Stop button: cancels this browser session's run at its next step.
+    """Handler for a Stop button: cancels this browser session's run at its next step and
+    the jobs it still has waiting in the queue.
 
     The `gr.Request` annotation matters: gradio injects the request (and so the session)
     only into parameters annotated with it.
@@ -173,3 +207,150 @@ def result_outputs(elem_prefix: str | None = None) -> tuple[gr.Image, gr.Code]:
         info = gr.Code(label="Info", language="json",
                        elem_id=f"{elem_prefix}-info" if elem_prefix else None)
     return image, info
+
+
+def request_values(names: Sequence[str], values: Sequence[Any],
+                   rename: dict[str, str] | None = None) -> dict[str, Any]:
+    """Widget values as a request dict: whole numbers as ints, empty text as "", API names
+    mapped to request fields (`rename`, e.g. instruction -> prompt)."""
+    out = {}
+    for name, value in zip(names, values, strict=True):
+        if name in TEXT_PARAMS and value is None:
+            value = ""
+        out[(rename or {}).get(name, name)] = whole_number(value)
+    return out
+
+
+def path_and_info(result: Result) -> tuple[str | None, str]:
+    """The `[image, info]` an endpoint returns."""
+    return (str(result.path) if result.path else None), info_json(result.info)
+
+
+Runner = Callable[[dict[str, Any], Callable[[int, int], None] | None, CancelToken], Result]
+
+
+class GenerationTab:
+    """One tab's model work: widgets, Generate/Stop and the handlers, wired the same way.
+
+    `task` is the row of the backend task table the tab runs (`studio.run(task, ...)`);
+    `run=` in `handler`/`wire` replaces that for work that is not a plain task (concept
+    training, regenerating a saved image).
+    """
+
+    def __init__(self, studio: Any, task: str, gallery_hook: Callable[..., None],
+                 prefix: str | None = None) -> None:
+        self.studio, self.task, self.gallery_hook = studio, task, gallery_hook
+        self.prefix = prefix
+        self.image: gr.Image | None = None
+        self.info: gr.Code | None = None
+
+    # ------------------------------------------------------------------ widgets
+    def params(self, prompt_placeholder: str = "", **kw: Any) -> dict[str, Any]:
+        """The common parameter widgets (prompt, seed, steps, ...) at the models' size."""
+        return common_params(prompt_placeholder=prompt_placeholder, elem_prefix=self.prefix,
+                             size=self.studio.native_size, **kw)
+
+    def buttons(self, label: str = "Generate", elem: str = "generate"
+                ) -> tuple[gr.Button, gr.Button]:
+        """Generate and Stop; Stop cancels this session's job (running or waiting)."""
+        with gr.Row():
+            run = gr.Button(label, variant="primary",
+                            elem_id=f"{self.prefix}-{elem}" if self.prefix else None)
+            stop = gr.Button("Stop", elem_id=f"{self.prefix}-stop" if self.prefix else None)
+        stop.click(stop_handler(self.studio), None, None, queue=False, **PRIVATE)
+        return run, stop
+
+    def results(self) -> tuple[gr.Image, gr.Code]:
+        self.image, self.info = result_outputs(self.prefix)
+        return self.image, self.info
+
+    # ------------------------------------------------------------------ handlers
+    def _runner(self) -> Runner:
+        studio, task = self.studio, self.task
+        return lambda data, progress, cancel: studio.run(task, data, progress, cancel)
+
+    def handler(self, names: Sequence[str], *, doc: str, run: Runner | None = None,
+                rename: dict[str, str] | None = None,
+                to_request: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                outputs: Callable[[Result], tuple[Any, ...]] = path_and_info,
+                progress_desc: str = "denoising", optional: Sequence[str] = ()
+                ) -> Callable[..., Any]:
+        """A gradio handler whose parameters are `names` (the API's, in order).
+
+        It builds the request dict, runs the job with this session's cancel token and
+        progress, shows the result's warnings, and returns `outputs(result)`. Parameters in
+        `optional` default to None (API clients may leave them out).
+        """
+        runner = run or self._runner()
+        studio = self.studio
+
+        def handler(*values: Any, request: gr.Request | None = None,
+                    progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:
+            # a set of inputs arrives as one {component: value} dict, for to_request to read
+            data = (dict(values[0]) if names == [AS_DICT] else
+                    request_values(names, values, rename))
+            if to_request is not None:
+                data = to_request(data)
+            result = runner(data, progress_adapter(progress, progress_desc),
+                            job_token(studio, request))
+            for warning in result.info.get("warnings") or []:
+                gr.Warning(warning)
+            return outputs(result)
+
+        return _named(handler, names, doc, self.task, optional)
+
+    def wire(self, on: Callable[..., Any],
+             inputs: dict[str, Any] | set[Any] | Sequence[Any], *,
+             doc: str, api_name: str | None = None, extra_outputs: Sequence[Any] = (),
+             preprocess: bool = True, **handler_kw: Any) -> Any:
+        """Wire `on` (e.g. `button.click`) to a handler of `inputs` (API name -> widget),
+        returning `[image, info, *extra_outputs]`; public under `api_name` if given."""
+        if isinstance(inputs, dict):
+            names, components = list(inputs), list(inputs.values())
+        elif isinstance(inputs, (set, frozenset)):  # UI-only: values come as one dict
+            names, components = [AS_DICT], inputs
+        else:
+            components = list(inputs)
+            names = [f"value_{i}" for i in range(len(components))]
+        fn = spaces_gpu(user_errors(self.handler(names, doc=doc, **handler_kw)))
+        visibility = {"api_name": api_name} if api_name else PRIVATE
+        event = on(fn, inputs=components,
+                   outputs=[self.image, self.info, *extra_outputs], preprocess=preprocess,
+                   **visibility, **gpu_kwargs())
+        self.gallery_hook(event, self.image)
+        return event
+
+
+def _named(fn: Callable[..., Any], names: Sequence[str], doc: str, task: str,
+           optional: Sequence[str] = ()) -> Callable[..., Any]:
+    """Give a generated handler the signature gradio reads for the API (parameter names,
+    then the injected request and progress)."""
+    params, defaulted = [], False
+    for n in names:
+        # Python allows no required parameter after one with a default: the ones that
+        # follow an optional parameter default to None too (their widgets hold a value,
+        # which is what API clients get by default anyway)
+        defaulted = defaulted or n in optional
+        params.append(inspect.Parameter(
+            n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None if defaulted else inspect.Parameter.empty))
+    params += [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                          annotation=gr.Request),
+        inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=gr.Progress(track_tqdm=True)),
+    ]
+
+    signature = inspect.Signature(params)
+
+    def named(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        return fn(*(a[n] for n in names), request=a["request"], progress=a["progress"])
+
+    named.__signature__ = signature  # type: ignore[attr-defined]
+    named.__annotations__ = {"request": gr.Request}
+    named.__name__ = named.__qualname__ = task
+    named.__doc__ = doc
+    return named

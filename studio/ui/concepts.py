@@ -6,25 +6,13 @@ API: `/concept_train`, `/concepts`, `/seedselect`, `/concept_import`. A concept'
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import gradio as gr
 
 from studio.backend.concepts.library import DEFAULT_LR, DEFAULT_STEPS, METHODS, preview_crops
 
-from .common import (
-    gpu_kwargs,
-    info_json,
-    result_outputs,
-    session_of,
-    spaces_gpu,
-    stop_handler,
-    user_errors,
-)
-from .common import (
-    whole_number as _num,
-)
+from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, path_and_info, user_errors
 
 INTRO = (
     "Upload 3-20 pictures of something hard to describe (your dog, a character, a rare bird), "
@@ -32,17 +20,13 @@ INTRO = (
     "tab. *Textual inversion* learns one word, *LoRA* adapts the UNet (DreamBooth style), "
     "*SeedSelect* trains nothing and finds starting noises that draw it."
 )
+SHARED_NOTE = (
+    "**Shared library.** Everyone using this studio sees, uses and can add to the same "
+    "concepts: do not upload pictures you would not show every visitor."
+)
 METHOD_HELP = ", ".join(
     f"{m}: {DEFAULT_STEPS[m]} steps, lr {DEFAULT_LR[m]:g}" for m in METHODS
 )
-
-
-def tokens_markdown(studio: Any) -> str:
-    """A short Markdown list of the library's tokens (other tabs may show it)."""
-    concepts = studio.list_concepts()
-    if not concepts:
-        return "No concepts yet: learn one in the Concepts tab."
-    return "Concepts: " + ", ".join(f"`{c['token']}` ({c['method']})" for c in concepts)
 
 
 def library_markdown(concepts: list[dict[str, Any]]) -> str:
@@ -55,20 +39,6 @@ def library_markdown(concepts: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def library_gallery(concepts: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(c["thumbnails"][0], c["token"]) for c in concepts if c.get("thumbnails")]
-
-
-def _progress(progress: gr.Progress | None, desc: str) -> Any:
-    if progress is None:
-        return None
-
-    def report(step: int, total: int) -> None:
-        progress((step, total), desc=desc, unit="steps")
-
-    return report
-
-
 def _files(value: Any) -> list[Any]:
     """gr.File values (paths, or dicts with a path) as a list."""
     if value is None:
@@ -77,199 +47,160 @@ def _files(value: Any) -> list[Any]:
     return [v.get("path") if isinstance(v, dict) else getattr(v, "name", v) for v in items]
 
 
+TRAIN_PARAMS = ("name", "images", "method", "steps", "learning_rate", "rank", "initializer",
+                "semantic_weight", "bootstrap", "resolution", "batch_size", "sample_steps",
+                "prompt", "seed", "preview_steps")
+SEEDSELECT_PARAMS = ("prompt", "images", "steps", "semantic_weight", "bootstrap",
+                     "negative_prompt", "seed", "guidance_scale", "width", "height",
+                     "sample_steps", "bootstrap_steps", "learning_rate", "concept")
+
+
+def with_files(data: dict[str, Any]) -> dict[str, Any]:
+    """The request with gr.File values (paths, or dicts with a path) as a list of paths."""
+    return {**data, "images": _files(data["images"])}
+
+
+def variants_of(studio: Any, result: Any) -> list[str]:
+    """SeedSelect's bootstrap variants as files (kept on the server, in a gr.State)."""
+    return [str(studio.outputs.folder / name) for name in result.info.get("variants", [])]
+
+
 def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
     gr.Markdown(INTRO)
+    if studio.shared_library:
+        gr.Markdown(SHARED_NOTE, elem_id="concepts-shared-note")
     with gr.Tabs():
         with gr.Tab("Learn a concept"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    name = gr.Textbox(label="Name (its token in prompts: <name>)", value="",
-                                      placeholder="my-dog")
-                    images = gr.File(label="3-20 pictures", file_count="multiple",
-                                     file_types=["image"], value=None)
-                    thumbs = gr.Gallery(
-                        fit_columns=False, label="As used (centre-cropped)", columns=6,
-                        height=150, interactive=False,
-                    )
-                    problems = gr.Markdown("")
-                    method = gr.Radio(list(METHODS), value="textual_inversion", label="Method",
-                                      info=f"Defaults (0 below) - {METHOD_HELP}")
-                    with gr.Row():
-                        steps = gr.Number(label="Steps (0 = default)", value=0, precision=0)
-                        learning_rate = gr.Number(label="Learning rate (0 = default)", value=0)
-                        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0)
-                    with gr.Accordion("Method options", open=False):
-                        initializer = gr.Textbox(
-                            label="Initializer / class word", value="object",
-                            info="Textual inversion starts from this word; LoRA adds it after "
-                            "the token; SeedSelect prompts 'a photo of <word>'.")
-                        rank = gr.Slider(1, 128, value=4, step=1, label="LoRA rank")
-                        semantic_weight = gr.Slider(
-                            0, 1, value=0.5, step=0.05, label="SeedSelect semantic weight "
-                            "(lambda; 1 - lambda weighs appearance)")
-                        bootstrap = gr.Slider(0, 8, value=2, step=1,
-                                              label="SeedSelect bootstrap variants")
-                        sample_steps = gr.Slider(1, 50, value=10, step=1,
-                                                 label="SeedSelect sampler (DDIM) steps")
-                        resolution = gr.Slider(64, 1024, value=studio.native_size, step=8,
-                                               label="Training resolution")
-                        batch_size = gr.Slider(1, 16, value=2, step=1, label="Batch size")
-                        prompt = gr.Textbox(
-                            label="Prompt (SeedSelect target; preview for the others)",
-                            value="")
-                        preview_steps = gr.Slider(0, 150, value=20, step=1,
-                                                  label="Preview steps (0 = no preview)")
-                    with gr.Row():
-                        train = gr.Button("Learn it", variant="primary")
-                        stop = gr.Button("Stop")
-                with gr.Column(scale=1):
-                    image, info = result_outputs()
+            trained = _learn_tab(studio, gallery_hook)
         with gr.Tab("SeedSelect"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    ss_prompt = gr.Textbox(label="Prompt", value="", lines=2,
-                                           placeholder="a photo of a rare bird")
-                    ss_images = gr.File(label="3-20 example pictures", file_count="multiple",
-                                        file_types=["image"], value=None)
-                    with gr.Row():
-                        ss_steps = gr.Slider(1, 150, value=20, step=1,
-                                             label="Optimisation steps")
-                        ss_weight = gr.Slider(0, 1, value=0.5, step=0.05,
-                                              label="Semantic weight (lambda)")
-                        ss_bootstrap = gr.Slider(0, 8, value=2, step=1,
-                                                 label="Bootstrap variants")
-                    with gr.Accordion("Settings", open=False):
-                        ss_negative = gr.Textbox(label="Negative prompt", value="")
-                        with gr.Row():
-                            ss_seed = gr.Number(label="Seed (-1 = random)", value=-1,
-                                                precision=0)
-                            ss_guidance = gr.Slider(0, 30, value=7.5, step=0.5,
-                                                    label="Guidance scale")
-                        with gr.Row():
-                            ss_width = gr.Slider(64, 2048, value=studio.native_size, step=8,
-                                                 label="Width")
-                            ss_height = gr.Slider(64, 2048, value=studio.native_size, step=8,
-                                                  label="Height")
-                        with gr.Row():
-                            ss_sample_steps = gr.Slider(1, 50, value=10, step=1,
-                                                        label="Sampler (DDIM) steps")
-                            ss_bootstrap_steps = gr.Slider(
-                                0, 150, value=0, step=1,
-                                label="Steps per bootstrap variant (0 = a fifth)")
-                            ss_lr = gr.Number(label="Learning rate", value=0.05)
-                        ss_concept = gr.Textbox(
-                            label="Start from a SeedSelect concept (name, optional)", value="")
-                    with gr.Row():
-                        ss_run = gr.Button("Select seeds", variant="primary")
-                        ss_stop = gr.Button("Stop")
-                with gr.Column(scale=1):
-                    ss_image, ss_info = result_outputs()
-                    ss_variants = gr.Gallery(
-                        fit_columns=False, label="Bootstrap variants", columns=4, height=200,
-                        interactive=False,
-                    )
+            selected = _seedselect_tab(studio, gallery_hook)
         with gr.Tab("Import"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    imp_file = gr.File(label="Embedding or LoRA (.safetensors)",
-                                       file_count="single",
-                                       file_types=[".safetensors", ".pt", ".bin"], value=None)
-                    imp_name = gr.Textbox(label="Name (default: from the file name)", value="")
-                    imp_run = gr.Button("Import", variant="primary")
-                with gr.Column(scale=1):
-                    imp_info = gr.Code(label="Imported", language="json")
+            _import_tab(studio)
         with gr.Tab("Library") as lib_tab:
-            # Filled at start-up and refreshed whenever the tab is opened (not with callable
-            # values: those become public, unnamed API endpoints).
-            known = studio.list_concepts()
-            lib_md = gr.Markdown(library_markdown(known))
-            lib_gallery = gr.Gallery(library_gallery(known), fit_columns=False,
-                                     label="Concepts", columns=8, height=180, interactive=False)
-            lib_json = gr.JSON(label="Concepts (JSON)", visible=False)
-            refresh = gr.Button("Refresh")
+            _library_tab(studio, lib_tab, (trained, selected))
 
-    # ------------------------------------------------------------------ handlers
+
+def _learn_tab(studio: Any, gallery_hook: Any) -> Any:
+    tab = GenerationTab(studio, "concept_train", gallery_hook)
+    w: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(scale=1):
+            w["name"] = gr.Textbox(label="Name (its token in prompts: <name>)", value="",
+                                   placeholder="my-dog")
+            w["images"] = gr.File(label="3-20 pictures", file_count="multiple",
+                                  file_types=["image"], value=None)
+            thumbs = gr.Gallery(fit_columns=False, label="As used (centre-cropped)",
+                                columns=6, height=150, interactive=False)
+            problems = gr.Markdown("")
+            w["method"] = gr.Radio(list(METHODS), value="textual_inversion", label="Method",
+                                   info=f"Defaults (0 below) - {METHOD_HELP}")
+            with gr.Row():
+                w["steps"] = gr.Number(label="Steps (0 = default)", value=0, precision=0)
+                w["learning_rate"] = gr.Number(label="Learning rate (0 = default)", value=0)
+                w["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0)
+            with gr.Accordion("Method options", open=False):
+                w.update(_method_options(studio))
+            train, _ = tab.buttons("Learn it")
+        with gr.Column(scale=1):
+            tab.results()
+
     def show_crops(files: Any) -> tuple[list[Any], str]:
         crops, errors = preview_crops(_files(files))
         return crops, "\n".join(f"- {e}" for e in errors)
 
-    images.change(show_crops, images, [thumbs, problems], api_visibility="private")
+    w["images"].change(user_errors(show_crops), w["images"], [thumbs, problems], **PRIVATE)
+    return tab.wire(train.click, {k: w[k] for k in TRAIN_PARAMS}, api_name="concept_train",
+                    run=lambda data, progress, cancel: studio.concept_train(data, progress,
+                                                                            cancel),
+                    to_request=with_files, progress_desc="learning",
+                    doc="Learn a concept from 3-20 pictures. Returns [preview image, info "
+                        "JSON].")
 
-    @spaces_gpu
-    @user_errors
-    def concept_train(
-        name: str, images: Any, method: str, steps: float, learning_rate: float, rank: float,
-        initializer: str, semantic_weight: float, bootstrap: float, resolution: float,
-        batch_size: float, sample_steps: float, prompt: str, seed: float,
-        preview_steps: float, request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(track_tqdm=True),
-    ) -> tuple[str | None, str]:
-        """Learn a concept from 3-20 pictures. Returns [preview image, info JSON]."""
-        result = studio.concept_train(
-            {
-                "name": name, "images": _files(images), "method": method,
-                "steps": _num(steps), "learning_rate": learning_rate, "rank": _num(rank),
-                "initializer": initializer, "semantic_weight": semantic_weight,
-                "bootstrap": _num(bootstrap), "resolution": _num(resolution),
-                "batch_size": _num(batch_size), "sample_steps": _num(sample_steps),
-                "prompt": prompt or "", "seed": _num(seed),
-                "preview_steps": _num(preview_steps),
-            },
-            progress=_progress(progress, "learning"),
-            cancel=studio.cancel_token(session_of(request)),
-        )
-        return (str(result.path) if result.path else None), info_json(result.info)
 
-    train_inputs = [name, images, method, steps, learning_rate, rank, initializer,
-                    semantic_weight, bootstrap, resolution, batch_size, sample_steps, prompt,
-                    seed, preview_steps]
-    event = train.click(concept_train, inputs=train_inputs, outputs=[image, info],
-                        api_name="concept_train", **gpu_kwargs())
-    gallery_hook(event, image)
+def _method_options(studio: Any) -> dict[str, Any]:
+    w: dict[str, Any] = {}
+    w["initializer"] = gr.Textbox(
+        label="Initializer / class word", value="object",
+        info="Textual inversion starts from this word; LoRA adds it after the token; "
+             "SeedSelect prompts 'a photo of <word>'.")
+    w["rank"] = gr.Slider(1, 128, value=4, step=1, label="LoRA rank")
+    w["semantic_weight"] = gr.Slider(
+        0, 1, value=0.5, step=0.05,
+        label="SeedSelect semantic weight (lambda; 1 - lambda weighs appearance)")
+    w["bootstrap"] = gr.Slider(0, 8, value=2, step=1, label="SeedSelect bootstrap variants")
+    w["sample_steps"] = gr.Slider(1, 50, value=10, step=1,
+                                  label="SeedSelect sampler (DDIM) steps")
+    w["resolution"] = gr.Slider(64, 1024, value=studio.native_size, step=8,
+                                label="Training resolution")
+    w["batch_size"] = gr.Slider(1, 16, value=2, step=1, label="Batch size")
+    w["prompt"] = gr.Textbox(label="Prompt (SeedSelect target; preview for the others)",
+                             value="")
+    w["preview_steps"] = gr.Slider(0, 150, value=20, step=1,
+                                   label="Preview steps (0 = no preview)")
+    return w
 
-    @spaces_gpu
-    @user_errors
-    def seedselect(
-        prompt: str, images: Any, steps: float, semantic_weight: float, bootstrap: float,
-        negative_prompt: str, seed: float, guidance_scale: float, width: float, height: float,
-        sample_steps: float, bootstrap_steps: float, learning_rate: float, concept: str,
-        request: gr.Request = None, progress: gr.Progress = gr.Progress(track_tqdm=True),
-    ) -> tuple[str, str]:
-        """SeedSelect: optimise the starting noise to match the examples. [image, info]."""
-        result = studio.seedselect(
-            {
-                "prompt": prompt or "", "images": _files(images), "steps": _num(steps),
-                "semantic_weight": semantic_weight, "bootstrap": _num(bootstrap),
-                "negative_prompt": negative_prompt or "", "seed": _num(seed),
-                "guidance_scale": guidance_scale, "width": _num(width),
-                "height": _num(height), "sample_steps": _num(sample_steps),
-                "bootstrap_steps": _num(bootstrap_steps), "learning_rate": learning_rate,
-                "concept": concept or "",
-            },
-            progress=_progress(progress, "optimising z_T"),
-            cancel=studio.cancel_token(session_of(request)),
-        )
-        return str(result.path), info_json(result.info)
 
-    ss_inputs = [ss_prompt, ss_images, ss_steps, ss_weight, ss_bootstrap, ss_negative, ss_seed,
-                 ss_guidance, ss_width, ss_height, ss_sample_steps, ss_bootstrap_steps, ss_lr,
-                 ss_concept]
-    ss_event = ss_run.click(seedselect, inputs=ss_inputs, outputs=[ss_image, ss_info],
-                            api_name="seedselect", **gpu_kwargs())
-    gallery_hook(ss_event, ss_image)
+def _seedselect_tab(studio: Any, gallery_hook: Any) -> Any:
+    tab = GenerationTab(studio, "seedselect", gallery_hook)
+    w: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(scale=1):
+            w["prompt"] = gr.Textbox(label="Prompt", value="", lines=2,
+                                     placeholder="a photo of a rare bird")
+            w["images"] = gr.File(label="3-20 example pictures", file_count="multiple",
+                                  file_types=["image"], value=None)
+            with gr.Row():
+                w["steps"] = gr.Slider(1, 150, value=20, step=1, label="Optimisation steps")
+                w["semantic_weight"] = gr.Slider(0, 1, value=0.5, step=0.05,
+                                                 label="Semantic weight (lambda)")
+                w["bootstrap"] = gr.Slider(0, 8, value=2, step=1, label="Bootstrap variants")
+            with gr.Accordion("Settings", open=False):
+                w.update(_seedselect_settings(studio.native_size))
+            run, _ = tab.buttons("Select seeds")
+        with gr.Column(scale=1):
+            tab.results()
+            variants = gr.Gallery(fit_columns=False, label="Bootstrap variants", columns=4,
+                                  height=200, interactive=False)
+    kept = gr.State([])  # the variants' files, on the server
+    event = tab.wire(run.click, {k: w[k] for k in SEEDSELECT_PARAMS}, api_name="seedselect",
+                     to_request=with_files, progress_desc="optimising z_T",
+                     outputs=lambda r: (*path_and_info(r), variants_of(studio, r)),
+                     extra_outputs=[kept],
+                     doc="SeedSelect: optimise the starting noise to match the examples. "
+                         "[image, info].")
+    event.then(lambda files: files, kept, variants, **PRIVATE)
+    return event
 
-    def variants_of(info_text: str) -> list[str]:
-        try:
-            return list(json.loads(info_text or "{}").get("variants", []))
-        except json.JSONDecodeError:
-            return []
 
-    ss_event.then(variants_of, ss_info, ss_variants, api_visibility="private")
+def _seedselect_settings(size: int) -> dict[str, Any]:
+    w: dict[str, Any] = {}
+    w["negative_prompt"] = gr.Textbox(label="Negative prompt", value="")
+    with gr.Row():
+        w["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0)
+        w["guidance_scale"] = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance scale")
+    with gr.Row():
+        w["width"] = gr.Slider(64, 2048, value=size, step=8, label="Width")
+        w["height"] = gr.Slider(64, 2048, value=size, step=8, label="Height")
+    with gr.Row():
+        w["sample_steps"] = gr.Slider(1, 50, value=10, step=1, label="Sampler (DDIM) steps")
+        w["bootstrap_steps"] = gr.Slider(0, 150, value=0, step=1,
+                                         label="Steps per bootstrap variant (0 = a fifth)")
+        w["learning_rate"] = gr.Number(label="Learning rate", value=0.05)
+    w["concept"] = gr.Textbox(label="Start from a SeedSelect concept (name, optional)",
+                              value="")
+    return w
 
-    for button in (stop, ss_stop):
-        button.click(stop_handler(studio), None, None,
-                     api_visibility="private", queue=False)
+
+def _import_tab(studio: Any) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            file = gr.File(label="Embedding or LoRA (.safetensors)", file_count="single",
+                           file_types=[".safetensors"], value=None)
+            name = gr.Textbox(label="Name (default: from the file name)", value="")
+            run = gr.Button("Import", variant="primary")
+        with gr.Column(scale=1):
+            info = gr.Code(label="Imported", language="json")
 
     @user_errors
     def concept_import(file: Any, name: str) -> str:
@@ -279,21 +210,28 @@ def build(studio: Any, gallery_hook: Any) -> None:
             raise gr.Error("choose an embedding or LoRA file to import")
         return info_json(studio.import_concept(files[0], name or ""))
 
-    imp_run.click(concept_import, [imp_file, imp_name], imp_info, api_name="concept_import",
-                  **gpu_kwargs())
+    run.click(concept_import, [file, name], info, api_name="concept_import", **gpu_kwargs())
+
+
+def _library_tab(studio: Any, lib_tab: Any, events: tuple[Any, ...]) -> None:
+    # Filled at start-up and refreshed whenever the tab is opened (not with callable
+    # values: those become public, unnamed API endpoints). Thumbnails go to the browser
+    # as images, not as paths: the library is not a folder gradio serves.
+    md = gr.Markdown(library_markdown(studio.list_concepts()))
+    gallery = gr.Gallery(studio.concept_thumbnails(), fit_columns=False, label="Concepts",
+                         columns=8, height=180, interactive=False)
+    as_json = gr.JSON(label="Concepts (JSON)", visible=False)
+    refresh = gr.Button("Refresh")
 
     def concepts() -> list[dict[str, Any]]:
         """Every concept of the library as a JSON list."""
         return studio.list_concepts()
 
-    def render(items: list[dict[str, Any]] | None) -> tuple[str, list[tuple[str, str]]]:
-        items = items or []
-        return library_markdown(items), library_gallery(items)
+    def render() -> tuple[str, list[Any]]:
+        return library_markdown(studio.list_concepts()), studio.concept_thumbnails()
 
-    listed = refresh.click(concepts, None, lib_json, api_name="concepts")
-    listed.then(render, lib_json, [lib_md, lib_gallery], api_visibility="private")
-    lib_tab.select(lambda: render(studio.list_concepts()), None, [lib_md, lib_gallery],
-                   api_visibility="private")
-    for done in (event, ss_event):
-        done.then(concepts, None, lib_json, api_visibility="private").then(
-            render, lib_json, [lib_md, lib_gallery], api_visibility="private")
+    refresh.click(concepts, None, as_json, api_name="concepts").then(
+        render, None, [md, gallery], **PRIVATE)
+    lib_tab.select(render, None, [md, gallery], **PRIVATE)
+    for done in events:
+        done.then(render, None, [md, gallery], **PRIVATE)

@@ -18,6 +18,7 @@ import gradio as gr
 from PIL import Image
 
 from studio.backend.images import load_image
+from studio.backend.models.modelsets import CONTROL_TYPES
 from studio.backend.tasks.control import (
     ANNOTATORS,
     MAX_UNITS,
@@ -28,21 +29,17 @@ from studio.backend.tasks.control import (
 )
 
 from .common import (
-    common_params,
+    PRIVATE,
+    GenerationTab,
     gpu_kwargs,
     info_json,
-    progress_adapter,
-    result_outputs,
-    session_of,
+    path_and_info,
+    request_values,
     spaces_gpu,
-    stop_handler,
     user_errors,
-)
-from .common import (
-    whole_number as _num,
+    whole_number,
 )
 
-UNIT_TYPES = ("scribble", "canny", "depth", "openpose")
 DEFAULT_TYPES = ("scribble", "openpose", "depth")
 CANVAS = (512, 512)
 RESIZE_CHOICES = [(f"{label} ({key})", key) for key, label in RESIZE_MODES.items()]
@@ -56,7 +53,7 @@ def _blank_canvas() -> dict[str, Any]:
 class UnitWidgets:
     """The widgets of one control unit (built inside its accordion)."""
 
-    def __init__(self, index: int, types: tuple[str, ...] = UNIT_TYPES,
+    def __init__(self, index: int, types: tuple[str, ...] = CONTROL_TYPES,
                  resolution: int = 512) -> None:
         first = index == 0
         eid = f"control-unit{index + 1}"
@@ -113,7 +110,7 @@ class UnitWidgets:
         unit: dict[str, Any] = {
             "type": v[self.type], "weight": v[self.weight], "start": v[self.start],
             "end": v[self.end], "resize_mode": v[self.resize_mode],
-            "resolution": _num(v[self.resolution]),
+            "resolution": whole_number(v[self.resolution]),
         }
         if v[self.use_preview] and v[self.preview]:
             return {**unit, "image": v[self.preview], "preprocess": False}
@@ -139,17 +136,49 @@ def _sketch_image(value: Any, index: int) -> Any:
     return image
 
 
+def control_request(data: dict[str, Any]) -> dict[str, Any]:
+    """The API's values as a control request: `images` and `units` joined into units."""
+    data = dict(data)
+    units = units_from_api(data.pop("images"), data.pop("units"))
+    return {**data, "units": units, "init_image": data.get("init_image") or None}
+
+
+def ui_request(values: dict[Any, Any], params: dict[str, Any], units: list[UnitWidgets],
+               init_image: Any, strength: Any) -> dict[str, Any]:
+    """The tab's widget values as the same request the API builds."""
+    data = request_values(list(params), [values[c] for c in params.values()])
+    unit_list = [u for i, w in enumerate(units, 1) if (u := w.unit(values, i)) is not None]
+    if not unit_list:
+        raise gr.Error("enable at least one control unit (or use the Text to image tab)")
+    return {**data, "units": unit_list, "init_image": values[init_image] or None,
+            "strength": whole_number(values[strength])}
+
+
+def annotate_handler(studio: Any) -> Any:
+    """The `/annotate` endpoint's handler."""
+
+    def annotate(image: str, annotator: str, resolution: float = 512) -> tuple[str, str]:
+        """Run an annotator (canny, depth, openpose, scribble) on an image.
+        Returns [control_map, info JSON] (info has "keypoints" for openpose)."""
+        cmap, meta = annotate_image(studio, image, annotator, whole_number(resolution))
+        path = studio.outputs.save_aux(cmap, f"annotate-{annotator}")
+        full = {"annotator": annotator, "resolution": whole_number(resolution),
+                "width": cmap.width, "height": cmap.height,
+                "file": studio.outputs.name_of(path), **meta}
+        return str(path), info_json(full)
+
+    return spaces_gpu(user_errors(annotate))
+
+
 def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
+    tab = GenerationTab(studio, "control", gallery_hook, prefix="control")
     units: list[UnitWidgets] = []
     # Only the control types the model set has a ControlNet for (the toy world: two).
-    types = tuple(t for t in UNIT_TYPES if t in studio.model_set.controlnets) or UNIT_TYPES
+    types = tuple(t for t in CONTROL_TYPES if t in studio.model_set.controlnets) or CONTROL_TYPES
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(
-                size=studio.native_size, prompt_placeholder="a knight on a horse, oil painting",
-                elem_prefix="control",
-            )
+            params = tab.params(prompt_placeholder="a knight on a horse, oil painting")
             for i in range(MAX_UNITS):
                 with gr.Accordion(f"Control unit {i + 1}", open=i == 0,
                                   elem_id=f"control-unit{i + 1}"):
@@ -158,106 +187,51 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 init_image = gr.Image(label="Init image (optional)", type="filepath",
                                       elem_id="control-init-image")
                 strength = gr.Slider(0.05, 1, value=0.75, step=0.05, label="Denoising strength")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="control-generate")
-                stop = gr.Button("Stop", elem_id="control-stop")
+            run, _ = tab.buttons()
         with gr.Column(scale=1):
-            image, info = result_outputs(elem_prefix="control")
-            maps = gr.Gallery(
-                fit_columns=False, label="Control maps used", columns=3, height=200,
-                elem_id="control-maps",
-            )
-    # Inputs and outputs of the headless endpoints (not shown in the UI).
-    with gr.Group(visible=False):
-        api_images = gr.File(label="images", file_count="multiple")
-        api_units = gr.Textbox(label="units", value="[]")
-        # Files, not gr.Image: a non-image upload then gets our clear message, not gradio's.
-        api_init = gr.File(label="init_image", file_count="single")
-        api_control = gr.Button("control")
-        ann_image = gr.File(label="image", file_count="single")
-        ann_name = gr.Dropdown(list(ANNOTATORS), value="canny", label="annotator")
-        ann_resolution = gr.Number(label="resolution", value=512, precision=0)
-        ann_map = gr.Image(label="control_map", type="filepath", format="png")
-        ann_info = gr.Code(label="info", language="json")
-        api_annotate = gr.Button("annotate")
-
-    def generate(common: dict[str, Any], unit_list: list[dict[str, Any]], init: Any,
-                 strength_value: Any, request: gr.Request | None, progress: Any) -> Any:
-        result = studio.control(
-            {**common, "units": unit_list, "init_image": init or None,
-             "strength": _num(strength_value)},
-            progress=progress_adapter(progress),
-            cancel=studio.cancel_token(session_of(request)),
-        )
-        return result
-
-    def common_values(prompt: str, negative_prompt: str, seed: Any, steps: Any,
-                      guidance_scale: Any, width: Any, height: Any, scheduler: str,
-                      fast: bool) -> dict[str, Any]:
-        return {
-            "prompt": prompt, "negative_prompt": negative_prompt or "", "seed": _num(seed),
-            "steps": _num(steps), "guidance_scale": _num(guidance_scale), "width": _num(width),
-            "height": _num(height), "scheduler": scheduler, "fast": bool(fast),
-        }
-
-    @spaces_gpu
-    @user_errors
-    def control(
-        prompt: str, negative_prompt: str, seed: float, steps: float, guidance_scale: float,
-        width: float, height: float, scheduler: str, fast: bool, images: list[str] | None,
-        units: str, init_image: str | None = None, strength: float = 0.75,
-        request: gr.Request = None, progress: gr.Progress = gr.Progress(track_tqdm=True),
-    ) -> tuple[str, str]:
-        """Generate with 1-3 control units. `units` is a JSON list aligned with `images`:
-        {"type", "weight", "start", "end", "preprocess"} (+ "resize_mode", "resolution").
-        Returns [image, info JSON with seed, file and control map file names]."""
-        common = common_values(prompt, negative_prompt, seed, steps, guidance_scale, width,
-                               height, scheduler, fast)
-        result = generate(common, units_from_api(images, units), init_image, strength,
-                          request, progress)
-        return str(result.path), info_json(result.info)
-
-    @spaces_gpu
-    @user_errors
-    def control_ui(values: dict[Any, Any], request: gr.Request = None,
-                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:
-        common = common_values(*(values[c] for c in params.values()))
-        unit_list = [u for i, w in enumerate(units, 1) if (u := w.unit(values, i)) is not None]
-        if not unit_list:
-            raise gr.Error("enable at least one control unit (or use the Text to image tab)")
-        result = generate(common, unit_list, values[init_image], values[strength], request,
-                          progress)
-        return str(result.path), info_json(result.info), list(result.extra_images)
-
-    @spaces_gpu
-    @user_errors
-    def annotate(image: str, annotator: str, resolution: float = 512) -> tuple[str, str]:
-        """Run an annotator (canny, depth, openpose, scribble) on an image.
-        Returns [control_map, info JSON] (info has "keypoints" for openpose)."""
-        cmap, meta = annotate_image(studio, image, annotator, _num(resolution))
-        path = studio.outputs.save_aux(cmap, f"annotate-{annotator}")
-        full = {"annotator": annotator, "resolution": _num(resolution), "width": cmap.width,
-                "height": cmap.height, "file": path.name, **meta}
-        return str(path), info_json(full)
-
-    api_event = api_control.click(
-        control, inputs=[*params.values(), api_images, api_units, api_init, strength],
-        outputs=[image, info], api_name="control", **gpu_kwargs(),
-    )
-    gallery_hook(api_event, image)
-    api_annotate.click(annotate, inputs=[ann_image, ann_name, ann_resolution],
-                       outputs=[ann_map, ann_info], api_name="annotate", **gpu_kwargs())
-
+            tab.results()
+            maps = gr.Gallery(fit_columns=False, label="Control maps used", columns=3,
+                              height=200, elem_id="control-maps")
+    api = _api_inputs()
+    tab.wire(api["control"].click,
+             {**params, "images": api["images"], "units": api["units"],
+              "init_image": api["init_image"], "strength": strength},
+             api_name="control", to_request=control_request, optional=("init_image",),
+             doc="Generate with 1-3 control units. `units` is a JSON list aligned with "
+                 "`images`: {\"type\", \"weight\", \"start\", \"end\", \"preprocess\"} "
+                 "(+ \"resize_mode\", \"resolution\"). Returns [image, info JSON with seed, "
+                 "file and control map file names].")
+    api["annotate"].click(
+        annotate_handler(studio),
+        inputs=[api["ann_image"], api["ann_name"], api["ann_resolution"]],
+        outputs=[api["ann_map"], api["ann_info"]], api_name="annotate", **gpu_kwargs())
     all_inputs = {*params.values(), init_image, strength}
     for w in units:
         all_inputs.update(w.inputs())
-    ui_event = run.click(control_ui, inputs=all_inputs, outputs=[image, info, maps],
-                         api_visibility="private", **gpu_kwargs())
-    gallery_hook(ui_event, image)
-    stop.click(stop_handler(studio), None, None,
-               api_visibility="private", queue=False)
+    tab.wire(run.click, all_inputs, extra_outputs=[maps],
+             to_request=lambda v: ui_request(v, params, units, init_image, strength),
+             outputs=lambda r: (*path_and_info(r), list(r.extra_images)),
+             doc="The tab's Generate: its unit widgets as a control request.")
     for w in units:
         _wire_unit(studio, w)
+
+
+def _api_inputs() -> dict[str, Any]:
+    """Inputs and outputs of the headless endpoints (not shown in the UI)."""
+    a: dict[str, Any] = {}
+    with gr.Group(visible=False):
+        a["images"] = gr.File(label="images", file_count="multiple")
+        a["units"] = gr.Textbox(label="units", value="[]")
+        # Files, not gr.Image: a non-image upload then gets our clear message, not gradio's.
+        a["init_image"] = gr.File(label="init_image", file_count="single")
+        a["control"] = gr.Button("control")
+        a["ann_image"] = gr.File(label="image", file_count="single")
+        a["ann_name"] = gr.Dropdown(list(ANNOTATORS), value="canny", label="annotator")
+        a["ann_resolution"] = gr.Number(label="resolution", value=512, precision=0)
+        a["ann_map"] = gr.Image(label="control_map", type="filepath", format="png")
+        a["ann_info"] = gr.Code(label="info", language="json")
+        a["annotate"] = gr.Button("annotate")
+    return a
 
 
 def _wire_unit(studio: Any, w: UnitWidgets) -> None:
@@ -268,17 +242,17 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
                 False)
 
     w.source.change(switch_source, w.source, [w.sketch, w.photo, w.use_preview],
-                    api_visibility="private", queue=False)
+                    **PRIVATE, queue=False)
 
     def switch_type(ctype: str) -> tuple[Any, Any, Any]:
         pose = ctype == "openpose"
         return gr.update(visible=pose), gr.update(visible=pose), False
 
     w.type.change(switch_type, w.type, [w.keypoints, w.rerender, w.use_preview],
-                  api_visibility="private", queue=False)
+                  **PRIVATE, queue=False)
     # A changed input makes the preview stale (browser-side: no upload of every stroke).
     for changed in (w.photo.change, w.sketch.input):
-        changed(lambda: False, None, w.use_preview, api_visibility="private", queue=False)
+        changed(lambda: False, None, w.use_preview, **PRIVATE, queue=False)
 
     @spaces_gpu
     @user_errors
@@ -294,14 +268,14 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
             cmap = load_image(photo, "control map")
             meta: dict[str, Any] = {}
         else:
-            cmap, meta = annotate_image(studio, image, annotator, _num(resolution))
+            cmap, meta = annotate_image(studio, image, annotator, whole_number(resolution))
         path = studio.outputs.save_aux(cmap, f"preview-{annotator}")
         text = _pretty_json(meta["keypoints"]) if meta.get("keypoints") else gr.update()
         return str(path), text, True
 
     w.preview_button.click(
         preview, [w.type, w.source, w.sketch, w.photo, w.is_map, w.resolution],
-        [w.preview, w.keypoints, w.use_preview], api_visibility="private",
+        [w.preview, w.keypoints, w.use_preview], **PRIVATE,
         **gpu_kwargs(),
     )
 
@@ -311,7 +285,7 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
         return str(studio.outputs.save_aux(cmap, "pose-edited")), True
 
     w.rerender.click(rerender, [w.keypoints], [w.preview, w.use_preview],
-                     api_visibility="private", **gpu_kwargs())
+                     **PRIVATE, **gpu_kwargs())
 
 
 def _pretty_json(value: Any) -> str:

@@ -22,20 +22,7 @@ from studio.backend.tasks.layout import (
     boxes_to_pixels,
 )
 
-from .common import (
-    common_params,
-    gpu_kwargs,
-    info_json,
-    labelled_input_errors,
-    progress_adapter,
-    result_outputs,
-    session_of,
-    spaces_gpu,
-    user_errors,
-)
-from .common import (
-    whole_number as _num,
-)
+from .common import PRIVATE, GenerationTab, labelled_input_errors, user_errors
 
 BLANK_COLOR = (250, 250, 250)
 MODE_CHOICES = [("Generate", "generate"), ("Regenerate inside boxes", "inside_boxes")]
@@ -101,131 +88,114 @@ def resized_blank(value: dict[str, Any] | None, width: float, height: float) -> 
     return {"image": canvas, "boxes": boxes}
 
 
+def canvas_inputs(value: dict[str, Any] | None, mode: str) -> tuple[str, Any]:
+    """The canvas as the API inputs `boxes` (JSON) and `image` (only to regenerate inside)."""
+    picture, pixel_boxes = canvas_parts(value)
+    boxes_json = json.dumps(boxes_from_pixels(pixel_boxes, *picture.size))
+    return boxes_json, (picture if mode == "inside_boxes" else None)
+
+
+def boxes_preview(value: dict[str, Any] | None) -> str:
+    """The live JSON view of the canvas's boxes ("[]" while the canvas is empty)."""
+    try:
+        return canvas_boxes_json(value)
+    except gr.Error:
+        return "[]"
+
+
+def without_boxes(value: dict[str, Any] | None) -> Any:
+    """The canvas with its boxes deleted (nothing to do without an image)."""
+    if not value or value.get("image") is None:
+        return gr.skip()
+    return {**value, "boxes": []}
+
+
 def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
+    tab = GenerationTab(studio, "layout", gallery_hook, prefix="layout")
     with gr.Row():
         with gr.Column(scale=1):
-            params = common_params(
-                size=studio.native_size, prompt_placeholder="a park in autumn, a bench and a bird",
-                elem_prefix="layout",
-            )
-            mode = gr.Radio(MODE_CHOICES, value="generate", label="Mode", elem_id="layout-mode")
-            hint = gr.Markdown(HINTS["generate"])
-            canvas = image_annotator(
-                value={"image": blank_canvas(512, 512), "boxes": []},
-                label="Layout: drag to draw a box, then type its phrase",
-                image_type="pil", sources=["upload", "clipboard"], boxes_alpha=0.25,
-                box_min_size=8, show_remove_button=True, show_clear_button=True,
-                elem_id="layout-canvas",
-            )
-            with gr.Row():
-                blank = gr.Button("Blank canvas (output size)", size="sm",
-                                  elem_id="layout-blank")
-                clear_boxes = gr.Button("Delete all boxes", size="sm", elem_id="layout-clear")
-            append_phrases = gr.Checkbox(
-                label="Append the phrases to the prompt", value=False,
-                info="GLIGEN follows boxes best when the prompt also mentions the objects.",
-                elem_id="layout-append_phrases",
-            )
-            gligen_fraction = gr.Slider(
-                0, 1, value=studio.gligen_fraction, step=0.05, label="Grounding fraction",
-                info="Share of the steps that follow the boxes (scheduled sampling); plain "
-                     "Stable Diffusion refines the rest. Higher = tighter boxes, less natural.",
-                elem_id="layout-gligen_fraction",
-            )
-            with gr.Accordion("Boxes and image as the API takes them", open=False):
-                boxes = gr.Textbox(
-                    value="[]", lines=4, interactive=False,
-                    label="boxes (JSON; each box [x0, y0, x1, y1] normalised to 0-1)",
-                    elem_id="layout-boxes",
-                )
-                image = gr.Image(
-                    value=None, type="filepath", format="png", interactive=False, height=160,
-                    label="image (reference; sent only to regenerate inside boxes)",
-                    elem_id="layout-image",
-                )
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="layout-generate")
-                stop = gr.Button("Stop", elem_id="layout-stop")
+            params = tab.params(prompt_placeholder="a park in autumn, a bench and a bird")
+            w = _layout_widgets(studio)
+            run, _ = tab.buttons()
         with gr.Column(scale=1):
-            result, info = result_outputs("layout")
-    for component in (gligen_fraction, image, mode, append_phrases):
-        labelled_input_errors(component)
-    canvas_is_blank = gr.State(True)
+            tab.results()
+    inputs = {**params, "boxes": w["boxes"], "gligen_fraction": w["gligen_fraction"],
+              "image": w["image"], "mode": w["mode"], "append_phrases": w["append_phrases"]}
+    to_api = run.click(user_errors(canvas_inputs), [w["canvas"], w["mode"]],
+                       [w["boxes"], w["image"]], queue=False, **PRIVATE)
+    tab.wire(to_api.success, inputs, api_name="layout", to_request=_layout_request,
+             optional=("image",),
+             doc="Generate with objects inside boxes (GLIGEN), or regenerate inside the boxes "
+                 "of image.\n\nboxes: JSON list of {\"phrase\": \"a red bird\", \"box\": "
+                 "[x0, y0, x1, y1]} normalised to 0-1. Returns [image, info JSON with seed and "
+                 "file].")
+    _wire_canvas(w, params)
 
-    @user_errors
-    def send_canvas(value: dict[str, Any] | None, mode: str) -> tuple[str, Any]:
-        """Turn the canvas into the API inputs `boxes` (JSON) and `image`."""
-        picture, pixel_boxes = canvas_parts(value)
-        boxes_json = json.dumps(boxes_from_pixels(pixel_boxes, *picture.size))
-        return boxes_json, (picture if mode == "inside_boxes" else None)
 
-    @spaces_gpu
-    @user_errors
-    def layout(
-        prompt: str, negative_prompt: str, seed: float, steps: float, guidance_scale: float,
-        width: float, height: float, scheduler: str, fast: bool, boxes: str,
-        gligen_fraction: float = studio.gligen_fraction, image: str | None = None,
-        mode: str = "generate", append_phrases: bool = False,
-        request: gr.Request = None, progress: gr.Progress = gr.Progress(track_tqdm=True),
-    ) -> tuple[str, str]:
-        """Generate with objects inside boxes (GLIGEN), or regenerate inside the boxes of image.
+def _layout_request(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "boxes": data["boxes"] if data["boxes"] is not None else "",
+            "image": data["image"] or None}
 
-        boxes: JSON list of {"phrase": "a red bird", "box": [x0, y0, x1, y1]} normalised to 0-1.
-        Returns [image, info JSON with seed and file].
-        """
-        session = session_of(request)
-        result = studio.layout(
-            {
-                "prompt": prompt, "negative_prompt": negative_prompt or "",
-                "seed": _num(seed), "steps": _num(steps), "guidance_scale": _num(guidance_scale),
-                "width": _num(width), "height": _num(height), "scheduler": scheduler,
-                "fast": bool(fast), "boxes": boxes if boxes is not None else "",
-                "gligen_fraction": gligen_fraction, "image": image or None, "mode": mode,
-                "append_phrases": bool(append_phrases),
-            },
-            progress=progress_adapter(progress), cancel=studio.cancel_token(session),
-        )
-        return str(result.path), info_json(result.info)
 
-    inputs = [*params.values(), boxes, gligen_fraction, image, mode, append_phrases]
-    event = run.click(
-        send_canvas, [canvas, mode], [boxes, image], api_visibility="private", queue=False,
-    ).success(layout, inputs=inputs, outputs=[result, info], api_name="layout", **gpu_kwargs())
-    gallery_hook(event, result)
-    stop.click(lambda request=None: studio.cancel(session_of(request)), None, None,
-               api_visibility="private", queue=False)
-
-    # UI-only helpers: live JSON view, blank canvas of the output size, mode hint.
-    def preview(value: dict[str, Any] | None) -> str:
-        try:
-            return canvas_boxes_json(value)
-        except gr.Error:
-            return "[]"
-
-    canvas.change(preview, canvas, boxes, api_visibility="private", queue=False)
-    canvas.upload(lambda: False, None, canvas_is_blank, api_visibility="private", queue=False)
-    canvas.clear(lambda: False, None, canvas_is_blank, api_visibility="private", queue=False)
-    blank.click(
-        lambda v, w, h: (resized_blank(v, w, h), True),
-        [canvas, params["width"], params["height"]], [canvas, canvas_is_blank],
-        api_visibility="private", queue=False,
+def _layout_widgets(studio: Any) -> dict[str, Any]:
+    """The mode, the box canvas and the API-shaped inputs it turns into."""
+    w: dict[str, Any] = {}
+    w["mode"] = gr.Radio(MODE_CHOICES, value="generate", label="Mode", elem_id="layout-mode")
+    w["hint"] = gr.Markdown(HINTS["generate"])
+    w["canvas"] = image_annotator(
+        value={"image": blank_canvas(512, 512), "boxes": []},
+        label="Layout: drag to draw a box, then type its phrase",
+        image_type="pil", sources=["upload", "clipboard"], boxes_alpha=0.25,
+        box_min_size=8, show_remove_button=True, show_clear_button=True,
+        elem_id="layout-canvas",
     )
-
-    def follow_size(value: dict[str, Any] | None, is_blank: bool, width: float,
-                    height: float) -> Any:
-        return resized_blank(value, width, height) if is_blank else gr.skip()
-
-    for side in ("width", "height"):
-        params[side].release(
-            follow_size, [canvas, canvas_is_blank, params["width"], params["height"]], canvas,
-            api_visibility="private", queue=False,
+    with gr.Row():
+        w["blank"] = gr.Button("Blank canvas (output size)", size="sm", elem_id="layout-blank")
+        w["clear"] = gr.Button("Delete all boxes", size="sm", elem_id="layout-clear")
+    w["append_phrases"] = gr.Checkbox(
+        label="Append the phrases to the prompt", value=False,
+        info="GLIGEN follows boxes best when the prompt also mentions the objects.",
+        elem_id="layout-append_phrases",
+    )
+    w["gligen_fraction"] = gr.Slider(
+        0, 1, value=studio.gligen_fraction, step=0.05, label="Grounding fraction",
+        info="Share of the steps that follow the boxes (scheduled sampling); plain "
+             "Stable Diffusion refines the rest. Higher = tighter boxes, less natural.",
+        elem_id="layout-gligen_fraction",
+    )
+    with gr.Accordion("Boxes and image as the API takes them", open=False):
+        w["boxes"] = gr.Textbox(
+            value="[]", lines=4, interactive=False,
+            label="boxes (JSON; each box [x0, y0, x1, y1] normalised to 0-1)",
+            elem_id="layout-boxes",
         )
+        w["image"] = gr.Image(
+            value=None, type="filepath", format="png", interactive=False, height=160,
+            label="image (reference; sent only to regenerate inside boxes)",
+            elem_id="layout-image",
+        )
+    for name in ("gligen_fraction", "image", "mode", "append_phrases"):
+        labelled_input_errors(w[name])
+    w["is_blank"] = gr.State(True)
+    return w
 
-    def drop_boxes(value: dict[str, Any] | None) -> Any:
-        if not value or value.get("image") is None:
-            return gr.skip()
-        return {**value, "boxes": []}
 
-    clear_boxes.click(drop_boxes, canvas, canvas, api_visibility="private", queue=False)
-    mode.change(lambda m: HINTS.get(m, ""), mode, hint, api_visibility="private", queue=False)
+def _wire_canvas(w: dict[str, Any], params: dict[str, Any]) -> None:
+    """UI-only helpers: live JSON view, blank canvas of the output size, mode hint."""
+    canvas, is_blank = w["canvas"], w["is_blank"]
+    canvas.change(boxes_preview, canvas, w["boxes"], queue=False, **PRIVATE)
+    canvas.upload(lambda: False, None, is_blank, queue=False, **PRIVATE)
+    canvas.clear(lambda: False, None, is_blank, queue=False, **PRIVATE)
+    size = [params["width"], params["height"]]
+    w["blank"].click(lambda v, width, height: (resized_blank(v, width, height), True),
+                     [canvas, *size], [canvas, is_blank], queue=False, **PRIVATE)
+
+    def follow_size(value: dict[str, Any] | None, blank: bool, width: float,
+                    height: float) -> Any:
+        return resized_blank(value, width, height) if blank else gr.skip()
+
+    for side in size:
+        side.release(follow_size, [canvas, is_blank, *size], canvas, queue=False, **PRIVATE)
+    w["clear"].click(without_boxes, canvas, canvas, queue=False, **PRIVATE)
+    w["mode"].change(lambda m: HINTS.get(m, ""), w["mode"], w["hint"], queue=False, **PRIVATE)

@@ -8,9 +8,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+pytestmark = pytest.mark.slow
 CLIENTS, REQUESTS = 16, 3
 
 

@@ -7,6 +7,7 @@ concept library, because learning a concept changes the shared tokenizer/text en
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,14 @@ GEN = {"seed": 5, "steps": 2, "width": 64, "height": 64}
 TRAIN = {"resolution": 64, "seed": 0, "preview_steps": 0, "initializer": "dog"}
 
 
-class Payload:
-    """A custom class: a pickle holding it cannot load with weights_only=True."""
+class Tripwire:
+    """Unpickling this writes a file: proof that a pickle was opened at all."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(self.marker),))
 
 
 def examples(n: int = 3) -> list[Image.Image]:
@@ -208,24 +215,23 @@ def test_duplicate_name_is_refused(make_studio, tmp_path) -> None:
     assert [c["name"] for c in studio.list_concepts()] == ["twin"]
 
 
-def test_pickled_pt_with_objects_is_refused_and_weights_only_pt_is_accepted(
-    make_studio, tmp_path
-) -> None:
+def test_pickles_are_refused_without_being_opened(make_studio, tmp_path) -> None:
+    """Only safetensors are imported: a pickle is refused by name, never unpickled (not
+    even weights-only, whose guard CVE-2025-32434 bypassed)."""
     studio = make_studio()
-    evil = tmp_path / "evil.pt"
-    torch.save({"string_to_param": {"*": torch.randn(1, 32)}, "payload": Payload()}, evil)
-    with pytest.raises(RequestError, match="'evil.pt' was refused: it is a pickled file"):
-        studio.import_concept(evil, "evil")
+    marker = tmp_path / "unpickled"
+    for name, payload in (("evil.pt", Tripwire(str(marker))),
+                          ("plain.pt", {"string_to_param": {"*": torch.randn(2, 32)}}),
+                          ("lora.bin", {"lora_unet_x.lora_up.weight": torch.zeros(2, 2)})):
+        torch.save(payload, tmp_path / name)
+        with pytest.raises(RequestError, match=f"'{name}' was refused: it is a pickled file"):
+            studio.import_concept(tmp_path / name, "")
+    assert not marker.exists()
     other = tmp_path / "weights.ckpt.txt"
     other.write_text("x")
     with pytest.raises(RequestError, match="unsupported type"):
         studio.import_concept(other, "other")
     assert studio.list_concepts() == []
-    plain = tmp_path / "a1111.pt"  # A1111 layout, plain tensors and strings
-    torch.save({"string_to_param": {"*": torch.randn(2, 32)}, "name": "style", "step": 10},
-               plain)
-    concept = studio.import_concept(plain, "")
-    assert concept["token"] == "<a1111>" and concept["vectors"] == 2
 
 
 # ---------------------------------------------------------------------------- import

@@ -204,7 +204,7 @@ def test_fast_mode_loads_lcm_lora_into_the_gligen_unet(studio):
 
 
 def test_cancel_stops_the_run(studio):
-    token = studio.cancel_token("layout-test")
+    token = studio.job_token("layout-test")
     token.cancel()
     with pytest.raises(Cancelled):
         studio.layout({**BASE, "boxes": [BIRD]}, cancel=token)

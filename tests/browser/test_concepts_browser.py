@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from .conftest import block, no_error_toast, open_tab, set_slider, wait_image
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture()

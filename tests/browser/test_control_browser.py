@@ -18,7 +18,7 @@ from .conftest import (
     wait_image,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # A standing person on a 128 x 128 canvas, COCO-18 order (nose, neck, right arm, left arm,
 # right leg, left leg, eyes, ears), as OpenPose JSON.

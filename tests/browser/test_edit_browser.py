@@ -20,7 +20,7 @@ from .conftest import (
     wait_image,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def upload(page, photo) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from .conftest import block, no_error_toast, open_settings, open_tab, set_slider
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HISTORY = "Edit history (click a version to go back to it)"
 

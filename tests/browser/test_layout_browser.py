@@ -17,7 +17,7 @@ from .conftest import (
     wait_image,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def draw_box(page, canvas, start: tuple[float, float], end: tuple[float, float],

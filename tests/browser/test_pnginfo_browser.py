@@ -8,7 +8,7 @@ from PIL import Image
 
 from .conftest import fetch_image, no_error_toast, open_settings, open_tab, wait_image
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_read_send_to_txt2img_and_regenerate(page, studio):

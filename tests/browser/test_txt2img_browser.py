@@ -6,7 +6,7 @@ import pytest
 
 from .conftest import no_error_toast, open_tab
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def set_number(page, elem_id: str, value: int) -> None:

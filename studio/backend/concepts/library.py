@@ -47,6 +47,7 @@ from ..common import (
     configure_pipe,
     run_guarded,
 )
+from ..files import check_file
 from ..images import load_image
 from ..models.registry import ModelRegistry
 from ..requests import (
@@ -87,7 +88,8 @@ FORMAT_VERSION = 1
 # Defaults when `steps` / `learning_rate` are 0.
 DEFAULT_STEPS = {"textual_inversion": 500, "lora": 400, "seedselect": 20}
 DEFAULT_LR = {"textual_inversion": 5e-3, "lora": 1e-4, "seedselect": 0.05}
-PICKLE_SUFFIXES = (".pt", ".bin", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".pt", ".bin", ".pth", ".ckpt", ".pkl")
+MAX_IMPORT_BYTES = 2 * 1024**3  # a LoRA for SD1.5 is at most a few hundred MB
 TEXT_ENCODER_LORA_PREFIXES = ("lora_te", "text_encoder", "te_", "te1_", "te2_")
 
 
@@ -320,39 +322,36 @@ def has_concepts(folder: Path) -> bool:
 
 # ---------------------------------------------------------------------------- importing
 def read_weights_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors of a concept file: safetensors, or a .pt/.bin that loads weights-only."""
-    path = Path(path)
-    if not path.is_file():
-        raise RequestError(f"file '{path.name}' was not found")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    """Tensors and metadata of a concept file: safetensors only.
 
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                metadata = dict(fh.metadata() or {})
-            return load_file(str(path)), metadata
-        except Exception as err:  # noqa: BLE001 - any parse failure is the same user error
-            raise RequestError(
-                f"'{path.name}' is not a valid safetensors file ({type(err).__name__}: {err})"
-            ) from err
+    Pickled files (.pt, .bin, .ckpt) can run code when loaded, and `torch.load`'s
+    weights_only guard has been bypassed before (CVE-2025-32434), so they are refused
+    without being opened.
+    """
+    path = check_file(path, "file", max_bytes=MAX_IMPORT_BYTES)
+    suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - the unpickler raises many kinds
-            raise RequestError(
-                f"'{path.name}' was refused: it is a pickled file holding more than plain "
-                "tensors (loading it with weights_only=True failed), and pickles can run "
-                "arbitrary code. Convert it to .safetensors or use a safetensors version."
-            ) from err
-        if not isinstance(data, dict):
-            raise RequestError(f"'{path.name}' holds a {type(data).__name__}, not a dict")
-        return data, {}
-    raise RequestError(
-        f"'{path.name}' has an unsupported type; import a textual-inversion embedding or a "
-        "LoRA as .safetensors (or a weights-only .pt/.bin)"
-    )
+        raise RequestError(
+            f"'{path.name}' was refused: it is a pickled file, and pickles can run code when "
+            "loaded. Import a .safetensors file (convert it on a machine you trust: load it "
+            "with torch.load and save the tensors with safetensors.torch.save_file)."
+        )
+    if suffix != ".safetensors":
+        raise RequestError(
+            f"'{path.name}' has an unsupported type; import a textual-inversion embedding or "
+            "a LoRA as .safetensors"
+        )
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        return load_file(str(path)), metadata
+    except Exception as err:  # noqa: BLE001 - any parse failure is the same user error
+        raise RequestError(
+            f"'{path.name}' is not a valid safetensors file ({type(err).__name__})"
+        ) from err
 
 
 def classify(state: dict[str, Any]) -> tuple[str, Any]:

@@ -162,11 +162,6 @@ def feather_alpha(mask: Image.Image, blur: float) -> np.ndarray:
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32) * arr
 
 
-def feather_mask(mask: Image.Image, blur: float) -> Image.Image:
-    """The feathered mask as an L image (a preview of `feather_alpha`)."""
-    return Image.fromarray(np.round(feather_alpha(mask, blur) * 255).astype(np.uint8), mode="L")
-
-
 def composite(original: Image.Image, generated: Image.Image, alpha: np.ndarray) -> Image.Image:
     """original * (1 - alpha) + generated * alpha; pixels with alpha 0 are copied exactly."""
     orig = np.asarray(original.convert("RGB"))

@@ -15,7 +15,7 @@ from version k drops versions k+1.. (A1111-style truncating branch), which the U
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -280,16 +280,6 @@ class EditHistory:
         self.versions.append(Version(str(path), instruction, seed))
         self.current = len(self.versions) - 1
         return dropped
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able form (kept per session in the UI's gr.State)."""
-        return {"versions": [asdict(v) for v in self.versions], "current": self.current}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any] | None) -> EditHistory:
-        if not state:
-            return cls()
-        return cls([Version(**v) for v in state.get("versions", [])], int(state["current"]))
 
     def labels(self) -> list[str]:
         """Short captions for a history strip: 'v0 original', 'v1: make it winter'."""

@@ -25,7 +25,6 @@ def run_txt2img(
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     adapters: dict[str, float] | None = None,
-    prompt_embeds: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Generate one image; returns (PIL image, info). `req` must be validated with a seed."""
     pipe = base_pipeline(registry)

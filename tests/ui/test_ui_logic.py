@@ -1,0 +1,153 @@
+"""The logic behind the tabs' widgets, tested without a browser: clicks and box corners, mask
+tools, the instruct history, the layout canvas, and the generated API handlers."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.backend.requests import RequestError
+from studio.backend.tasks.instruct import EditHistory
+from studio.ui import edit, instruct, layout
+from studio.ui.common import GenerationTab, request_values
+from studio.ui.control import control_request
+
+
+# ---------------------------------------------------------------------------- edit: clicks
+def test_object_and_background_clicks_append_points():
+    points, box, corner = edit.add_click("[]", "", None, edit.CLICK_MODES[0], 10, 20)
+    points, box, corner = edit.add_click(points, box, corner, edit.CLICK_MODES[1], 30, 40)
+    assert json.loads(points) == [[10, 20, 1], [30, 40, 0]] and box == "" and corner is None
+
+
+def test_two_corner_clicks_make_a_box_in_either_order():
+    mode = edit.CLICK_MODES[2]
+    points, box, corner = edit.add_click("[]", "", None, mode, 50, 60)
+    assert corner == [50, 60] and box == ""  # held until the second corner
+    points, box, corner = edit.add_click(points, box, corner, mode, 10, 5)
+    assert json.loads(box) == [10, 5, 50, 60] and corner is None and points == "[]"
+    with pytest.raises(RequestError, match="too thin"):
+        edit.add_click("[]", "", [10, 10], mode, 11, 40)
+
+
+def test_undo_drops_the_last_click_then_the_box():
+    assert edit.undo_click("[[1, 2, 1], [3, 4, 0]]", "[0, 0, 5, 5]") == (
+        "[[1.0, 2.0, 1]]", "[0, 0, 5, 5]")
+    assert edit.undo_click("[]", "[0, 0, 5, 5]") == ("[]", "")
+    assert edit.undo_click("not json", "") == ("[]", "")
+
+
+def test_sam_needs_an_object_click_or_a_box():
+    assert not edit.has_prompt("[[3, 4, 0]]", "")  # a background click alone selects nothing
+    assert edit.has_prompt("[[3, 4, 1]]", "")
+    assert edit.has_prompt("[]", "[0, 0, 5, 5]")
+
+
+# ---------------------------------------------------------------------------- edit: mask tools
+@pytest.fixture()
+def mask_file(tmp_path):
+    m = np.zeros((40, 60), np.uint8)
+    m[10:30, 20:40] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(m).save(path)
+    return str(path)
+
+
+def test_mask_tools_grow_shrink_invert_and_clear(mask_file):
+    area = 20 * 20
+    grown = np.asarray(edit.mask_tool("grow", mask_file, 3)) > 127
+    shrunk = np.asarray(edit.mask_tool("shrink", mask_file, 3)) > 127
+    inverted = np.asarray(edit.mask_tool("invert", mask_file, 3)) > 127
+    assert grown.sum() > area > shrunk.sum() > 0
+    assert inverted.sum() == 40 * 60 - area
+    assert edit.mask_tool("clear", mask_file, 3) is None
+    assert edit.mask_tool("shrink", mask_file, 50) is None  # nothing left of it
+    with pytest.raises(RequestError, match="no mask yet"):
+        edit.mask_tool("grow", None, 3)
+
+
+def test_brush_strokes_become_the_mask():
+    background = Image.new("RGB", (32, 24), "white")
+    layer = Image.new("RGBA", (32, 24), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 150), (4, 4, 12, 10))
+    mask = np.asarray(edit.brush_to_mask({"background": background, "layers": [layer]}))
+    assert (mask > 127).sum() == 8 * 6
+    assert edit.brush_to_mask({"background": background, "layers": []}) is None
+
+
+# ---------------------------------------------------------------------------- instruct history
+def test_edit_then_edit_again_then_branch_from_an_earlier_version():
+    hist, base = EditHistory(), None
+    hist, base, *_ = instruct.record_edit(hist, base, "orig.png", "v1.png", "make it winter")
+    assert [v.path for v in hist.versions] == ["orig.png", "v1.png"] and base == 0
+    assert instruct.again_request({"history": hist, "prompt": "x"})["image"] == "v1.png"
+    *views, left = instruct.record_again(hist, "v2.png", "add snow")
+    assert left == "v1.png" and hist.current == 2  # the left box shows what was edited
+    *_, left = instruct.select_version(hist, SimpleNamespace(index=1))
+    assert left == "v1.png" and len(hist) == 3  # selecting drops nothing
+    instruct.record_again(hist, "v2b.png", "add fog")
+    assert [v.path for v in hist.versions] == ["orig.png", "v1.png", "v2b.png"]
+
+
+def test_edit_again_without_a_history_is_explained():
+    with pytest.raises(gr.Error, match="Nothing to edit again"):
+        instruct.again_request({"history": EditHistory()})
+
+
+# ---------------------------------------------------------------------------- layout canvas
+def test_canvas_becomes_normalised_boxes_and_the_reference_only_inside_boxes():
+    canvas = {"image": Image.new("RGB", (200, 100)),
+              "boxes": [{"xmin": 20, "ymin": 10, "xmax": 100, "ymax": 50, "label": "a cat"}]}
+    boxes, image = layout.canvas_inputs(canvas, "generate")
+    assert json.loads(boxes) == [{"phrase": "a cat", "box": [0.1, 0.1, 0.5, 0.5]}]
+    assert image is None
+    assert layout.canvas_inputs(canvas, "inside_boxes")[1].size == (200, 100)
+    assert layout.boxes_preview(None) == "[]"
+    assert layout.without_boxes(canvas)["boxes"] == []
+
+
+# ---------------------------------------------------------------------------- handlers
+def test_widget_values_become_the_request():
+    data = request_values(["prompt", "negative_prompt", "steps", "guidance_scale", "instruction"],
+                          ["a cat", None, 20.0, 7.5, "go"], rename={"instruction": "prompt2"})
+    assert data == {"prompt": "a cat", "negative_prompt": "", "steps": 20,
+                    "guidance_scale": 7.5, "prompt2": "go"}
+
+
+def test_control_api_values_join_images_and_units():
+    data = control_request({"prompt": "x", "images": ["a.png"], "init_image": "",
+                            "units": '[{"type": "canny"}]'})
+    assert data["units"] == [{"type": "canny", "image": "a.png"}] and data["init_image"] is None
+
+
+def test_generated_handler_has_the_api_signature_and_gets_the_session(tmp_path):
+    calls = []
+
+    class Backend:
+        native_size = 64
+
+        def job_token(self, session, submitted):
+            calls.append(("token", session))
+            return "token"
+
+        def run(self, task, data, progress, cancel):
+            calls.append((task, data, cancel))
+            path = tmp_path / "out.png"
+            return SimpleNamespace(path=path, info={"seed": 1}, extra_images=[])
+
+    tab = GenerationTab(Backend(), "txt2img", lambda *a: None)
+    fn = tab.handler(["prompt", "image"], doc="Make it.", optional=("image",))
+    params = inspect.signature(fn).parameters
+    assert list(params) == ["prompt", "image", "request", "progress"]
+    assert params["image"].default is None and fn.__doc__ == "Make it."
+    assert fn.__annotations__["request"] is gr.Request  # gradio injects the session here
+    path, info = fn("a cat", None, SimpleNamespace(session_hash="s1", request=None), None)
+    assert calls[0] == ("token", "s1")
+    assert calls[1] == ("txt2img", {"prompt": "a cat", "image": None}, "token")
+    assert json.loads(info) == {"seed": 1} and path.endswith("out.png")
