@@ -27,22 +27,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
 
     from studio.backend.service import Studio
-    from studio.ui.app import build_app
+    from studio.ui.app import build_app, launch_options
 
+    log = logging.getLogger("studio")
     try:
         studio = Studio(settings)
     except FileNotFoundError as err:  # e.g. --models toy without assets/toy
         sys.exit(f"error: {err}")
     if studio.banner:
-        logging.getLogger("studio").warning(studio.banner)
-    demo = build_app(studio, queue_size=settings.queue_size)
-    demo.launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        share=settings.share,
-        auth=settings.auth_pair,
-        allowed_paths=[str(settings.outputs_dir.resolve())],
-    )
+        log.warning(studio.banner)
+    if studio.exposure_warning:
+        log.warning("\n%s\n%s\n%s", "!" * 78, studio.exposure_warning, "!" * 78)
+    if os.environ.get("SPACES_ZERO_GPU"):
+        # ZeroGPU lends a GPU per call for a short window: load the weights now, outside it
+        studio.preload()
+    demo = build_app(studio, queue_size=settings.queue_size,
+                     max_jobs_per_session=settings.max_jobs_per_session)
+    demo.launch(**launch_options(settings))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 MODEL_SETS = ("auto", "sd15", "toy", "tiny")
+# Budgets when anyone can reach the studio (a share link, a non-local host, a Space): one
+# visitor must not hold the GPU. 60 megapixel-steps is e.g. 512x512 x 50 steps with
+# guidance (2 UNet passes) with room to spare, or 1024x1024 x 28 steps.
+PUBLIC_DEFAULTS = {"max_job_work": 60.0, "max_job_seconds": 300.0, "max_jobs_per_session": 1}
+# On your own machine nothing is limited: scripts may queue as much work as they like.
+LOCAL_DEFAULTS = {"max_job_work": 0.0, "max_job_seconds": 0.0, "max_jobs_per_session": 0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -44,12 +50,22 @@ class Settings:
     queue_size: int = 64
     base_model: str | None = None  # overrides the base model of the sd15 set
     concepts_dir: Path | None = None  # the concept library (default: <cache_dir>/concepts)
+    # Budgets; None = the default for where the studio listens (see PUBLIC_DEFAULTS).
+    max_job_work: float | None = None  # megapixel-steps x UNet passes per job; 0 = no limit
+    max_job_seconds: float | None = None  # a job running longer is stopped; 0 = no limit
+    max_jobs_per_session: int | None = None  # waiting or running per visitor; 0 = no limit
+    max_file_mb: float = 50.0  # largest upload
+    max_loras: int = 8  # LoRA adapters kept loaded in a shared UNet (idle ones unloaded)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
         self.cache_dir = Path(self.cache_dir)
         if self.concepts_dir is not None:
             self.concepts_dir = Path(self.concepts_dir)
+        defaults = PUBLIC_DEFAULTS if self.public else LOCAL_DEFAULTS
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         self.validate()
 
     def validate(self) -> None:
@@ -71,6 +87,15 @@ class Settings:
             raise ValueError("--queue-size must be at least 1")
         if self.auth is not None and (":" not in self.auth or self.auth.startswith(":")):
             raise ValueError("--auth must look like user:password")
+        for flag, value in (("--max-job-work", self.max_job_work),
+                            ("--max-job-seconds", self.max_job_seconds),
+                            ("--max-jobs-per-session", self.max_jobs_per_session)):
+            if not value >= 0:
+                raise ValueError(f"{flag} must be >= 0 (0 means no limit), got {value}")
+        if not self.max_file_mb > 0:
+            raise ValueError(f"--max-file-mb must be more than 0, got {self.max_file_mb}")
+        if self.max_loras < 1:
+            raise ValueError(f"--max-loras must be at least 1, got {self.max_loras}")
 
     @property
     def public(self) -> bool:
@@ -131,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="never contact the Hugging Face Hub (use cached or local weights only)",
     )
     p.add_argument("--queue-size", type=int, help="maximum number of waiting requests")
+    p.add_argument(
+        "--max-job-work", type=float,
+        help="largest job in megapixel-steps x UNet passes (512x512 x 50 steps with guidance "
+        "= 26); bigger requests are refused. 0 = no limit. Default: 60 when public, else 0",
+    )
+    p.add_argument(
+        "--max-job-seconds", type=float,
+        help="a job running longer is stopped. 0 = no limit. Default: 300 when public, else 0",
+    )
+    p.add_argument(
+        "--max-jobs-per-session", type=int,
+        help="jobs one visitor may have waiting or running. 0 = no limit. Default: 1 when "
+        "public, else 0",
+    )
+    p.add_argument("--max-file-mb", type=float, help="largest upload in MB")
+    p.add_argument("--max-loras", type=int,
+                   help="LoRA adapters kept loaded per UNet; idle ones are unloaded past it")
     return p
 
 
@@ -149,7 +191,8 @@ def settings_from_args(
     types = {
         "memory_budget_gb": float, "port": int, "queue_size": int,
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
-        "concepts_dir": Path,
+        "concepts_dir": Path, "max_job_work": float, "max_job_seconds": float,
+        "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

@@ -59,19 +59,23 @@ def fresh_studio(tiny_settings, tiny_model_set, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def app_url(studio) -> Iterator[str]:
-    """The full UI served on a free local port (gradio's own test fixture pattern)."""
-    from studio.ui.app import build_app
+def served(studio) -> Iterator[tuple]:
+    """(Blocks, URL): the full UI served on a free local port (gradio's own test fixture
+    pattern), launched with the options launch.py uses."""
+    from studio.ui.app import build_app, launch_options
 
     demo = build_app(studio, queue_size=64)
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
-        allowed_paths=[str(studio.settings.outputs_dir)], quiet=True,
-    )
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            **launch_options(studio.settings, server_port=None))
     try:
-        yield url
+        yield demo, url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(served) -> str:
+    return served[1]
 
 
 @pytest.fixture(scope="session")

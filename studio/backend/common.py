@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +14,14 @@ import torch
 from PIL import Image
 
 from .models.modelsets import ModelSet
-from .models.registry import ModelRegistry
+from .models.registry import ModelRegistry, is_out_of_memory
 from .outputs import OutputStore
-from .requests import GenerationParams, RequestError
+from .requests import FAST_STEPS, GenerationParams, RequestError
 
 log = logging.getLogger(__name__)
 
-FAST_STEPS = 4
 FAST_GUIDANCE = 1.0
+TILED_DECODE_ABOVE = 1024  # px: larger outputs decode the VAE in tiles
 LCM_ADAPTER = "lcm"
 
 ProgressFn = Callable[[int, int], None]
@@ -54,16 +55,36 @@ class Cancelled(StudioError):
 
 @dataclass
 class CancelToken:
-    """Cooperative cancellation: the step callback checks it and interrupts the sampler."""
+    """Cooperative cancellation: the step callbacks check it and interrupt the work.
+
+    A job stops when its session presses Stop (`cancel()`), or when it runs past its
+    `deadline` (time.monotonic(); the server's per-job time budget).
+    """
 
     event: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None
+    budget_s: float | None = None  # the budget the deadline came from (for the message)
 
     def cancel(self) -> None:
         self.event.set()
 
     @property
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    @property
     def cancelled(self) -> bool:
-        return self.event.is_set()
+        return self.event.is_set() or self.timed_out
+
+    def check(self, what: str = "the run") -> None:
+        """Raise Cancelled (saying why) if the job must stop."""
+        if self.event.is_set():
+            raise Cancelled(f"Cancelled: {what} was stopped before it finished.")
+        if self.timed_out:
+            raise Cancelled(
+                f"Stopped: {what} ran past this server's limit of {self.budget_s:g} s per job. "
+                "Use fewer steps or a smaller size."
+            )
 
 
 @dataclass
@@ -113,6 +134,8 @@ def configure_pipe(
 ) -> None:
     """Fresh scheduler for this call and the right LoRA adapters (LCM in fast mode) active."""
     pipe.scheduler = registry.new_scheduler(req.sampler_name)
+    registry.begin_call()
+    _decode_in_tiles(pipe, req)
     active = dict(adapters or {})
     # Hooks (e.g. the concept library) load what the prompt mentions into the shared
     # models once and return the LoRA adapters to activate for this call.
@@ -137,6 +160,18 @@ def configure_pipe(
     pipe.set_adapters(names, [active[n] for n in names])
 
 
+def _decode_in_tiles(pipe: Any, req: GenerationParams) -> None:
+    """Above 1024 px a side, the shared VAE decodes in tiles (bounded memory); below, whole
+    (tiles leave faint seams). Set per call: the VAE is shared by every tab."""
+    vae = getattr(pipe, "vae", None)
+    if vae is None or not hasattr(vae, "enable_tiling"):
+        return
+    if max(req.width, req.height) > TILED_DECODE_ABOVE:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+
+
 def step_callback(
     total: int, progress: ProgressFn | None, cancel: CancelToken | None
 ) -> Callable[..., dict]:
@@ -149,8 +184,8 @@ def step_callback(
     def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
         if progress is not None:
             progress(step + 1, total)
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled("Cancelled: the run was stopped before it finished.")
+        if cancel is not None:
+            cancel.check()
         return kwargs
 
     return _cb
@@ -160,20 +195,14 @@ def run_guarded(registry: ModelRegistry, fn: Callable[[], Any], cancel: CancelTo
     """Run a pipeline call, turning OOM into a clear message after freeing memory."""
     try:
         out = fn()
-    except torch.OutOfMemoryError as err:
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
         registry.free_memory()
         raise StudioError(
             "Out of memory while generating. Unused models were unloaded; try again, or use a "
             "smaller size, fewer control units, or a lower --memory-budget."
         ) from err
-    except RuntimeError as err:
-        if "out of memory" in str(err).lower():
-            registry.free_memory()
-            raise StudioError(
-                "Out of memory while generating. Unused models were unloaded; try again with a "
-                "smaller size."
-            ) from err
-        raise
-    if cancel is not None and cancel.cancelled:
-        raise Cancelled("Cancelled: the run was stopped before it finished.")
+    if cancel is not None:
+        cancel.check()
     return out

@@ -20,6 +20,7 @@ from .requests import RequestError
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_PIXELS = 40_000_000
 MIN_INPUT_SIDE = 8
+MAX_INPUT_BYTES = 64 * 1024**2  # a file larger than this is refused before it is read
 SOURCE_KEY = "studio_source"  # Image.info key: the real path an input image was read from
 
 
@@ -50,7 +51,7 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
         elif isinstance(value, (bytes, bytearray)):
             img = Image.open(io.BytesIO(value))
         elif isinstance(value, (str, Path)):
-            source = check_file(value, name)
+            source = check_file(value, name, max_bytes=MAX_INPUT_BYTES)
             img = Image.open(source)
         elif isinstance(value, dict) and ("path" in value or "composite" in value):
             return load_image(value.get("composite") or value.get("path"), name, mode)

@@ -25,6 +25,7 @@ MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
+FAST_STEPS = 4  # fast mode (LCM-LoRA) samples in at most this many steps
 
 
 # fn(value, stem) -> new value: applied to every input image of a request (see map_inputs)
@@ -136,6 +137,16 @@ class GenerationParams:
     @property
     def sampler_name(self) -> str:
         return "LCM" if self.fast else self.scheduler
+
+    def unet_passes(self) -> int:
+        """UNet evaluations per step: 2 with classifier-free guidance, 1 without."""
+        return 1 if self.fast or self.guidance_scale <= 1 else 2
+
+    def work(self) -> float:
+        """What the job costs, for the server's per-job budget: megapixel-steps times the
+        UNet evaluations per step (call after `validate()`, which settles the size)."""
+        steps = min(self.steps, FAST_STEPS) if self.fast else self.steps
+        return steps * self.width * self.height / 1e6 * self.unet_passes()
 
     def map_inputs(self, fn: InputFn) -> None:
         """Replace every input image by `fn(value, stem)` (stem names it, e.g. "mask").

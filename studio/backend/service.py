@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from .common import Cancelled, CancelToken, ProgressFn, Result
+from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
 from .files import allow_root, check_file
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SIDE = 512  # the request classes' default image side (SD1.5's native size)
 SIZE_FIELDS = ("width", "height", "max_side", "resolution")
 STOP_MEMORY_S = 3600.0  # a Stop is remembered this long for jobs still waiting in the queue
+# ZeroGPU estimate: moving the models onto the GPU, then work at a conservative rate (an
+# H100-class GPU does SD1.5 at about 10 work units a second: 512x512, guided, ~20 it/s)
+GPU_START_S, GPU_WORK_PER_S = 10.0, 3.0
 
 
 class Studio:
@@ -51,6 +54,7 @@ class Studio:
             registry = ModelRegistry(
                 self.model_set, device=device, dtype=pick_dtype(settings.dtype, device),
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
+                max_loras=getattr(settings, "max_loras", 8),
             )
         self.registry = registry
         limit_decoded_pixels()
@@ -150,7 +154,9 @@ class Studio:
         the queue while its session pressed Stop starts cancelled, so Stop stops the work the
         user asked for, not only the one that happened to be running.
         """
-        token = CancelToken()
+        budget = float(getattr(self.settings, "max_job_seconds", 0) or 0)
+        token = CancelToken(deadline=time.monotonic() + budget if budget else None,
+                            budget_s=budget or None)
         with self._lock:
             stopped = self._stopped_at.get(session)
             if submitted is not None and stopped is not None and submitted <= stopped:
@@ -196,6 +202,7 @@ class Studio:
         if isinstance(req, dict):
             req = spec.request.from_dict(self.model_defaults(spec.request, req))
         req.validate()
+        self.check_budget(req)
         req.resolve_seed()
         if cancel is not None and cancel.cancelled:
             raise Cancelled("Cancelled: the job was stopped before it started.")
@@ -205,6 +212,34 @@ class Studio:
         result = self._finish(req, image, info, metadata)
         result.extra_images = list(extra_images)
         return result
+
+    def check_budget(self, req: Any) -> None:
+        """Refuse a validated request whose work is over the server's per-job budget."""
+        limit = float(getattr(self.settings, "max_job_work", 0) or 0)
+        work = req.work()
+        if limit and work > limit:
+            raise RequestError(
+                f"this job is {work:.1f} megapixel-steps ({req.task}: size, steps and "
+                f"guidance passes), more than the {limit:g} this server takes per job "
+                "(--max-job-work). Use fewer steps or a smaller size."
+            )
+
+    def estimate_seconds(self, task: str, data: dict[str, Any]) -> float:
+        """Seconds of GPU a request may need (ZeroGPU's per-call window), from its work at a
+        conservative rate, within the per-job time budget; 60 s if it cannot be told."""
+        spec = TASKS.get(task)
+        cap = float(getattr(self.settings, "max_job_seconds", 0) or 0) or 600.0
+        try:
+            req = spec.request.from_dict(self.model_defaults(spec.request, data))
+            req.validate()
+            seconds = GPU_START_S + req.work() / GPU_WORK_PER_S
+        except Exception:  # noqa: BLE001 - a bad request fails properly inside the call
+            seconds = 60.0
+        return float(min(max(seconds, 15.0), cap))
+
+    def preload(self) -> None:
+        """Load the shared base components now (ZeroGPU: at start-up, outside GPU calls)."""
+        base_pipeline(self.registry)
 
     def regenerate(self, payload: dict[str, Any] | str | Path | None,
                    progress: ProgressFn | None = None,
@@ -271,6 +306,8 @@ class Studio:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
         if isinstance(req, dict):
             req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
+        req.validate()
+        self.check_budget(req)
         concept, training, image, image_req = self.concepts.train(req, progress, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}

@@ -7,6 +7,7 @@ module of that name in `studio.ui`, with `build(studio, gallery_hook)`.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -36,6 +37,18 @@ def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
         event.then(add, [results, image], [results, gallery], api_visibility="private")
 
     return hook
+
+
+def launch_options(settings: Any, **overrides: Any) -> dict[str, Any]:
+    """`demo.launch` arguments from the settings: where to listen, login, upload size, and
+    the one folder gradio may serve files from besides its own cache (the outputs)."""
+    options = {
+        "server_name": settings.host, "server_port": settings.port, "share": settings.share,
+        "auth": settings.auth_pair,
+        "allowed_paths": [str(Path(settings.outputs_dir).resolve())],
+        "max_file_size": int(settings.max_file_mb * 1024 * 1024),
+    }
+    return {**options, **overrides}
 
 
 def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) -> gr.Blocks:

@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from studio.backend.common import Cancelled, CancelToken, Result, StudioError
-from studio.backend.models.registry import ModelUnavailableError
+from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
 from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 from studio.backend.requests import RequestError
 
@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
 PRIVATE = {"api_visibility": "private"}  # UI-only events: not part of the named API
-USER_ERRORS = (RequestError, StudioError, ModelUnavailableError)
+USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
 TEXT_PARAMS = ("prompt", "negative_prompt", "instruction")
 SUBMITTED = "studio_submitted"  # request.state attribute: when the queue took the job
 AS_DICT = "values"  # the one parameter of a handler wired to a set of inputs
+DEFAULT_GPU_S = 60.0  # ZeroGPU's own default window, for calls that cannot be estimated
 
 
 def gpu_kwargs() -> dict[str, Any]:
@@ -299,6 +300,23 @@ class GenerationTab:
 
         return _named(handler, names, doc, self.task, optional)
 
+    def _duration(self, names: Sequence[str], handler_kw: dict[str, Any]
+                  ) -> Callable[..., float]:
+        """ZeroGPU's `duration` for this handler: the request's estimated GPU seconds."""
+        studio, task = self.studio, self.task
+        to_request = handler_kw.get("to_request")
+
+        def duration(*values: Any, **_: Any) -> float:
+            if names == [AS_DICT] or handler_kw.get("run") is not None:
+                return DEFAULT_GPU_S
+            try:
+                data = request_values(names, values[:len(names)], handler_kw.get("rename"))
+                return studio.estimate_seconds(task, to_request(data) if to_request else data)
+            except Exception:  # noqa: BLE001 - the call itself reports a bad request
+                return DEFAULT_GPU_S
+
+        return duration
+
     def wire(self, on: Callable[..., Any],
              inputs: dict[str, Any] | set[Any] | Sequence[Any], *,
              doc: str, api_name: str | None = None, extra_outputs: Sequence[Any] = (),
@@ -312,7 +330,8 @@ class GenerationTab:
         else:
             components = list(inputs)
             names = [f"value_{i}" for i in range(len(components))]
-        fn = spaces_gpu(user_errors(self.handler(names, doc=doc, **handler_kw)))
+        fn = spaces_gpu(user_errors(self.handler(names, doc=doc, **handler_kw)),
+                        duration=self._duration(names, handler_kw))
         visibility = {"api_name": api_name} if api_name else PRIVATE
         event = on(fn, inputs=components,
                    outputs=[self.image, self.info, *extra_outputs], preprocess=preprocess,

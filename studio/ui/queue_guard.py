@@ -6,7 +6,9 @@ the jobs its session still has waiting. Gradio has no hook for either, so this w
 place every queued call passes, `Queue.push`, of one Blocks' queue:
 
 - a call for the GPU queue from a session that already has `max_jobs` waiting or running
-  there is refused at once with a message (no job is queued). Raw HTTP calls that name no
+  there is refused at once (no job is queued), as a failed input validation: that is the
+  refusal whose message both the browser (on the first input) and gradio_client (a
+  ValidationError) show; "queue full" would show gradio's own text instead. Raw HTTP calls that name no
   session are each their own session to gradio; the queue's `max_size` bounds those;
 - every accepted call gets its submission time on its HTTP request's state, which the
   handler reads back (`common.submitted_at`).
@@ -41,9 +43,11 @@ def install_queue_guard(demo: gr.Blocks, max_jobs: int = 0) -> None:
         if max_jobs and session and fn is not None and fn.concurrency_id == GPU_QUEUE:
             if session_jobs(queue, session) >= max_jobs:
                 plural = "job" if max_jobs == 1 else "jobs"
-                return (False, f"You already have {max_jobs} {plural} waiting or running on "
-                        "this server, the most it takes from one visitor. Wait for it to "
-                        "finish, or press Stop, then try again.", "queue_full")
+                message = (f"You already have {max_jobs} {plural} waiting or running on this "
+                           "server, the most it takes from one visitor. Wait for it to "
+                           "finish, or press Stop, then try again.")
+                return False, [{"__type__": "validate", "is_valid": False, "message": message,
+                                "parameter_name": "queue"}], "validator_error"
         state = getattr(getattr(body, "request", None), "state", None)
         if state is not None:
             setattr(state, SUBMITTED, time.monotonic())

@@ -90,6 +90,7 @@ DEFAULT_STEPS = {"textual_inversion": 500, "lora": 400, "seedselect": 20}
 DEFAULT_LR = {"textual_inversion": 5e-3, "lora": 1e-4, "seedselect": 0.05}
 PICKLE_SUFFIXES = (".pt", ".bin", ".pth", ".ckpt", ".pkl")
 MAX_IMPORT_BYTES = 2 * 1024**3  # a LoRA for SD1.5 is at most a few hundred MB
+MAX_EMBEDDING_VECTORS = 75  # a prompt holds 75 tokens; one vector takes one
 TEXT_ENCODER_LORA_PREFIXES = ("lora_te", "text_encoder", "te_", "te1_", "te2_")
 
 
@@ -231,6 +232,14 @@ class ConceptTrainRequest:
         if self.seed == -1:
             self.seed = random.randint(0, MAX_SEED)
         return self.seed
+
+    def work(self) -> float:
+        """Megapixel-steps of training (forward and backward: about 3 passes) and preview."""
+        side = self.resolution * self.resolution / 1e6
+        if self.method == "seedselect":
+            return (self.steps + self.bootstrap * max(1, self.steps // 5)) * 3 * \
+                self.sample_steps * side * 2
+        return self.steps * self.batch_size * side * 3 + self.preview_steps * side * 2
 
     @property
     def subject(self) -> str:
@@ -655,6 +664,14 @@ class ConceptManager:
         state, metadata = read_weights_file(path)
         kind, payload = classify(state)
         if kind == "textual_inversion":
+            if not isinstance(payload, torch.Tensor) or payload.ndim not in (1, 2):
+                raise RequestError("the embedding must be a tensor of vectors [n, dim]")
+            count = 1 if payload.ndim == 1 else payload.shape[0]
+            if count > MAX_EMBEDDING_VECTORS:
+                raise RequestError(
+                    f"this embedding has {count} vectors; at most {MAX_EMBEDDING_VECTORS} fit "
+                    "in a prompt (each vector takes one of its 75 tokens)"
+                )
             vectors = payload.detach().float().reshape(-1, payload.shape[-1]).contiguous()
             dim = self.registry.component("text_encoder").get_input_embeddings().embedding_dim
             if vectors.shape[-1] != dim:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 
-from ..common import Cancelled, CancelToken, ProgressFn
+from ..common import CancelToken, ProgressFn
 from ..models.modelsets import PHOTO_TEMPLATES
 from ..models.registry import ModelRegistry
 
@@ -61,8 +61,8 @@ def images_to_tensor(images: list[Image.Image]) -> torch.Tensor:
 
 
 def _check_cancel(cancel: CancelToken | None) -> None:
-    if cancel is not None and cancel.cancelled:
-        raise Cancelled("Cancelled: training was stopped before it finished; nothing was saved.")
+    if cancel is not None:
+        cancel.check("training (nothing was saved)")
 
 
 class _LatentBank:

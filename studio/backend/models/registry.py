@@ -37,6 +37,20 @@ class ModelUnavailableError(RuntimeError):
     """Weights are neither cached nor downloadable; the message says how to fix it."""
 
 
+class DeviceMemoryError(RuntimeError):
+    """A model does not fit on the device even with every other one evicted."""
+
+
+# The file diffusers' save_lora_weights writes; named explicitly, or loading a LoRA repo
+# offline fails ("When using the offline mode, you must specify a `weight_name`").
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
 @dataclass
 class _Entry:
     key: str
@@ -88,6 +102,7 @@ class ModelRegistry:
         offline: bool = False,
         cache_dir: Path | None = None,
         evict_policy: str = "auto",
+        max_loras: int = 8,
     ) -> None:
         self.model_set = model_set
         self.device = torch.device(device)
@@ -110,6 +125,10 @@ class ModelRegistry:
         self._single_file_parts: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._loaded_loras: dict[str, set[str]] = {}  # unet key -> adapter names
+        # LoRA adapters kept per UNet: past it, the least recently used idle one is unloaded
+        self.max_loras = max_loras
+        self._lora_used: dict[tuple[str, str], int] = {}  # (unet key, adapter) -> call number
+        self._call = 0  # counts configured pipeline calls (see begin_call)
         # callables (pipe, request, unet_role) -> {adapter: weight}, run before every call
         self.hooks: list[Callable[[Any, Any, str], dict[str, float] | None]] = []
 
@@ -148,7 +167,7 @@ class ModelRegistry:
             obj.requires_grad_(False)
             obj.eval()
             self._make_room(nbytes, keep=())
-            obj.to(self.device)
+            self._to_device(obj, key, keep=())
         entry = _Entry(key, role, obj, nbytes, on_device=True)
         self._entries[key] = entry
         self._record("load", key, nbytes)
@@ -269,12 +288,37 @@ class ModelRegistry:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def free_memory(self) -> None:
-        """Evict everything not in use (called after an out-of-memory error)."""
+    def free_memory(self, keep: Iterable[str] = ()) -> None:
+        """Evict everything not in `keep` (called after an out-of-memory error)."""
+        keep = set(keep)
         with self._lock:
             for entry in list(self._entries.values()):
-                if entry.on_device and entry.nbytes:
+                if entry.on_device and entry.nbytes and entry.key not in keep:
                     self._evict(entry)
+
+    def _to_device(self, obj: torch.nn.Module, key: str, keep: Iterable[str]) -> None:
+        """Move a model onto the device; out of memory there, evict every other model and
+        try once more, so one failed move does not leave the device full for later calls."""
+        try:
+            obj.to(self.device)
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            log.warning("out of memory moving %s to %s: evicting the others", key, self.device)
+            obj.to("cpu")
+            self.free_memory(keep=[*keep, key])
+            self._record("oom_retry", key)
+            try:
+                obj.to(self.device)
+            except (torch.OutOfMemoryError, RuntimeError) as again:
+                if not is_out_of_memory(again):
+                    raise
+                obj.to("cpu")
+                raise DeviceMemoryError(
+                    f"The {key.split('@')[0]} model does not fit in the {self.device.type} "
+                    "memory even with every other model unloaded. Use a smaller dtype "
+                    "(--dtype fp16) or a device with more memory."
+                ) from again
 
     def prepare(self, roles: Iterable[str]) -> None:
         """Make `roles` resident on the device (evicting others past the budget); touch LRU."""
@@ -284,7 +328,7 @@ class ModelRegistry:
                 entry = self._entries.get(k)
                 if entry is not None and not entry.on_device:
                     self._make_room(entry.nbytes, keep=keys)
-                    entry.obj.to(self.device)
+                    self._to_device(entry.obj, k, keep=keys)
                     entry.on_device = True
                     self._record("onload", k, entry.nbytes)
                 if k in self._entries:
@@ -339,24 +383,50 @@ class ModelRegistry:
         return make_scheduler(name, self.component("scheduler"))
 
     # ------------------------------------------------------------------ LoRA adapters
+    def begin_call(self) -> None:
+        """A new pipeline call starts: adapters it loads count as in use from now on."""
+        with self._lock:
+            self._call += 1
+
     def ensure_lora(self, unet_role: str, adapter: str, source: str, pipe: Any) -> None:
-        """Load a LoRA into a shared UNet once (every pipeline using that UNet sees it)."""
+        """Load a LoRA into a shared UNet once (every pipeline using that UNet sees it).
+
+        At most `max_loras` stay loaded per UNet: before loading one more, the least
+        recently used adapter not needed by the current call is unloaded (it loads again
+        the next time a prompt asks for it).
+        """
         with self._lock:
             ukey = self.key(unet_role)
             loaded = self._loaded_loras.setdefault(ukey, set())
+            self._lora_used[(ukey, adapter)] = self._call
             if adapter in loaded:
                 return
+            self._unload_idle_loras(ukey, loaded, pipe)
             kw = self._hub_kwargs()
-            kw.pop("cache_dir", None)
+            source_path = Path(source)
             try:
-                if Path(source).is_file():
+                if source_path.is_file():
                     pipe.load_lora_weights(source, adapter_name=adapter)
                 else:
-                    pipe.load_lora_weights(source, adapter_name=adapter, **kw)
+                    pipe.load_lora_weights(source, adapter_name=adapter,
+                                           weight_name=LORA_WEIGHT_NAME, **kw)
             except (OSError, EnvironmentError) as err:  # noqa: UP024
                 raise ModelUnavailableError(missing_weights_message(source, "LoRA", err)) from err
             loaded.add(adapter)
             self._record("load", f"lora:{adapter}@{source}")
+
+    def _unload_idle_loras(self, ukey: str, loaded: set[str], pipe: Any) -> None:
+        idle = sorted((self._lora_used.get((ukey, a), -1), a) for a in loaded
+                      if self._lora_used.get((ukey, a), -1) < self._call)
+        while len(loaded) >= self.max_loras and idle:
+            _, name = idle.pop(0)
+            pipe.delete_adapters(name)
+            loaded.discard(name)
+            self._lora_used.pop((ukey, name), None)
+            self._record("unload", f"lora:{name}")
+        if len(loaded) >= self.max_loras:
+            log.warning("this call uses %d LoRA adapters, more than --max-loras %d",
+                        len(loaded) + 1, self.max_loras)
 
     def loras(self, unet_role: str) -> set[str]:
         return set(self._loaded_loras.get(self.key(unet_role), set()))

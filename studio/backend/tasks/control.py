@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ..common import (
-    FAST_STEPS,
     CancelToken,
     ProgressFn,
     StudioError,
@@ -32,7 +31,7 @@ from ..common import (
 from ..images import load_image
 from ..models.modelsets import CONTROL_TYPES
 from ..models.registry import ModelRegistry
-from ..requests import GenerationParams, InputFn, RequestError, check_number, jsonable
+from ..requests import FAST_STEPS, GenerationParams, InputFn, RequestError, check_number, jsonable
 
 MAX_UNITS = 3
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
@@ -185,6 +184,11 @@ class ControlRequest(GenerationParams):
                 )
             self.strength = float(self.strength)
             self.init_image = load_image(self.init_image, "init image")
+
+    def work(self) -> float:
+        """Each ControlNet costs about half a UNet evaluation; img2img runs strength x steps."""
+        share = self.strength if self.init_image is not None else 1.0
+        return super().work() * share * (1 + 0.5 * len(self.units or []))
 
     def map_inputs(self, fn: InputFn) -> None:
         """Every unit's image (units may still be dicts, as stored), then the init image."""

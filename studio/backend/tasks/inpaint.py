@@ -37,7 +37,6 @@ import numpy as np
 from PIL import Image
 
 from ..common import (
-    FAST_STEPS,
     CancelToken,
     ProgressFn,
     TaskContext,
@@ -49,6 +48,7 @@ from ..common import (
 )
 from ..images import load_image
 from ..requests import (
+    FAST_STEPS,
     MAX_SIDE,
     MIN_SIDE,
     GenerationParams,
@@ -430,6 +430,10 @@ class InpaintRequest(GenerationParams):
                 f"least {math.ceil(1 / self.strength)} steps or a higher strength"
             )
         self.image, self.mask, self.mask_warnings = image, mask, warnings
+
+    def work(self) -> float:
+        """Only strength x steps are run."""
+        return super().work() * self.strength
 
 
 # ---------------------------------------------------------------------------- pipelines

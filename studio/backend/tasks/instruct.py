@@ -100,6 +100,10 @@ class InstructRequest(GenerationParams):
     task: ClassVar[str] = "instruct"
     image_fields: ClassVar[tuple[str, ...]] = ("image",)
 
+    def unet_passes(self) -> int:
+        """InstructPix2Pix guides on text and image: three UNet evaluations per step."""
+        return 1 if self.fast or self.guidance_scale <= 1 else 3
+
     def validate(self) -> None:
         check_prompt("instruction", self.prompt, False)
         if not self.prompt.strip():

@@ -35,7 +35,6 @@ import torch
 from PIL import Image
 
 from ..common import (
-    Cancelled,
     CancelToken,
     ProgressFn,
     StudioError,
@@ -367,9 +366,8 @@ def _callback(total: int, progress: ProgressFn | None, cancel: CancelToken | Non
         grounded.append(bool(gate is not None and gate.enabled))
         if progress is not None:
             progress(step + 1, total)
-        if cancel is not None and cancel.cancelled:
-            # this pipeline has no interrupt flag: stop at once
-            raise Cancelled("Cancelled: the run was stopped before it finished.")
+        if cancel is not None:  # this pipeline has no interrupt flag: stop at once
+            cancel.check()
 
     return cb
 
