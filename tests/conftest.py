@@ -29,6 +29,7 @@ def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     return Settings(
         models="tiny", cache_dir=model_cache, offline=True,
         outputs_dir=tmp_path_factory.mktemp("outputs"),
+        max_file_mb=12,  # small, so the oversized-upload case stays cheap
     )
 
 

@@ -34,6 +34,27 @@ def limit_decoded_pixels() -> None:
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS // 2
 
 
+def too_large_message(name: str, err: BaseException) -> str:
+    """Why an image Pillow refused as a decompression bomb is refused (its size, the limit)."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found[1])} pixels, " if found else ""
+    return (
+        f"{name} is far too large ({size}over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} "
+        f"megapixels once decoded). The largest accepted is {MAX_INPUT_SIDE} px per side and "
+        f"{MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
+    )
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """Why Pillow could not read a file, in words (not its message: that names the
+    server-side path of the upload)."""
+    if "decompressed data too large" in str(err).lower():
+        return "its metadata (PNG text chunks) is too large to read; save it without"
+    if isinstance(err, OSError) and not isinstance(err, UnidentifiedImageError):
+        return "truncated or corrupt"
+    return "not a known image format"
+
+
 def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Image:
     """Decode and check an input image; errors say which input and what is wrong."""
     if value is None:
@@ -83,17 +104,9 @@ def load_image(value: Any, name: str = "image", mode: str = "RGB") -> Image.Imag
     except RequestError:
         raise
     except Image.DecompressionBombError as err:  # Pillow refuses it before decoding
-        found = re.search(r"\((\d+) pixels\)", str(err))
-        size = f"{int(found[1])} pixels, " if found else ""
-        raise RequestError(
-            f"{name} is far too large ({size}over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} "
-            f"megapixels once decoded). The largest accepted is {MAX_INPUT_SIDE} px per side "
-            f"and {MAX_INPUT_PIXELS // 1_000_000} megapixels. Downscale it first."
-        ) from err
+        raise RequestError(too_large_message(name, err)) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        # not the exception text: Pillow's names the server-side path of the upload
-        why = "truncated or corrupt" if isinstance(err, OSError) and not isinstance(
-            err, UnidentifiedImageError) else "not a known image format"
         raise RequestError(
-            f"{name} could not be read as an image ({why}). Use a PNG, JPEG or WebP file."
+            f"{name} could not be read as an image ({unreadable_reason(err)}). Use a PNG, "
+            "JPEG or WebP file."
         ) from err

@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from studio.backend.common import Cancelled, CancelToken, Result, StudioError
+from studio.backend.images import too_large_message, unreadable_reason
 from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
 from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 from studio.backend.requests import RequestError
@@ -106,9 +108,11 @@ def labelled_input_errors(component: Any) -> Any:
         except Exception as err:  # noqa: BLE001 - PIL raises many kinds for unreadable files
             if not isinstance(component, gr.Image):
                 raise
+            if isinstance(err, Image.DecompressionBombError):
+                raise gr.Error(too_large_message(label or "image", err)) from err
             raise gr.Error(
-                f"image could not be read as an image ({type(err).__name__}). Use a PNG, JPEG "
-                "or WebP file."
+                f"{label or 'image'} could not be read as an image ({unreadable_reason(err)}). "
+                "Use a PNG, JPEG or WebP file."
             ) from err
 
     component.preprocess = checked

@@ -8,8 +8,9 @@ place every queued call passes, `Queue.push`, of one Blocks' queue:
 - a call for the GPU queue from a session that already has `max_jobs` waiting or running
   there is refused at once (no job is queued), as a failed input validation: that is the
   refusal whose message both the browser (on the first input) and gradio_client (a
-  ValidationError) show; "queue full" would show gradio's own text instead. Raw HTTP calls that name no
-  session are each their own session to gradio; the queue's `max_size` bounds those;
+  ValidationError) show; "queue full" would show gradio's own text instead. Raw HTTP
+  calls that name no session are each their own session to gradio; the queue's
+  `max_size` bounds those;
 - every accepted call gets its submission time on its HTTP request's state, which the
   handler reads back (`common.submitted_at`).
 """

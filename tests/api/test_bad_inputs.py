@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, PngImagePlugin
+from safetensors.torch import save_file
 
 SMALL = {"seed": 1, "steps": 1, "width": 64, "height": 64}
 
@@ -33,6 +35,14 @@ def files(tmp_path_factory) -> dict[str, str]:
     Image.new("L", (50, 50), 255).save(d / "square_mask.png")
     Image.new("RGB", (1, 1)).save(d / "one_pixel.png")
     Image.new("1", (10000, 10000)).save(d / "huge.png")  # 100 MP, tiny on disk
+    Image.new("1", (12000, 12000)).save(d / "bomb.png")  # 144 MP: under Pillow's own limit
+    (d / "oversized.png").write_bytes(good.read_bytes() + bytes(13 * 1024 * 1024))
+    save_file({"emb_params": torch.zeros(50_000, 32)}, str(d / "many_vectors.safetensors"))
+    crafted = PngImagePlugin.PngInfo()  # metadata that inflates to 64 MB, and a forged path
+    crafted.add_text("studio_request", json.dumps({"request": {"image": "/etc/passwd"}}))
+    crafted.add_text("parameters", "x" * (64 * 1024 * 1024), zip=True)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), np.uint8)).save(
+        d / "crafted_meta.png", pnginfo=crafted)
     (d / "not_image.txt").write_text("this is not an image")
     raw = good.read_bytes()
     (d / "truncated.png").write_bytes(raw[: len(raw) // 3])
@@ -133,6 +143,21 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
         ("/concept_train", {"name": "<dog>", "images": [f(files, "good")] * 3,
                             "method": "dreamy", "steps": 1}, "dreamy"),
         ("/seedselect", {"prompt": "a dog", "images": [], "steps": 1}, "image"),
+        # --- exposure: bombs under Pillow's limit, oversized uploads, too many files, huge
+        # embeddings, crafted metadata (raw path payloads: test_exposure.py)
+        ("/instruct", {"image": f(files, "bomb"), "instruction": "make it blue", "steps": 1},
+         "far too large"),
+        ("/annotate", {"image": f(files, "bomb"), "annotator": "canny"}, "far too large"),
+        ("/inpaint", {"image": f(files, "bomb"), "mask": f(files, "mask"), "prompt": "ok",
+                      "steps": 1}, "far too large"),
+        ("/instruct", {"image": f(files, "oversized"), "instruction": "make it blue",
+                       "steps": 1}, "maximum file size"),
+        ("/seedselect", {"prompt": "a dog", "images": [f(files, "good")] * 21, "steps": 1},
+         "the limit is 20"),
+        ("/concept_import", {"file": f(files, "many_vectors"), "name": "many"},
+         "50000 vectors"),
+        ("/instruct", {"image": f(files, "crafted_meta"), "instruction": "make it blue",
+                       "steps": 1}, "metadata"),
     ]
     return c
 
@@ -148,7 +173,7 @@ def test_every_bad_request_gets_a_clear_error_and_the_next_request_works(client,
         try:
             client.predict(**kwargs, api_name=endpoint)
             failures.append(f"{endpoint} {kwargs}: no error")
-        except AppError as err:
+        except (AppError, ValueError) as err:  # ValueError: gradio_client's own checks
             if fragment.lower() not in str(err).lower():
                 failures.append(f"{endpoint}: expected {fragment!r} in {str(err)!r}")
         except Exception as err:  # noqa: BLE001 - any non-AppError is a failure to report

@@ -18,6 +18,7 @@ from gradio_client.exceptions import AppError, ValidationError
 
 from tests.support.raw import fn_index, join, run
 
+pytestmark = pytest.mark.slow  # long jobs stopped by budgets and Stop: ~40 s
 SMALL = {"prompt": "a red circle", "seed": 3, "steps": 2, "width": 64, "height": 64}
 LONG = {**SMALL, "steps": 150, "width": 512, "height": 512}
 

@@ -91,7 +91,7 @@ def test_saved_noise_is_reusable_as_latents(studio, run) -> None:
     assert np.array_equal(px(out), px(run.image))
 
 
-def test_unet_calls_are_checkpointed(studio, monkeypatch) -> None:
+def test_unet_calls_are_checkpointed_above_the_memory_threshold(studio, monkeypatch) -> None:
     calls = []
     real = seedselect.checkpoint
 
@@ -100,9 +100,14 @@ def test_unet_calls_are_checkpointed(studio, monkeypatch) -> None:
         return real(fn, *args, **kwargs)
 
     monkeypatch.setattr(seedselect, "checkpoint", counting)
+    monkeypatch.setattr(seedselect, "CHECKPOINT_LATENT_AREA", 0)  # every size is "large"
     studio.seedselect({**BASE, "steps": 1, "bootstrap": 0})
     assert calls.count("_eps") == BASE["sample_steps"]  # every UNet call of the iteration
     assert calls.count("_decode") == seedselect.LAST_K
+    calls.clear()
+    monkeypatch.setattr(seedselect, "CHECKPOINT_LATENT_AREA", 10**9)  # small: keep them
+    studio.seedselect({**BASE, "steps": 1, "bootstrap": 0})
+    assert calls == []
 
 
 @pytest.mark.parametrize(

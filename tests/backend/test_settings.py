@@ -35,6 +35,14 @@ def test_all_fields_parse():
     assert s.outputs_dir == Path("o")
 
 
+def test_budget_flags_and_environment(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    s = settings_from_args(["--max-job-work", "12.5", "--max-jobs-per-session", "3"],
+                           env={"STUDIO_MAX_JOB_SECONDS": "90", "STUDIO_MAX_FILE_MB": "20"})
+    assert (s.max_job_work, s.max_jobs_per_session, s.max_job_seconds, s.max_file_mb) == (
+        12.5, 3, 90.0, 20.0)
+
+
 def test_hf_hub_offline_env_means_offline():
     assert settings_from_args([], env={"HF_HUB_OFFLINE": "1"}).offline
 
@@ -47,6 +55,10 @@ def test_hf_hub_offline_env_means_offline():
         ({"port": 0}, "--port must be in"),
         ({"auth": "nopassword"}, "--auth must look like user:password"),
         ({"memory_budget_gb": -1}, "--memory-budget must be >= 0"),
+        ({"max_job_work": -1}, "--max-job-work must be >= 0"),
+        ({"max_jobs_per_session": -2}, "--max-jobs-per-session must be >= 0"),
+        ({"max_file_mb": 0}, "--max-file-mb must be more than 0"),
+        ({"max_loras": 0}, "--max-loras must be at least 1"),
     ],
 )
 def test_bad_settings_are_explained(kwargs, message):

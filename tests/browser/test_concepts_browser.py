@@ -1,10 +1,19 @@
 """Concepts tab as a person uses it: three pictures, a name, a short textual inversion, the
-library lists it. Widgets are found by their labels (the tab has no elem_ids)."""
+library lists it. Widgets are found by their labels (the tab has no elem_ids).
+
+The studio here keeps its library where users' studios do by default, under ~/.cache (not the
+temp folder, not the working directory), so the library's pictures must reach the page without
+gradio serving that folder."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
@@ -12,6 +21,33 @@ from PIL import Image, ImageDraw
 from .conftest import block, no_error_toast, open_tab, set_slider, wait_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def library_studio(tiny_settings, tiny_model_set, tmp_path_factory):
+    from studio.backend.service import Studio
+
+    library = Path.home() / ".cache" / f"controllable-studio-test-{uuid.uuid4().hex[:8]}"
+    settings = replace(tiny_settings, outputs_dir=tmp_path_factory.mktemp("lib-outputs"),
+                       concepts_dir=library / "concepts")
+    try:
+        yield Studio(settings, model_set=tiny_model_set)
+    finally:
+        shutil.rmtree(library, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def app_url(library_studio):
+    """This module's pages open a studio whose library is in the home cache."""
+    from studio.ui.app import build_app, launch_options
+
+    demo = build_app(library_studio)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            **launch_options(library_studio.settings, server_port=None))
+    try:
+        yield url
+    finally:
+        demo.close()
 
 
 @pytest.fixture()
@@ -25,9 +61,10 @@ def pictures(tmp_path):
     return paths
 
 
-def test_learn_a_concept_and_see_it_in_the_library(page, pictures, studio):
-    # unique: the library lives in the (shared, reused) model cache folder
+def test_learn_a_concept_and_see_it_in_the_library(page, pictures, library_studio):
+    studio = library_studio
     name = f"blob-{uuid.uuid4().hex[:6]}"
+    assert not str(studio.concepts_dir).startswith((tempfile.gettempdir(), os.getcwd()))
     try:
         open_tab(page, "Concepts")
         page.get_by_label("Name (its token in prompts: <name>)").fill(name)
@@ -52,6 +89,10 @@ def test_learn_a_concept_and_see_it_in_the_library(page, pictures, studio):
         row = page.locator("tr", has_text=f"<{name}>").locator("visible=true")
         row.wait_for()
         assert re.search(r"textual_inversion\s+trained\s+3", row.inner_text())
+        page.get_by_role("button", name="Refresh").click()
+        thumbs = block(page, "Concepts").locator("img")
+        thumbs.first.wait_for(state="visible")  # the library's pictures reach the page
+        assert thumbs.count() >= 1
         no_error_toast(page)
     finally:
         if any(c["name"] == name for c in studio.list_concepts()):

@@ -320,6 +320,20 @@ class Concept:
                    **{k: data[k] for k in known if k in data})
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def has_concepts(folder: Path) -> bool:
     """True when the library folder holds at least one finished concept (cheap)."""
     folder = Path(folder)
@@ -464,6 +478,7 @@ class ConceptManager:
             meta.update(version=FORMAT_VERSION, name=name, uid=uuid.uuid4().hex,
                         created=time.strftime("%Y-%m-%dT%H:%M:%S"))
             (tmp / CONCEPT_FILE).write_text(json.dumps(meta, indent=2, default=str))
+            fsync_tree(tmp)  # on disk before it becomes visible: a crash leaves no half concept
             with self._lock:
                 self._check_new(name)
                 os.replace(tmp, self.folder / name)
