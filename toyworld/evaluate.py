@@ -331,32 +331,41 @@ def rare_examples(count: int = 5) -> list[Image.Image]:
     return out
 
 
-def eval_seedselect(studio: Any, seeds: int = 6, bootstrap: int = 0, plain: int = 32,
-                    steps: int = 30) -> Evaluation:
+def eval_seedselect(studio: Any, seeds: int = 6, bootstrap: int = 0, plain: int = 0,
+                    steps: int = 30, sample_steps: int = 10) -> Evaluation:
     """The rare colour where the toy base still drops it: in RARE_PROMPT the purple triangle
-    often comes out in another colour or not at all. Plain seeds against SeedSelect (5
-    examples; z_T optimised from `seeds` seeds, each with `bootstrap` variants; learning rate
-    0.3: at 0.1 and 20 steps, 3 seeds x 6 images gave 61% against 53% plain).
+    often comes out in another colour or not at all. For each of `seeds` seeds, the image of
+    its own starting noise (what SeedSelect starts from: the same sampler, DDIM with
+    `sample_steps`) against SeedSelect's (5 examples; z_T optimised for `steps` iterations,
+    learning rate 0.3, each with `bootstrap` variants). `plain` > 0 also reports the rate of
+    that many plain seeds at the tabs' 20 steps, for comparison.
 
     The semantic (CLIP) loss alone is used (semantic_weight 1): the examples put the two
     shapes in different places, so the centroid of their latents, the appearance target, is a
     blur of both that pulls against any one layout."""
-    hits = sum(_has_rare(studio.txt2img(_params(EVAL_SEED + i, prompt=RARE_PROMPT,
-                                                 scheduler="DDIM")).image)
-               for i in range(plain))
-    timer, selected, total = _Timer(), 0, 0
+    timer, selected, total, same_seed, fixed, misses = _Timer(), 0, 0, 0, 0, 0
     examples = rare_examples()
     for i in range(seeds):
+        seed = EVAL_SEED + 100 + i
+        start = _has_rare(studio.txt2img(_params(seed, prompt=RARE_PROMPT, scheduler="DDIM",
+                                                 steps=sample_steps)).image)
         result = timer(studio.seedselect, {
-            "prompt": RARE_PROMPT, "images": examples, "seed": EVAL_SEED + 100 + i,
-            "steps": steps, "bootstrap": bootstrap, "width": SIZE, "height": SIZE,
-            "semantic_weight": 1.0, "learning_rate": 0.3})
-        for image in [result.image, *result.extra_images]:
-            selected += _has_rare(image)
-            total += 1
-    return Evaluation("seedselect", total, {"plain seeds": hits / plain,
-                                            "SeedSelect": selected / total},
-                      timer.per_image, {"plain_n": plain, "prompt": RARE_PROMPT})
+            "prompt": RARE_PROMPT, "images": examples, "seed": seed, "steps": steps,
+            "bootstrap": bootstrap, "width": SIZE, "height": SIZE, "semantic_weight": 1.0,
+            "learning_rate": 0.3, "sample_steps": sample_steps})
+        hits = [_has_rare(image) for image in [result.image, *result.extra_images]]
+        selected, total, same_seed = selected + sum(hits), total + len(hits), same_seed + start
+        misses += not start
+        fixed += (not start) and hits[0]
+    metrics = {"start noise (same seeds)": same_seed / seeds, "SeedSelect": selected / total,
+               "misses fixed": fixed / max(1, misses)}
+    if plain:
+        metrics["plain seeds"] = sum(
+            _has_rare(studio.txt2img(_params(EVAL_SEED + i, prompt=RARE_PROMPT,
+                                             scheduler="DDIM")).image)
+            for i in range(plain)) / plain
+    return Evaluation("seedselect", total, metrics, timer.per_image,
+                      {"plain_n": plain, "prompt": RARE_PROMPT, "misses": misses})
 
 
 def _has_rare(image: Image.Image) -> bool:

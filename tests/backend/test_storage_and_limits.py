@@ -141,3 +141,26 @@ def test_large_outputs_decode_the_vae_in_tiles(fresh_studio):
     assert vae.use_tiling
     fresh_studio.txt2img(GEN)
     assert not vae.use_tiling
+
+
+def test_the_concept_library_lists_no_server_paths(studio, tmp_path):
+    emb = tmp_path / "paths.safetensors"
+    save_file({"emb_params": torch.randn(1, 32)}, str(emb))
+    studio.import_concept(emb, "paths-check")
+    try:
+        listed = json.dumps(studio.list_concepts())
+        assert str(studio.concepts_dir) not in listed and str(tmp_path) not in listed
+        entry = next(c for c in studio.list_concepts() if c["name"] == "paths-check")
+        assert entry["files"] == {"embedding": "paths-check/learned_embeds.safetensors"}
+    finally:
+        studio.concepts.delete("paths-check")
+
+
+def test_files_are_size_checked_before_they_are_read(studio, tmp_path, monkeypatch):
+    from studio.backend import images
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(big)
+    monkeypatch.setattr(images, "MAX_INPUT_BYTES", 1000)  # the file is ~12 kB
+    with pytest.raises(RequestError, match="the limit is"):
+        studio.instruct({"image": str(big), "prompt": "make it red", "steps": 1})

@@ -284,9 +284,9 @@ def parse_box(box: Any, size: tuple[int, int] | None = None) -> list[float] | No
     return [x0, y0, x1, y1]
 
 
-def segment(studio: Any, image: Any, points: Any, box: Any
+def segment(ctx: TaskContext, image: Any, points: Any, box: Any
             ) -> tuple[Image.Image, dict[str, Any], list[Image.Image]]:
-    """SAM through `studio.annotators.sam_mask`: (0/255 L mask, JSON-able info, candidates).
+    """SAM through `ctx.annotators.sam_mask`: (0/255 L mask, JSON-able info, candidates).
 
     `points` `[[x, y, label], ...]` and `box` `[x0, y0, x1, y1]` (or their JSON text, or
     empty) are in the image's own pixels; the mask has the image's size. Candidates are the
@@ -297,7 +297,7 @@ def segment(studio: Any, image: Any, points: Any, box: Any
     bx = parse_box(box, img.size)
     if not pts and bx is None:
         raise RequestError("no clicks and no box: click the object (or give a box) first")
-    mask, info = studio.annotators.sam_mask(img, pts, bx)
+    mask, info = ctx.annotators.sam_mask(img, pts, bx)
     mask = from_binary(binary_array(mask))
     candidates: list[Image.Image] = []
     clean: dict[str, Any] = {}
@@ -309,7 +309,7 @@ def segment(studio: Any, image: Any, points: Any, box: Any
         elif not isinstance(value, (Image.Image, np.ndarray)):
             clean[key] = value
     scores = clean.get("candidates")
-    service_get = getattr(studio.annotators, "get", None)
+    service_get = getattr(ctx.annotators, "get", None)
     if not candidates and isinstance(scores, list) and len(scores) > 1 and service_get:
         # sam_mask reports only the candidates' scores: ask the predictor (the image
         # embedding is cached, so this reruns only the light mask decoder) for their masks
