@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.support.threads import one_torch_thread
+
 
 @pytest.fixture(scope="package", autouse=True)
 def _one_torch_thread():
-    # The tiny models are far too small to gain from threads; on a busy 2-core runner torch's
-    # spinning thread pool makes them 5-10x slower. Restored after this package's tests.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread for this package's tests (see tests/support/threads.py)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

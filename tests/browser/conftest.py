@@ -16,8 +16,10 @@ CHROMIUM = os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium")
 REPORT = Path(os.environ.get("STUDIO_TEST_REPORT", "test-report"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """Chromium for this package only: closed after the browser tests, so it does not
+    compete for the cores with the tests that follow."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
     from playwright.sync_api import sync_playwright

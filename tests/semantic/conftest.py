@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.threads import one_torch_thread
+
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "test-report" / "toy-semantics.json"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():
+    """One torch thread for this package's tests (see tests/support/threads.py)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
