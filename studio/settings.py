@@ -56,6 +56,9 @@ class Settings:
     max_jobs_per_session: int | None = None  # waiting or running per visitor; 0 = no limit
     max_file_mb: float = 50.0  # largest upload
     max_loras: int = 8  # LoRA adapters kept loaded in a shared UNet (idle ones unloaded)
+    a1111_api: bool = True  # serve AUTOMATIC1111's REST API (/sdapi/v1, /controlnet)
+    api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
+    a1111_api_public: bool = False  # a public studio serves that API without a login
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
@@ -96,6 +99,9 @@ class Settings:
             raise ValueError(f"--max-file-mb must be more than 0, got {self.max_file_mb}")
         if self.max_loras < 1:
             raise ValueError(f"--max-loras must be at least 1, got {self.max_loras}")
+        if self.api_auth is not None and (":" not in self.api_auth
+                                          or self.api_auth.startswith(":")):
+            raise ValueError("--api-auth must look like user:password")
 
     @property
     def public(self) -> bool:
@@ -173,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, help="largest upload in MB")
     p.add_argument("--max-loras", type=int,
                    help="LoRA adapters kept loaded per UNet; idle ones are unloaded past it")
+    p.add_argument("--no-a1111-api", dest="a1111_api", action="store_false", default=None,
+                   help="do not serve the AUTOMATIC1111-compatible API (/sdapi/v1, /controlnet)")
+    p.add_argument("--api-auth", help="require HTTP basic auth user:password for that API")
+    p.add_argument("--a1111-api-public", action="store_true", default=None,
+                   help="serve that API without --api-auth even when the studio is public")
     return p
 
 
@@ -193,6 +204,7 @@ def settings_from_args(
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
         "concepts_dir": Path, "max_job_work": float, "max_job_seconds": float,
         "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
+        "a1111_api": bool, "a1111_api_public": bool,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

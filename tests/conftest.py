@@ -63,11 +63,12 @@ def fresh_studio(tiny_settings, tiny_model_set, tmp_path):
 def served(studio) -> Iterator[tuple]:
     """(Blocks, URL): the full UI served on a free local port (gradio's own test fixture
     pattern), launched with the options launch.py uses."""
-    from studio.ui.app import build_app, launch_options
+    from studio.ui.app import api_routes, build_app, launch_options
 
     demo = build_app(studio, queue_size=64)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                            **launch_options(studio.settings, server_port=None))
+                            **launch_options(studio.settings, server_port=None),
+                            **api_routes(studio, studio.settings))
     try:
         yield demo, url
     finally:
@@ -87,10 +88,12 @@ def client(app_url):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def scripts_own_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Tests call the backend as a trusted script does, naming files in its own temp folder,
-    so that folder passes the file gate (a served studio allows only uploads and its own
-    outputs). The gate's tests use folders outside it."""
+def scripts_own_temp_folder(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> None:
+    """Tests call the backend as a trusted script does, naming files in its own temp folder
+    and model cache (STUDIO_TEST_CACHE may put that elsewhere), so those pass the file gate (a
+    served studio allows only uploads and its own outputs). The gate's tests use folders
+    outside them."""
     from studio.backend.files import allow_root
 
     allow_root(tmp_path_factory.getbasetemp())
+    allow_root(model_cache)

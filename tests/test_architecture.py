@@ -107,7 +107,8 @@ def test_no_import_cycles_even_through_function_local_imports():
 
 
 def test_layers_point_downwards():
-    """ui -> backend -> annotators: the backend never imports gradio, annotators neither."""
+    """ui, api -> backend -> annotators: the backend never imports gradio or the layers above
+    it, the A1111 API (plain FastAPI) no gradio either, annotators neither."""
     third_party = {"gradio", "diffusers", "torch"}
     offenders = []
     for name, path in _modules().items():
@@ -118,13 +119,25 @@ def test_layers_point_downwards():
                 roots |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 roots.add(node.module.split(".")[0])
-        if name.startswith(("studio.backend", "annotators")) and "gradio" in roots:
+        if name.startswith(("studio.backend", "studio.api", "annotators")) and "gradio" in roots:
             offenders.append(f"{name} imports gradio")
+        if name.startswith("studio.backend") and _imports_any(tree, ("studio.ui", "studio.api")):
+            offenders.append(f"{name} imports a layer above it")
         if name.startswith("annotators") and ("studio" in roots or "diffusers" in roots):
             offenders.append(f"{name} imports {roots & {'studio', 'diffusers'}}")
         if name.startswith("studio.ui") and roots & (third_party - {"gradio"}):
             offenders.append(f"{name} imports {roots & third_party - {'gradio'}}")
     assert offenders == []
+
+
+def _imports_any(tree: ast.AST, prefixes: tuple[str, ...]) -> bool:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.append(node.module)
+    return any(n == p or n.startswith(p + ".") for n in names for p in prefixes)
 
 
 def test_no_function_is_longer_than_120_lines():

@@ -64,6 +64,7 @@ class CancelToken:
     event: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
     budget_s: float | None = None  # the budget the deadline came from (for the message)
+    running: bool = False  # set while its job holds the device
 
     def cancel(self) -> None:
         self.event.set()

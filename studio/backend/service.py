@@ -9,10 +9,12 @@ regenerated from a saved image.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,11 @@ class Studio:
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
         self._stopped_at: dict[str, float] = {}  # session -> time of its last Stop
+        # One job on the device at a time, whoever sends it: gradio's GPU queue orders the
+        # UI's and gradio API's jobs, and every other entry (the A1111-compatible API) waits
+        # here too. Reentrant: concept training renders its preview as a job.
+        self._device = threading.RLock()
+        self.current_job: dict[str, Any] = {}  # the running job: task, step, total, started
         self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
@@ -176,7 +183,7 @@ class Studio:
         if token is None or token.cancelled:
             return False
         token.cancel()
-        return True
+        return token.running
 
     # ------------------------------------------------------------------ tasks
     def _finish(self, req: GenerationParams, image: Any, info: dict[str, Any],
@@ -204,14 +211,39 @@ class Studio:
         req.validate()
         self.check_budget(req)
         req.resolve_seed()
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled("Cancelled: the job was stopped before it started.")
-        image, info = spec.runner(self, req, progress, cancel)
-        extra_images = info.pop("extra_images", [])
-        metadata = info.pop("metadata", None)
-        result = self._finish(req, image, info, metadata)
+        with self.exclusive(task, progress, cancel) as tracked:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Cancelled: the job was stopped before it started.")
+            image, info = spec.runner(self, req, tracked, cancel)
+            extra_images = info.pop("extra_images", [])
+            metadata = info.pop("metadata", None)
+            result = self._finish(req, image, info, metadata)
         result.extra_images = list(extra_images)
         return result
+
+    @contextlib.contextmanager
+    def exclusive(self, task: str, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> Iterator[ProgressFn]:
+        """Hold the device for one job; yields a progress callback that also records the
+        job's step in `current_job` (what progress endpoints report)."""
+        with self._device:
+            outer = dict(self.current_job)
+            self.current_job = {"task": task, "step": 0, "total": 0,
+                                "started": time.monotonic()}
+
+            def tracked(step: int, total: int) -> None:
+                self.current_job.update(step=step, total=total)
+                if progress is not None:
+                    progress(step, total)
+
+            if cancel is not None:
+                cancel.running = True
+            try:
+                yield tracked
+            finally:
+                self.current_job = outer
+                if cancel is not None:
+                    cancel.running = False
 
     def check_budget(self, req: Any) -> None:
         """Refuse a validated request whose work is over the server's per-job budget."""
@@ -308,7 +340,8 @@ class Studio:
             req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
         req.validate()
         self.check_budget(req)
-        concept, training, image, image_req = self.concepts.train(req, progress, cancel)
+        with self.exclusive("concept_train", progress, cancel) as tracked:
+            concept, training, image, image_req = self.concepts.train(req, tracked, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
         if image is not None:  # SeedSelect: the image of the optimised noise

@@ -51,6 +51,16 @@ def launch_options(settings: Any, **overrides: Any) -> dict[str, Any]:
     return {**options, **overrides}
 
 
+def api_routes(studio: Any, settings: Any) -> dict[str, Any]:
+    """`demo.launch` arguments that serve the A1111-compatible API next to the UI (its
+    routes go first in gradio's app; `--no-a1111-api` leaves them out)."""
+    if not getattr(settings, "a1111_api", True):
+        return {}
+    from studio.api.a1111 import A1111Api
+
+    return {"app_kwargs": {"routes": A1111Api(studio, settings).routes()}}
+
+
 def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) -> gr.Blocks:
     """Build the whole UI around one shared backend `studio`.
 

@@ -1,0 +1,270 @@
+"""AUTOMATIC1111's REST API (`/sdapi/v1/...`, ControlNet's `/controlnet/...`) on the studio.
+
+Existing clients (Open WebUI, SillyTavern, Krita/Photoshop plugins, the `webuiapi` package)
+use the studio unchanged. Every job goes through the same Studio, so the same validation,
+budgets, file rules and models apply, and it waits for the device like any other job (the
+Studio holds one job on the device at a time). Outputs are saved with the same metadata.
+
+Routes are FastAPI routes served by gradio's own app (passed to it at launch). With
+`--api-auth user:pass` they require HTTP basic auth, as A1111's `--api-auth` does; when the
+studio is public and has no API login they answer 403, unless `--a1111-api-public` says that
+is intended.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from studio.backend.common import Cancelled, StudioError
+from studio.backend.images import load_image
+from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
+from studio.backend.outputs import read_metadata
+from studio.backend.requests import RequestError
+from studio.backend.tasks.control import annotate_image
+
+from . import a1111_map as m
+
+log = logging.getLogger(__name__)
+
+SESSION = "a1111-api"  # the cancel session of every job sent through this API
+USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
+
+
+def _title(studio: Any) -> str:
+    return f"{studio.model_name} [studio]"
+
+
+class A1111Api:
+    """The routes, bound to one Studio and its settings."""
+
+    def __init__(self, studio: Any, settings: Any) -> None:
+        self.studio, self.settings = studio, settings
+        self.max_bytes = int(getattr(settings, "max_file_mb", 50) * 1024 * 1024)
+        self.jobs_done = 0
+
+    # ------------------------------------------------------------------ access
+    def _guard(self) -> Callable[..., None]:
+        auth = getattr(self.settings, "api_auth", None)
+        basic = HTTPBasic(auto_error=False)
+        public = bool(getattr(self.settings, "public", False))
+        open_public = bool(getattr(self.settings, "a1111_api_public", False))
+
+        def guard(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+            if auth:
+                user, _, password = auth.partition(":")
+                ok = credentials is not None and secrets.compare_digest(
+                    credentials.username, user) and secrets.compare_digest(
+                    credentials.password, password)
+                if not ok:
+                    raise HTTPException(401, "the A1111 API needs the --api-auth login",
+                                        headers={"WWW-Authenticate": "Basic"})
+            elif public and not open_public:
+                raise HTTPException(403, "this studio is public: its A1111 API needs a login "
+                                    "(--api-auth user:pass) or --a1111-api-public")
+
+        return guard
+
+    def routes(self) -> list[Any]:
+        """The API's routes (for gradio's app, ahead of its own)."""
+        router = APIRouter(dependencies=[Depends(self._guard())])
+        get, post = router.get, router.post
+        get("/sdapi/v1/samplers")(lambda: m.sampler_list())
+        get("/sdapi/v1/schedulers")(lambda: [
+            {"name": "automatic", "label": "Automatic", "aliases": None},
+            {"name": "karras", "label": "Karras", "aliases": None}])
+        get("/sdapi/v1/sd-models")(self.sd_models)
+        get("/sdapi/v1/options")(self.options)
+        post("/sdapi/v1/options")(self.set_options)
+        get("/sdapi/v1/progress")(self.progress)
+        post("/sdapi/v1/interrupt")(self.interrupt)
+        get("/sdapi/v1/embeddings")(self.embeddings)
+        get("/sdapi/v1/loras")(self.loras)
+        get("/sdapi/v1/scripts")(lambda: {"txt2img": [], "img2img": []})
+        post("/sdapi/v1/png-info")(self.png_info)
+        post("/sdapi/v1/txt2img")(self.txt2img)
+        post("/sdapi/v1/img2img")(self.img2img)
+        get("/controlnet/version")(lambda: {"version": 2})
+        get("/controlnet/model_list")(self.model_list)
+        get("/controlnet/module_list")(lambda: {"module_list": list(m.MODULES)})
+        post("/controlnet/detect")(self.detect)
+        return list(router.routes)
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, plan: m.Plan, payload: dict[str, Any]) -> JSONResponse:
+        """Run every image of the plan, in order, and answer in A1111's shape."""
+        studio, images, infotexts, seeds, files = self.studio, [], [], [], []
+        cancel = studio.job_token(SESSION)
+        try:
+            for request in plan.requests:
+                result = studio.run(plan.task, request, cancel=cancel)
+                text = m.infotext(request, result.info, studio.model_name)
+                images.append(m.encode_png(result.image, text))
+                infotexts.append(text)
+                seeds.append(result.info["seed"])
+                files.append(result.info["file"])
+        except Cancelled:
+            if not images:
+                return _error(422, "interrupted before the first image finished")
+        self.jobs_done += 1
+        first = plan.requests[0]
+        info = {
+            "prompt": first.get("prompt", ""), "all_prompts": [r.get("prompt", "")
+                                                              for r in plan.requests],
+            "negative_prompt": first.get("negative_prompt", ""),
+            "seed": seeds[0], "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+            "width": payload.get("width", 512), "height": payload.get("height", 512),
+            "sampler_name": payload.get("sampler_name") or "Euler a",
+            "cfg_scale": payload.get("cfg_scale", 7.0), "steps": payload.get("steps", 20),
+            "batch_size": payload.get("batch_size", 1), "sd_model_name": studio.model_name,
+            "denoising_strength": payload.get("denoising_strength"),
+            "infotexts": infotexts, "index_of_first_image": 0, "studio_task": plan.task,
+            "studio_files": files, "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+        }
+        return JSONResponse({"images": images, "parameters": _echo(payload),
+                             "info": json.dumps(info)})
+
+    def txt2img(self, payload: dict[str, Any]) -> JSONResponse:
+        return self._safely(lambda: self._generate(
+            m.txt2img_plan(payload, self.studio.model_set, self.max_bytes), payload))
+
+    def img2img(self, payload: dict[str, Any]) -> JSONResponse:
+        return self._safely(lambda: self._generate(
+            m.img2img_plan(payload, self.studio.model_set, self.max_bytes), payload))
+
+    def detect(self, payload: dict[str, Any]) -> JSONResponse:
+        """ControlNet's preprocessor preview: run an annotator on each image."""
+
+        def run() -> JSONResponse:
+            module = payload.get("controlnet_module", "none")
+            if module not in m.MODULES or m.MODULES[module] is None:
+                raise RequestError(f"controlnet_module {module!r} is not available here; use "
+                                   "one of canny, depth_midas, openpose, scribble")
+            images = payload.get("controlnet_input_images") or payload.get(
+                "controlnet_images") or []
+            if not images or len(images) > m.MAX_IMAGES:
+                raise RequestError(f"send 1 to {m.MAX_IMAGES} controlnet_input_images")
+            resolution = m._resolution(payload.get("controlnet_processor_res", 512))
+            out = []
+            for i, value in enumerate(images):
+                image = m.decode_image(value, f"controlnet_input_images[{i}]", self.max_bytes)
+                with self.studio.exclusive("detect"):
+                    cmap, _ = annotate_image(self.studio, image, m.MODULES[module], resolution)
+                out.append(m.encode_png(cmap))
+            return JSONResponse({"images": out, "info": "Success"})
+
+        return self._safely(run)
+
+    # ------------------------------------------------------------------ state
+    def progress(self) -> dict[str, Any]:
+        job = dict(self.studio.current_job)
+        step, total = job.get("step", 0), job.get("total", 0)
+        done = step / total if total else 0.0
+        elapsed = time.monotonic() - job["started"] if job else 0.0
+        eta = elapsed / done - elapsed if done else None
+        return {"progress": round(done, 4), "eta_relative": eta and round(eta, 2),
+                "state": {"skipped": False, "interrupted": False, "job": job.get("task", ""),
+                          "job_count": 1 if job else 0, "job_no": self.jobs_done,
+                          "sampling_step": step, "sampling_steps": total,
+                          "job_timestamp": time.strftime("%Y%m%d%H%M%S")},
+                "current_image": None, "textinfo": None}
+
+    def interrupt(self) -> dict[str, Any]:
+        """Stop the job sent through this API at its next step (UI jobs are not touched)."""
+        return {"interrupted": self.studio.cancel(SESSION)}
+
+    def sd_models(self) -> list[dict[str, Any]]:
+        name = self.studio.model_name
+        return [{"title": _title(self.studio), "model_name": name, "hash": None,
+                 "sha256": None, "filename": self.studio.model_set.base if not
+                 self.studio.model_set.offline_models else name, "config": None}]
+
+    def options(self) -> dict[str, Any]:
+        return {"sd_model_checkpoint": _title(self.studio), "samples_format": "png",
+                "sd_checkpoint_hash": None, "CLIP_stop_at_last_layers": 1}
+
+    def set_options(self, payload: dict[str, Any]) -> Any:
+        """Accepts the current model set (the studio serves one; switching needs a restart);
+        other option keys are not settings of this studio and are refused by name."""
+        checkpoint = payload.get("sd_model_checkpoint")
+        if checkpoint is not None and checkpoint not in (_title(self.studio),
+                                                         self.studio.model_name):
+            return _error(422, f"sd_model_checkpoint {checkpoint!r}: this studio serves "
+                          f"{_title(self.studio)!r}; restart it with --models to change")
+        unknown = sorted(set(payload) - {"sd_model_checkpoint", "CLIP_stop_at_last_layers",
+                                         "samples_format"})
+        if unknown:
+            return _error(422, f"options not supported here: {', '.join(unknown)}")
+        return None
+
+    def embeddings(self) -> dict[str, Any]:
+        loaded = {c["token"]: {"step": None, "sd_checkpoint": None,
+                               "sd_checkpoint_name": None, "shape": None,
+                               "vectors": c.get("vectors", 1)}
+                  for c in self.studio.list_concepts() if c["method"] == "textual_inversion"}
+        return {"loaded": loaded, "skipped": {}}
+
+    def loras(self) -> list[dict[str, Any]]:
+        return [{"name": c["name"], "alias": c["token"], "path": c["files"].get("lora", ""),
+                 "metadata": {}} for c in self.studio.list_concepts() if c["method"] == "lora"]
+
+    def model_list(self) -> dict[str, Any]:
+        return {"model_list": sorted(m.model_names(self.studio.model_set))}
+
+    def png_info(self, payload: dict[str, Any]) -> JSONResponse:
+        def run() -> JSONResponse:
+            value = payload.get("image")
+            if not isinstance(value, str) or not value:
+                raise RequestError("image must be a base64-encoded PNG")
+            raw = base64.b64decode(value.split(",", 1)[-1], validate=False)
+            load_image(raw, "image")  # a real image, within the size limits
+            params, stored = read_metadata(raw)
+            items = {"parameters": params} if params else {}
+            if stored is not None:
+                items["studio_request"] = json.dumps(stored)
+            return JSONResponse({"info": params, "items": items,
+                                 "parameters": (stored or {}).get("request", {})})
+
+        return self._safely(run)
+
+    # ------------------------------------------------------------------ errors
+    def _safely(self, fn: Callable[[], JSONResponse]) -> JSONResponse:
+        """A1111-style JSON errors: 422 with `detail` for bad requests; an id for the rest."""
+        try:
+            return fn()
+        except Cancelled as err:
+            return _error(422, str(err))
+        except USER_ERRORS as err:
+            return _error(422, str(err))
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("unexpected error %s in the A1111 API", error_id)
+            return _error(500, f"Internal error (id {error_id}); details in the server log")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"error": "HTTPException" if status == 422 else "Error",
+                         "detail": detail, "errors": detail}, status_code=status)
+
+
+def _echo(payload: dict[str, Any]) -> dict[str, Any]:
+    """The request's parameters, without its (large) images."""
+    out = {}
+    for key, value in payload.items():
+        if key in ("init_images", "mask"):
+            out[key] = None
+        elif key == "alwayson_scripts":
+            out[key] = {}
+        else:
+            out[key] = value
+    return out
