@@ -177,9 +177,38 @@ class GenerationParams:
         return request_from_dict(cls, data, cls.task)
 
 
+EXCITE_PASSES = 3  # an Attend-and-Excite update: a conditional forward and its backward
+EXCITE_REFINE = 40  # at most 20 extra updates at each of its two refinement steps
+
+
 @dataclass
-class Txt2ImgRequest(GenerationParams):
-    """Text to image."""
+class ExciteParams:
+    """Attend-and-Excite, for the tasks that offer it (mixed in before GenerationParams):
+    `excite_words` lists the subjects, separated by commas; empty picks them from the
+    prompt."""
+
+    attend_excite: bool = False
+    excite_words: str = ""
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[misc]
+        if not isinstance(self.attend_excite, bool):
+            raise RequestError(f"attend_excite must be true or false, got {self.attend_excite!r}")
+        check_prompt("excite_words", self.excite_words, False)
+
+    def work(self) -> float:
+        """Plus the worst case of the latent updates: half the steps and the refinements
+        (none in fast mode, where Attend-and-Excite is off)."""
+        base = super().work()  # type: ignore[misc]
+        if not self.attend_excite or self.fast:  # type: ignore[attr-defined]
+            return base
+        megapixels = self.width * self.height / 1e6  # type: ignore[attr-defined]
+        return base + (self.steps // 2 + EXCITE_REFINE) * EXCITE_PASSES * megapixels  # type: ignore[attr-defined]
+
+
+@dataclass
+class Txt2ImgRequest(ExciteParams, GenerationParams):
+    """Text to image (optionally with Attend-and-Excite)."""
 
     task: ClassVar[str] = "txt2img"
 

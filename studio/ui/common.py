@@ -294,6 +294,9 @@ class GenerationTab:
             # a set of inputs arrives as one {component: value} dict, for to_request to read
             data = (dict(values[0]) if names == [AS_DICT] else
                     request_values(names, values, rename))
+            for name in optional:  # left out by an API client: the request's default
+                if data.get(name) is None:
+                    data.pop(name, None)
             if to_request is not None:
                 data = to_request(data)
             result = runner(data, progress_adapter(progress, progress_desc),

@@ -121,11 +121,12 @@ def build(studio: Any, gallery_hook: Any) -> None:
         with gr.Column(scale=1):
             tab.results()
     inputs = {**params, "boxes": w["boxes"], "gligen_fraction": w["gligen_fraction"],
-              "image": w["image"], "mode": w["mode"], "append_phrases": w["append_phrases"]}
+              "image": w["image"], "mode": w["mode"], "append_phrases": w["append_phrases"],
+              "attend_excite": w["attend_excite"], "excite_words": w["excite_words"]}
     to_api = run.click(user_errors(canvas_inputs), [w["canvas"], w["mode"]],
                        [w["boxes"], w["image"]], queue=False, **PRIVATE)
     tab.wire(to_api.success, inputs, api_name="layout", to_request=_layout_request,
-             optional=("image",),
+             optional=("image", "attend_excite", "excite_words"),
              doc="Generate with objects inside boxes (GLIGEN), or regenerate inside the boxes "
                  "of image.\n\nboxes: JSON list of {\"phrase\": \"a red bird\", \"box\": "
                  "[x0, y0, x1, y1]} normalised to 0-1. Returns [image, info JSON with seed and "
@@ -135,7 +136,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
 
 def _layout_request(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "boxes": data["boxes"] if data["boxes"] is not None else "",
-            "image": data["image"] or None}
+            "image": data.get("image") or None}
 
 
 def _layout_widgets(studio: Any) -> dict[str, Any]:
@@ -164,6 +165,12 @@ def _layout_widgets(studio: Any) -> dict[str, Any]:
              "Stable Diffusion refines the rest. Higher = tighter boxes, less natural.",
         elem_id="layout-gligen_fraction",
     )
+    w["attend_excite"] = gr.Checkbox(
+        label="Attend-and-Excite", value=False, elem_id="layout-attend_excite",
+        info="Nudges the image while it forms so that no subject of the prompt is left out.")
+    w["excite_words"] = gr.Textbox(
+        label="Subjects (comma-separated; empty = the nouns of the prompt)",
+        elem_id="layout-excite_words")
     with gr.Accordion("Boxes and image as the API takes them", open=False):
         w["boxes"] = gr.Textbox(
             value="[]", lines=4, interactive=False,

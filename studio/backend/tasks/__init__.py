@@ -23,6 +23,7 @@ from .control import ControlRequest, control_runner
 from .inpaint import InpaintRequest, inpaint_runner
 from .instruct import InstructRequest, instruct_runner
 from .layout import LayoutRequest, layout_runner
+from .prompt_edit import PromptEditRequest, run_prompt_edit
 from .txt2img import txt2img_runner
 
 # UI tabs in order: module name in studio.ui -> title.
@@ -54,7 +55,13 @@ class Task:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("txt2img", "txt2img", "—", Txt2ImgRequest, txt2img_runner),
+    Task("txt2img", "txt2img",
+         "`attend_excite` (Attend-and-Excite, default false), `excite_words` (subjects, "
+         "comma-separated; empty = picked from the prompt)", Txt2ImgRequest, txt2img_runner),
+    Task("prompt_edit", "txt2img",
+         "`edited_prompt`, `mode` (`replace`, `refine`, `reweight`), `reweight` (JSON "
+         "`{\"word\": factor}`), `cross_replace`, `self_replace` (0..1), `local_blend` (words); "
+         "info has `source`, the source image's file", PromptEditRequest, run_prompt_edit),
     Task("annotate", "control",
          "`image`, `annotator` (`canny`, `depth`, `openpose`, `scribble`), `resolution`; "
          "info has OpenPose `keypoints`", note="preview"),
@@ -64,7 +71,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "`strength`", ControlRequest, control_runner),
     Task("layout", "layout",
          "`boxes` (JSON list of `{\"phrase\", \"box\": [x0, y0, x1, y1]}` in 0..1), "
-         "`gligen_fraction`, `image`, `mode` (`generate` or `inside_boxes`), `append_phrases`",
+         "`gligen_fraction`, `image`, `mode` (`generate` or `inside_boxes`), `append_phrases`, "
+         "`attend_excite`, `excite_words`",
          LayoutRequest, layout_runner),
     Task("sam_mask", "edit",
          "`image`, `points` (JSON `[[x, y, label], ...]` in image pixels, label 1 = object, "

@@ -47,7 +47,8 @@ from ..common import (
 from ..images import load_image
 from ..models.modelsets import GLIGEN_FRACTION
 from ..models.registry import ModelRegistry
-from ..requests import GenerationParams, RequestError, check_number
+from ..requests import ExciteParams, GenerationParams, RequestError, check_number
+from ..steering.excite import excitation_for, excited
 
 MAX_BOXES = 30  # GLIGEN's position net has 30 grounding slots
 MAX_PHRASE_CHARS = 300
@@ -201,7 +202,7 @@ def prompt_with_phrases(prompt: str, phrases: Iterable[str]) -> str:
 
 # ---------------------------------------------------------------------------------- request
 @dataclass
-class LayoutRequest(GenerationParams):
+class LayoutRequest(ExciteParams, GenerationParams):
     """Generate with objects in boxes (GLIGEN), or regenerate inside the boxes of `image`.
 
     `boxes` is a list (or JSON string) of `{"phrase", "box": [x0, y0, x1, y1]}` normalised to
@@ -417,8 +418,16 @@ def run_layout(
         extra = {"width": side, "height": side, "gligen_inpaint_image": square,
                  "latents": latents}
 
-    # 4. sample
+    # 4. sample (Attend-and-Excite, if asked, between the steps)
     grounded: list[bool] = []
+    info: dict[str, Any] = {}
+    excitation = excitation_for(pipe, req, steps, info, prompt=prompt)
+    report = _callback(steps, progress, cancel, pipe.unet, grounded)
+
+    def callback(step: int, timestep: Any, latents: Any) -> None:
+        if excitation is not None:  # this pipeline's callback returns nothing: in place
+            latents.copy_(excitation.after_step(step, latents))
+        report(step, timestep, latents)
 
     def call() -> Any:
         with _quiet_gligen(), _seeded_global_rng(req.seed, registry.device):
@@ -431,16 +440,18 @@ def run_layout(
                 gligen_phrases=phrases,
                 gligen_boxes=boxes,
                 generator=cpu_generator(req.seed),
-                callback=_callback(steps, progress, cancel, pipe.unet, grounded),
+                callback=callback,
                 callback_steps=1,
                 **extra,
             )
 
-    image = run_guarded(registry, call, cancel).images[0]
-    info: dict[str, Any] = {
+    with excited(excitation):
+        image = run_guarded(registry, call, cancel).images[0]
+    info.update({
         "steps_run": steps, "guidance_run": guidance, "mode": req.mode,
         "boxes_used": len(boxes), "grounded_steps": sum(grounded), "prompt_used": prompt,
-    }
+        **(excitation.info() if excitation is not None else {}),
+    })
 
     # 5. inside boxes: back to the reference's size, its own pixels outside every box
     if reference is not None:

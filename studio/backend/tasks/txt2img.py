@@ -17,6 +17,7 @@ from ..common import (
 )
 from ..models.registry import ModelRegistry
 from ..requests import Txt2ImgRequest
+from ..steering.excite import excitation_for, excited
 
 
 def run_txt2img(
@@ -30,6 +31,15 @@ def run_txt2img(
     pipe = base_pipeline(registry)
     configure_pipe(registry, pipe, req, "unet", adapters)
     steps, guidance = effective_steps_guidance(req)
+    callback = step_callback(steps, progress, cancel)
+    info: dict[str, Any] = {"steps_run": steps, "guidance_run": guidance}
+    excitation = excitation_for(pipe, req, steps, info)
+    if excitation is not None:
+        report = callback
+
+        def callback(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+            kwargs["latents"] = excitation.after_step(step, kwargs["latents"])
+            return report(pipeline, step, timestep, kwargs)
 
     def call() -> Any:
         return pipe(
@@ -40,11 +50,14 @@ def run_txt2img(
             width=req.width,
             height=req.height,
             generator=cpu_generator(req.seed),
-            callback_on_step_end=step_callback(steps, progress, cancel),
+            callback_on_step_end=callback,
         )
 
-    out = run_guarded(registry, call, cancel)
-    return out.images[0], {"steps_run": steps, "guidance_run": guidance}
+    with excited(excitation):
+        out = run_guarded(registry, call, cancel)
+    if excitation is not None:
+        info.update(excitation.info())
+    return out.images[0], info
 
 
 def txt2img_runner(ctx: TaskContext, req: Txt2ImgRequest, progress: ProgressFn | None,
