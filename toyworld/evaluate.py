@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from .analyse import Found, analyse, foreground, iou
 from .scenes import (
+    COLOURS,
     COMMON_COLOURS,
     HELD_OUT_SHAPE,
     RARE_COLOUR,
@@ -372,6 +373,75 @@ def _has_rare(image: Image.Image) -> bool:
     return any(f.colour == RARE_COLOUR and f.shape == "triangle" for f in analyse(image))
 
 
+SWAP_SOURCE = "a red circle and a blue square"
+SWAP_EDIT = "a red circle and a green square"
+THREE = "a red circle and a blue square and a yellow triangle"
+
+
+def eval_word_swap(studio: Any, n: int = 12) -> Evaluation:
+    """Prompt-to-prompt word swap: SWAP_SOURCE -> SWAP_EDIT at the same seed. The edit keeps
+    the source's layout (foreground IoU >= 0.7) and the square turns green; a plain
+    same-seed render of the edited prompt, for comparison, rarely keeps the layout."""
+    timer, kept, green, plain_kept = _Timer(), 0, 0, 0
+    for i in range(n):
+        params = _params(EVAL_SEED + 200 + i, prompt=SWAP_SOURCE)
+        result = timer(studio.run, "prompt_edit", {**params, "edited_prompt": SWAP_EDIT})
+        source = foreground(result.extra_images[0])
+        plain = studio.txt2img({**params, "prompt": SWAP_EDIT}).image
+        kept += iou(source, foreground(result.image)) >= 0.7
+        plain_kept += iou(source, foreground(plain)) >= 0.7
+        green += any(f.colour == "green" and f.shape == "square" for f in analyse(result.image))
+    return Evaluation("word_swap", n, {"layout kept": kept / n, "square turned green": green / n,
+                                       "plain same-seed render keeps layout": plain_kept / n},
+                      timer.per_image)
+
+
+def colour_share(image: Image.Image, colour: str) -> float:
+    """Share of the foreground pixels nearest to `colour` of the palette."""
+    arr = np.asarray(image.convert("RGB"), np.float32)
+    mask = foreground(arr)
+    if not mask.any():
+        return 0.0
+    names = list(COLOURS)
+    palette = np.array([COLOURS[c] for c in names], np.float32)
+    nearest = np.argmin(np.linalg.norm(arr[mask][:, None] - palette[None], axis=-1), axis=1)
+    return float((nearest == names.index(colour)).mean())
+
+
+def eval_reweight(studio: Any, n: int = 8, factor: float = 2.0) -> Evaluation:
+    """Prompt-to-prompt reweighting: "red" x `factor` in SWAP_SOURCE raises red's share of
+    the foreground pixels over the source image's (same seed, same batch)."""
+    timer, source_share, edit_share, raised = _Timer(), 0.0, 0.0, 0
+    for i in range(n):
+        params = _params(EVAL_SEED + 250 + i, prompt=SWAP_SOURCE)
+        result = timer(studio.run, "prompt_edit", {**params, "mode": "reweight",
+                                                   "reweight": {"red": factor}})
+        a, b = colour_share(result.extra_images[0], "red"), colour_share(result.image, "red")
+        source_share, edit_share, raised = source_share + a, edit_share + b, raised + (b > a)
+    return Evaluation("reweight", n, {"red share, source": source_share / n,
+                                      f"red share, red x{factor:g}": edit_share / n,
+                                      "red share raised": raised / n}, timer.per_image)
+
+
+def eval_attend_excite(studio: Any, n: int = 16, words: str = "") -> Evaluation:
+    """Attend-and-Excite on THREE: all three colours drawn, plain vs excited, same seeds;
+    also how far the update lowered the loss (the most neglected subject's 1 - max
+    attention) from its first to its last update step."""
+    timer, plain, excited, drop = _Timer(), 0, 0, 0.0
+    need = {"red", "blue", "yellow"}
+    for i in range(n):
+        params = _params(EVAL_SEED + 300 + i, prompt=THREE)
+        plain += need <= {f.colour for f in analyse(studio.txt2img(params).image)}
+        result = timer(studio.txt2img, {**params, "attend_excite": True, "excite_words": words})
+        excited += need <= {f.colour for f in analyse(result.image)}
+        losses = result.info.get("excite_losses") or [0.0]
+        drop += losses[0] - min(losses)
+    return Evaluation("attend_excite", n, {"all three, plain": plain / n,
+                                           "all three, Attend-and-Excite": excited / n,
+                                           "loss lowered by": drop / n}, timer.per_image,
+                      {"prompt": THREE, "excite_words": words or "(automatic)"})
+
+
 CHECKS: dict[str, Callable[..., Evaluation]] = {
     "txt2img": eval_txt2img,
     "control": eval_control,
@@ -382,6 +452,9 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "textual_inversion": eval_textual_inversion,
     "held_out_shape": eval_held_out_shape,
     "seedselect": eval_seedselect,
+    "word_swap": eval_word_swap,
+    "reweight": eval_reweight,
+    "attend_excite": eval_attend_excite,
 }
 
 

@@ -52,9 +52,30 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
          if request.get("width") else None),
         ("Model", model or None),
         ("Task", request.get("task")),
+        ("Attend-and-Excite", (request.get("excite_words") or "auto")
+         if request.get("attend_excite") else None),
+        ("Edited prompt", request.get("edited_prompt")),
+        ("Prompt edit", _prompt_edit_text(request) if request.get("task") == "prompt_edit"
+         else None),
     ]
-    lines.append(", ".join(f"{k}: {v}" for k, v in pairs if v not in (None, "")))
+    lines.append(", ".join(f"{k}: {_quoted(v)}" for k, v in pairs if v not in (None, "")))
     return "\n".join(lines)
+
+
+def _prompt_edit_text(request: dict[str, Any]) -> str:
+    text = (f"{request.get('mode')} cross {request.get('cross_replace')} self "
+            f"{request.get('self_replace')}")
+    if request.get("reweight"):
+        text += f" weights {json.dumps(request['reweight'], sort_keys=True)}"
+    if request.get("local_blend"):
+        text += f" blend {request['local_blend']}"
+    return text
+
+
+def _quoted(value: Any) -> str:
+    """A1111 quotes a value that holds its separators (as JSON), so readers can split."""
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ',:"\n') else text
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:

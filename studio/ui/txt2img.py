@@ -68,10 +68,12 @@ def _prompt_edit_panel(studio: Any, gallery_hook: Any, params: dict[str, Any]) -
         with gr.Row():
             w["reweight"] = gr.Textbox(label='Weights (Weigh words), e.g. {"red": 2}',
                                        elem_id="p2p-reweight")
-            w["cross_replace"] = gr.Slider(0, 1, value=0.8, step=0.05,
-                                           label="Keep word attention for (of the steps)")
-            w["self_replace"] = gr.Slider(0, 1, value=0.4, step=0.05,
-                                          label="Keep layout attention for (of the steps)")
+            w["cross_replace"] = gr.Slider(
+                0, 1, value=0.8, step=0.05,
+                label="Keep word attention (cross_replace, share of the steps)")
+            w["self_replace"] = gr.Slider(
+                0, 1, value=0.4, step=0.05,
+                label="Keep layout attention (self_replace, share of the steps)")
             w["local_blend"] = gr.Textbox(label="Change only around (words, optional)",
                                           elem_id="p2p-local_blend")
         run, _ = edit.buttons(label="Edit", elem="run")

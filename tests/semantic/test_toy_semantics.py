@@ -123,3 +123,13 @@ def test_a_photo_through_the_canny_annotator_steers_the_shapes(toy_studio):
         {"type": "canny", "image": scene.render(), "preprocess": True, "resolution": 64}]))
     found = analyse(out.image)
     assert evaluate.iou(evaluate.foreground(out.image), evaluate.scene_mask(scene)) >= 0.5, found
+
+
+def test_a_word_swap_keeps_the_picture(toy_studio, report):
+    """Prompt-to-prompt: "... a blue square" -> "... a green square" at the same seed."""
+    ev = evaluate.eval_word_swap(toy_studio, n=12)
+    report(ev)
+    # measured: layout kept 92%, square green 83%; a plain same-seed render keeps 17%
+    assert ev.metrics["layout kept"] >= 0.8
+    assert ev.metrics["square turned green"] >= 0.8
+    assert ev.metrics["plain same-seed render keeps layout"] <= ev.metrics["layout kept"] - 0.5

@@ -159,8 +159,8 @@ def run_prompt_edit(ctx: TaskContext, req: PromptEditRequest, progress: Progress
     with steered(unet, controller, touched):
         out = run_guarded(registry, call, cancel)
     source, edited = out.images
-    source_file = ctx.outputs.save(source, {**req.to_dict(), "output": "source"},
-                                   ctx.model_name)
+    # saved with the edit's request (regenerating it re-runs the pair) and marked as the source
+    source_file = ctx.outputs.save(source, req.to_dict(), ctx.model_name, {"output": "source"})
     info = {"steps_run": steps, "guidance_run": guidance,
             "source": ctx.outputs.name_of(source_file),
             "cross_steps": plan.cross_steps, "self_steps": plan.self_steps,
