@@ -29,6 +29,7 @@ def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     return Settings(
         models="tiny", cache_dir=model_cache, offline=True,
         outputs_dir=tmp_path_factory.mktemp("outputs"),
+        concepts_dir=tmp_path_factory.mktemp("concepts"),  # not in a reused model cache
         max_file_mb=12,  # small, so the oversized-upload case stays cheap
     )
 
@@ -55,7 +56,7 @@ def fresh_studio(tiny_settings, tiny_model_set, tmp_path):
     from studio.settings import Settings
 
     settings = Settings(models="tiny", cache_dir=tiny_settings.cache_dir, offline=True,
-                        outputs_dir=tmp_path / "outputs")
+                        outputs_dir=tmp_path / "outputs", concepts_dir=tmp_path / "concepts")
     return Studio(settings, model_set=tiny_model_set)
 
 
