@@ -226,6 +226,12 @@ def request_values(names: Sequence[str], values: Sequence[Any],
     return out
 
 
+def without_left_out(data: dict[str, Any], optional: Sequence[str]) -> dict[str, Any]:
+    """Optional parameters an API client left out (None) fall back to the request's
+    defaults."""
+    return {k: v for k, v in data.items() if not (k in optional and v is None)}
+
+
 def path_and_info(result: Result) -> tuple[str | None, str]:
     """The `[image, info]` an endpoint returns."""
     return (str(result.path) if result.path else None), info_json(result.info)
@@ -294,9 +300,7 @@ class GenerationTab:
             # a set of inputs arrives as one {component: value} dict, for to_request to read
             data = (dict(values[0]) if names == [AS_DICT] else
                     request_values(names, values, rename))
-            for name in optional:  # left out by an API client: the request's default
-                if data.get(name) is None:
-                    data.pop(name, None)
+            data = without_left_out(data, optional)
             if to_request is not None:
                 data = to_request(data)
             result = runner(data, progress_adapter(progress, progress_desc),
@@ -317,7 +321,9 @@ class GenerationTab:
             if names == [AS_DICT] or handler_kw.get("run") is not None:
                 return DEFAULT_GPU_S
             try:
-                data = request_values(names, values[:len(names)], handler_kw.get("rename"))
+                data = without_left_out(
+                    request_values(names, values[:len(names)], handler_kw.get("rename")),
+                    handler_kw.get("optional", ()))
                 return studio.estimate_seconds(task, to_request(data) if to_request else data)
             except Exception:  # noqa: BLE001 - the call itself reports a bad request
                 return DEFAULT_GPU_S

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .processors import Layer, recorded_calls, steered
+from ..requests import RequestError
+from . import tokens
+from .processors import Layer, map_factor, recorded_calls, steered
 
 FAST_NOTE = ("Attend-and-Excite is off in fast mode: its latent updates need the many small "
              "steps of normal sampling (LCM takes 4). Untick Fast mode to use it.")
@@ -132,8 +134,6 @@ class Excitation:
     callback with the latents the next step starts from."""
 
     def __init__(self, pipe: Any, prompt: str, excite_words: str, steps: int) -> None:
-        from . import tokens
-
         tokenizer = pipe.tokenizer
         listed = [w.strip() for w in excite_words.split(",") if w.strip()]
         chosen = listed or tokens.subject_words(prompt)
@@ -142,8 +142,6 @@ class Excitation:
         for word in chosen:
             spots = tokens.positions_of(tokenizer, prompt, word)
             if not spots and listed:
-                from ..requests import RequestError
-
                 raise RequestError(f"excite_words: {word!r} is not a word of the prompt "
                                    f"{prompt!r}; list words of the prompt, separated by commas")
             if spots:
@@ -152,8 +150,6 @@ class Excitation:
         self.pipe = pipe
         self.unet = pipe.unet
         last = len(tokens.prompt_tokens(tokenizer, prompt)) - 1  # the end token's position
-        from .processors import map_factor
-
         self.excite = AttendExcite(positions, last, steps, map_factor(self.unet))
         self.call: dict[str, Any] = {}
 
