@@ -64,6 +64,13 @@ def test_saved_image_regenerates_identically(studio, run) -> None:
     assert np.array_equal(px(run.image), px(again.image))
 
 
+def test_a_saved_variant_regenerates_its_set(studio, run) -> None:
+    """A variant's PNG re-runs the same request: the same image and variants again."""
+    again = studio.regenerate(studio.outputs.root / run.info["variants"][1])
+    assert np.array_equal(px(run.image), px(again.image))
+    assert np.array_equal(np.asarray(run.extra_images[1]), np.asarray(again.extra_images[1]))
+
+
 def test_bootstrap_variants_are_much_cheaper_than_the_first_run(studio, run) -> None:
     first, boots = run.info["first_run"], run.info["bootstrap_runs"]
     assert len(boots) == 2 and len(run.extra_images) == 2 and len(run.info["variants"]) == 2

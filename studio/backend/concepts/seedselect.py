@@ -461,10 +461,11 @@ def seedselect_runner(ctx: TaskContext, req: SeedSelectRequest, progress: Progre
 
 def save_variants(ctx: TaskContext, req: GenerationParams, images: list[Image.Image]
                   ) -> list[str]:
-    """Save the bootstrap variants like any output (request + variant number in the PNG);
-    returns their names in the outputs folder."""
-    return [ctx.outputs.name_of(ctx.outputs.save(im, {**req.to_dict(), "variant": i + 1},
-                                                 ctx.model_name))
+    """Save the bootstrap variants like any output (the request, and the variant number
+    next to it in the PNG); returns their names in the outputs folder."""
+    # the variant number goes beside the request (regenerating a variant re-runs the set)
+    return [ctx.outputs.name_of(ctx.outputs.save(im, req.to_dict(), ctx.model_name,
+                                                 {"variant": i + 1}))
             for i, im in enumerate(images)]
 
 
