@@ -57,6 +57,8 @@ class Settings:
     max_file_mb: float = 50.0  # largest upload
     max_loras: int = 8  # LoRA adapters kept loaded in a shared UNet (idle ones unloaded)
     a1111_api: bool = True  # serve AUTOMATIC1111's REST API (/sdapi/v1, /controlnet)
+    previews: bool = True  # live previews (TAESD) while an image forms
+    preview_interval: float = 0.1  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
 
@@ -99,6 +101,9 @@ class Settings:
             raise ValueError(f"--max-file-mb must be more than 0, got {self.max_file_mb}")
         if self.max_loras < 1:
             raise ValueError(f"--max-loras must be at least 1, got {self.max_loras}")
+        if not self.preview_interval >= 0:
+            raise ValueError(f"--preview-interval must be >= 0 seconds, got "
+                             f"{self.preview_interval}")
         if self.api_auth is not None and (":" not in self.api_auth
                                           or self.api_auth.startswith(":")):
             raise ValueError("--api-auth must look like user:password")
@@ -179,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, help="largest upload in MB")
     p.add_argument("--max-loras", type=int,
                    help="LoRA adapters kept loaded per UNet; idle ones are unloaded past it")
+    p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
+                   help="no live previews while an image forms (TAESD, <= 10%% of the time)")
+    p.add_argument("--preview-interval", type=float,
+                   help="seconds at least between two live previews")
     p.add_argument("--no-a1111-api", dest="a1111_api", action="store_false", default=None,
                    help="do not serve the AUTOMATIC1111-compatible API (/sdapi/v1, /controlnet)")
     p.add_argument("--api-auth", help="require HTTP basic auth user:password for that API")
@@ -204,7 +213,8 @@ def settings_from_args(
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
         "concepts_dir": Path, "max_job_work": float, "max_job_seconds": float,
         "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
-        "a1111_api": bool, "a1111_api_public": bool,
+        "a1111_api": bool, "a1111_api_public": bool, "previews": bool,
+        "preview_interval": float,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

@@ -19,7 +19,11 @@ Stages, in order (each later stage loads the earlier ones from `--work`):
 - ``gligen``: the base UNet with GLIGEN gated self-attention and the text-box position net; as
   in the GLIGEN paper only the new layers train, so the same layers also turn the inpainting
   UNet into the GLIGEN inpainting UNet without more training.
-- ``export``: fp16 safetensors in the Hub layout under ``assets/toy``.
+- ``taesd``: a tiny ``AutoencoderTiny`` distilled from the trained VAE (decoder: the VAE's
+  decode of the same latents, also of noisy latents like a sampler's intermediate estimates;
+  encoder: the VAE's scaled latents), for the studio's live previews.
+- ``export``: fp16 safetensors in the Hub layout under ``assets/toy`` (``--only taesd`` adds
+  that one model to an existing export).
 
 Everything is seeded (torch, scenes by index), so a rerun gives the same weights on the same
 machine and library versions. Training data comes from `toyworld.scenes`; images are encoded by
@@ -63,6 +67,7 @@ REPOS = {
     "gligen_inpaint": "gligen-inpainting-text-box",
     "controlnet": "controlnet-scribble",
     "image_encoder": "clip-vision",
+    "taesd": "taesd",
 }
 
 
@@ -768,15 +773,62 @@ def train_clip(work: Path, steps: int, batch: int = 64) -> None:
         json.dumps(image_processor_config()))
 
 
+def taesd_config() -> dict[str, Any]:
+    """TAESD's architecture at the toy VAE's 4x (not SD's 8x) downsampling: 3 blocks."""
+    return dict(
+        encoder_block_out_channels=(16, 16, 16), decoder_block_out_channels=(16, 16, 16),
+        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(2, 1, 1), latent_channels=4,
+    )
+
+
+def train_taesd(work: Path, steps: int, batch: int = 8) -> None:
+    """Distil the VAE into a TAESD: the decoder learns the VAE's decode of the same scaled
+    latents (half of them noised, as a sampler's early estimates are), the encoder the VAE's
+    scaled latents. The VAE comes from `work` or, if it is not there, the shipped one."""
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    seed_all(11)
+    source = work / "vae" if (work / "vae").exists() else ASSETS / REPOS["base"] / "vae"
+    vae = AutoencoderKL.from_pretrained(source, dtype=torch.float32).eval()
+    vae.requires_grad_(False)
+    scale = float(vae.config.scaling_factor)
+    taesd = AutoencoderTiny(**taesd_config()).train()
+
+    def loss_fn(step: int) -> torch.Tensor:
+        x = to_tensor(vae_images(50_000 + step, batch))
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample() * scale
+            noisy = torch.rand(batch, 1, 1, 1) < 0.5
+            z_in = torch.where(noisy, z + torch.randn_like(z) * torch.rand(batch, 1, 1, 1), z)
+            target = vae.decode(z_in / scale).sample.clamp(-1, 1)
+        out = taesd.decode(z_in).sample
+        enc = taesd.encode(x).latents
+        return F.l1_loss(out, target) + F.mse_loss(out, target) + 0.1 * F.mse_loss(enc, z)
+
+    run_loop("taesd", list(taesd.parameters()), steps, 3e-3, loss_fn, log_every=20)
+    taesd.save_pretrained(work / "taesd")
+
+
 # ----------------------------------------------------------------------------- export
 
-def export(work: Path, out: Path) -> None:
-    """fp16 safetensors in the Hub layout the studio's registry loads."""
+def export_taesd(work: Path, out: Path) -> None:
+    from diffusers import AutoencoderTiny
+
+    AutoencoderTiny.from_pretrained(work / "taesd").half().save_pretrained(
+        out / REPOS["taesd"], safe_serialization=True)
+
+
+def export(work: Path, out: Path, only: str = "") -> None:
+    """fp16 safetensors in the Hub layout the studio's registry loads (`only="taesd"`: just
+    that model, into an existing export)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     from studio.backend.models.tiny import _save_pipeline_index
 
+    if only == "taesd":
+        export_taesd(work, out)
+        return
     if out.exists():
         shutil.rmtree(out)
     base = out / REPOS["base"]
@@ -810,6 +862,7 @@ def export(work: Path, out: Path) -> None:
     CLIPVisionModelWithProjection.from_pretrained(work / "clip-vision").half().save_pretrained(
         out / REPOS["image_encoder"], **half)
     shutil.copy(work / "clip-vision" / "preprocessor_config.json", out / REPOS["image_encoder"])
+    export_taesd(work, out)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("exported to %s: %.1f MB", out, total / 1e6)
 
@@ -823,6 +876,7 @@ STAGES = {
     "gligen": (train_gligen, 2000),
     "gligen_inpaint": (train_gligen_inpaint, 800),
     "clip": (train_clip, 3000),
+    "taesd": (train_taesd, 400),
 }
 
 
@@ -832,6 +886,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="training steps (default: the stage's own)")
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--out", type=Path, default=ASSETS, help="export folder")
+    p.add_argument("--only", choices=["taesd"], default="",
+                   help="export: only this model, into an existing export")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--resume", type=int, default=0, metavar="STEP",
                    help="gligen only: continue from the checkpoint saved at STEP")
@@ -841,7 +897,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "export":
-        export(args.work, args.out)
+        export(args.work, args.out, args.only)
         return
     fn, default_steps = STAGES[args.stage]
     if args.resume:

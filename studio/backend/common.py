@@ -16,6 +16,8 @@ from PIL import Image
 from .models.modelsets import ModelSet
 from .models.registry import ModelRegistry, is_out_of_memory
 from .outputs import OutputStore
+from .previews import show as show_preview
+from .previews import watch_scheduler
 from .requests import FAST_STEPS, GenerationParams, RequestError
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ def configure_pipe(
 ) -> None:
     """Fresh scheduler for this call and the right LoRA adapters (LCM in fast mode) active."""
     pipe.scheduler = registry.new_scheduler(req.sampler_name)
+    watch_scheduler(pipe.scheduler)  # live previews show the sampler's predicted image
     registry.begin_call()
     _decode_in_tiles(pipe, req)
     active = dict(adapters or {})
@@ -176,7 +179,8 @@ def _decode_in_tiles(pipe: Any, req: GenerationParams) -> None:
 def step_callback(
     total: int, progress: ProgressFn | None, cancel: CancelToken | None
 ) -> Callable[..., dict]:
-    """A diffusers `callback_on_step_end` that reports progress and honours cancel.
+    """A diffusers `callback_on_step_end` that reports progress, shows a live preview when
+    one is due, and honours cancel.
 
     Cancel raises at once: not every pipeline's loop checks diffusers' `_interrupt` flag
     (InstructPix2Pix's does not), and an exception stops all of them alike.
@@ -185,6 +189,7 @@ def step_callback(
     def _cb(pipe: Any, step: int, timestep: Any, kwargs: dict) -> dict:
         if progress is not None:
             progress(step + 1, total)
+        show_preview(step + 1, total, kwargs.get("latents"))
         if cancel is not None:
             cancel.check()
         return kwargs

@@ -31,6 +31,7 @@ from .models.devices import pick_device, pick_dtype
 from .models.modelsets import ModelSet
 from .models.registry import ModelRegistry
 from .outputs import OutputStore, read_metadata
+from .previews import MIN_INTERVAL_S, Previewer, PreviewFn, previewing
 from .requests import GenerationParams, RequestError
 from .tasks import TASKS, generating_tasks
 
@@ -65,6 +66,7 @@ class Studio:
         allow_root(self.outputs.root)
         allow_root(self.concepts_dir)
         self._annotators = None
+        self._no_taesd = False  # set when the preview decoder failed to load
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
         self._stopped_at: dict[str, float] = {}  # session -> time of its last Stop
@@ -197,11 +199,13 @@ class Studio:
         return Result(image=image, info=full, path=path)
 
     def run(self, task: str, req: GenerationParams | dict[str, Any],
-            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Result:
+            progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+            preview: PreviewFn | None = None) -> Result:
         """Validate, resolve the seed, run the task's runner, save the image.
 
         The runner returns (PIL image, info dict); an info key "extra_images" (list of PIL)
         is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
+        `preview(image, step, total)` gets live previews while the image forms (if on).
         """
         spec = TASKS.get(task)
         if spec is None or spec.runner is None or spec.request is None:
@@ -211,7 +215,7 @@ class Studio:
         req.validate()
         self.check_budget(req)
         req.resolve_seed()
-        with self.exclusive(task, progress, cancel) as tracked:
+        with self.exclusive(task, progress, cancel, preview) as tracked:
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("Cancelled: the job was stopped before it started.")
             image, info = spec.runner(self, req, tracked, cancel)
@@ -223,27 +227,55 @@ class Studio:
 
     @contextlib.contextmanager
     def exclusive(self, task: str, progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None) -> Iterator[ProgressFn]:
+                  cancel: CancelToken | None = None, preview: PreviewFn | None = None
+                  ) -> Iterator[ProgressFn]:
         """Hold the device for one job; yields a progress callback that also records the
-        job's step in `current_job` (what progress endpoints report)."""
+        job's step in `current_job` (what progress endpoints report). With `preview`, the
+        job's step callbacks hand it live previews (the latest is in current_job too)."""
         with self._device:
             outer = dict(self.current_job)
-            self.current_job = {"task": task, "step": 0, "total": 0,
-                                "started": time.monotonic()}
+            job = {"task": task, "step": 0, "total": 0, "started": time.monotonic()}
+            self.current_job = job
 
             def tracked(step: int, total: int) -> None:
-                self.current_job.update(step=step, total=total)
+                job.update(step=step, total=total)
                 if progress is not None:
                     progress(step, total)
 
             if cancel is not None:
                 cancel.running = True
             try:
-                yield tracked
+                with previewing(self._previewer(job, preview)):
+                    yield tracked
             finally:
                 self.current_job = outer
                 if cancel is not None:
                     cancel.running = False
+
+    def _previewer(self, job: dict[str, Any], preview: PreviewFn | None) -> Previewer | None:
+        """The job's live previews: None when nobody watches or previews are off."""
+        if preview is None or not getattr(self.settings, "previews", True):
+            return None
+
+        def emit(image: Image.Image, step: int, total: int) -> None:
+            job["preview"] = image
+            preview(image, step, total)
+
+        interval = float(getattr(self.settings, "preview_interval", MIN_INTERVAL_S))
+        return Previewer(self._preview_decoder, emit, min_interval=interval)
+
+    def _preview_decoder(self) -> Any:
+        """The model set's TAESD, loaded on the first preview; None (previews off, logged
+        once) when this set has none or it cannot be loaded."""
+        if not self.model_set.get("taesd") or self._no_taesd:
+            return None
+        try:
+            return self.registry.component("taesd")
+        except Exception as err:  # noqa: BLE001 - generation must go on without previews
+            self._no_taesd = True
+            log.warning("live previews are off: the preview decoder could not be loaded "
+                        "(%s)", err)
+            return None
 
     def check_budget(self, req: Any) -> None:
         """Refuse a validated request whose work is over the server's per-job budget."""
@@ -275,7 +307,8 @@ class Studio:
 
     def regenerate(self, payload: dict[str, Any] | str | Path | None,
                    progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> Result:
+                   cancel: CancelToken | None = None,
+                   preview: PreviewFn | None = None) -> Result:
         """Re-run the request stored in a saved image (or its JSON payload).
 
         Input files the request names are resolved inside the outputs folder only.
@@ -294,7 +327,7 @@ class Studio:
             raise RequestError(f"unknown task {task!r} in saved metadata")
         req = spec.request.from_dict(request)
         req.map_inputs(lambda value, stem: self.outputs.resolve_stored(value, stem))
-        return self.run(task, req, progress, cancel)
+        return self.run(task, req, progress, cancel, preview)
 
     @staticmethod
     def png_request(image: Any) -> dict[str, Any] | None:
@@ -334,13 +367,14 @@ class Studio:
         return self._concepts
 
     def concept_train(self, req: Any, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None) -> Result:
+                      cancel: CancelToken | None = None,
+                      preview: PreviewFn | None = None) -> Result:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
         if isinstance(req, dict):
             req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
         req.validate()
         self.check_budget(req)
-        with self.exclusive("concept_train", progress, cancel) as tracked:
+        with self.exclusive("concept_train", progress, cancel, preview) as tracked:
             concept, training, image, image_req = self.concepts.train(req, tracked, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
@@ -356,7 +390,7 @@ class Studio:
             "prompt": req.prompt or self.model_set.templates[0].format(req.subject),
             "seed": req.seed,
             "steps": req.preview_steps, "width": req.resolution, "height": req.resolution,
-        }, cancel=cancel)
+        }, cancel=cancel, preview=preview)
         preview.info.update(info)
         return preview
 
@@ -386,8 +420,9 @@ def _checked(image: Any) -> Any:
 
 def _task_method(name: str) -> Any:
     def method(self: Studio, req: GenerationParams | dict[str, Any],
-               progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Result:
-        return self.run(name, req, progress, cancel)
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+               preview: PreviewFn | None = None) -> Result:
+        return self.run(name, req, progress, cancel, preview)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"Run the {name!r} task (a row of studio.backend.tasks.TASKS)."

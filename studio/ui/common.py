@@ -8,13 +8,16 @@ through it, so the `gr.Request` annotation that lets Stop find the session is wr
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
 import logging
 import os
+import queue
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -24,6 +27,7 @@ from studio.backend.common import Cancelled, CancelToken, Result, StudioError
 from studio.backend.images import too_large_message, unreadable_reason
 from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
 from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from studio.backend.previews import PreviewFn
 from studio.backend.requests import RequestError
 
 log = logging.getLogger(__name__)
@@ -65,25 +69,41 @@ def user_errors(fn: Callable) -> Callable:
     server paths or device details.
     """
 
+    if inspect.isgeneratorfunction(fn):  # a streaming handler: the same, for each step
+
+        @functools.wraps(fn)
+        def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:
+                raise _shown(err, fn) from err
+
+        return streaming
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Cancelled as err:
-            raise gr.Error(str(err), title="Cancelled") from err
-        except USER_ERRORS as err:
-            raise gr.Error(str(err)) from err
         except Exception as err:
-            error_id = uuid.uuid4().hex[:8]
-            log.exception("unexpected error %s in %s", error_id, fn.__name__)
-            raise gr.Error(
-                f"Internal error (id {error_id}): the request failed on the server. The "
-                "details are in the server log under that id."
-            ) from err
+            raise _shown(err, fn) from err
 
     return wrapper
+
+
+def _shown(err: Exception, fn: Callable) -> gr.Error:
+    """The gr.Error a client sees for `err` (see user_errors)."""
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, Cancelled):
+        return gr.Error(str(err), title="Cancelled")
+    if isinstance(err, USER_ERRORS):
+        return gr.Error(str(err))
+    error_id = uuid.uuid4().hex[:8]
+    log.error("unexpected error %s in %s", error_id, fn.__name__, exc_info=err)
+    return gr.Error(
+        f"Internal error (id {error_id}): the request failed on the server. The details "
+        "are in the server log under that id."
+    )
 
 
 def labelled_input_errors(component: Any) -> Any:
@@ -206,7 +226,9 @@ def common_params(
 
 def result_outputs(elem_prefix: str | None = None) -> tuple[gr.Image, gr.Code]:
     """The `[image, info]` outputs every generating tab shows."""
-    image = gr.Image(label="Result", type="filepath", format="png", interactive=False,
+    # format applies to images handed over as pixels: the live previews (light JPEGs); the
+    # final result is the saved PNG's path, served as it is
+    image = gr.Image(label="Result", type="filepath", format="jpeg", interactive=False,
                      elem_id=f"{elem_prefix}-result" if elem_prefix else None)
     with gr.Accordion("Info (JSON)", open=False):
         info = gr.Code(label="Info", language="json",
@@ -237,7 +259,49 @@ def path_and_info(result: Result) -> tuple[str | None, str]:
     return (str(result.path) if result.path else None), info_json(result.info)
 
 
-Runner = Callable[[dict[str, Any], Callable[[int, int], None] | None, CancelToken], Result]
+Runner = Callable[
+    [dict[str, Any], Callable[[int, int], None] | None, CancelToken, PreviewFn | None], Result]
+Preview = tuple[Image.Image, int, int]  # a live preview: (image, step, total)
+
+
+def streamed(work: Callable[[PreviewFn], Result], cancel: CancelToken
+             ) -> Iterator[Preview | Result]:
+    """Run `work(preview)` on a worker thread; yield its live previews as they come (only
+    the newest when several wait: a slow client never holds the job back), then its Result.
+
+    Errors of the work are raised here. If the consumer stops early (the client went away,
+    or gradio cancelled the event), the job is cancelled at its next step. The worker runs
+    in a copy of this context, so gradio's progress tracking reaches it.
+    """
+    waiting: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def target() -> None:
+        try:
+            waiting.put(("done", work(lambda im, step, total: waiting.put(
+                ("preview", (im, step, total))))))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            waiting.put(("error", err))
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), daemon=True,
+                     name="studio-job").start()
+    finished = False
+    try:
+        while True:
+            kind, value = waiting.get()
+            while kind == "preview" and not waiting.empty():
+                kind, value = waiting.get_nowait()
+            if kind == "preview":
+                yield value
+                continue
+            finished = True
+            if kind == "error":
+                raise value
+            yield value
+            return
+    finally:
+        if not finished:
+            cancel.cancel()
 
 
 class GenerationTab:
@@ -278,36 +342,51 @@ class GenerationTab:
     # ------------------------------------------------------------------ handlers
     def _runner(self) -> Runner:
         studio, task = self.studio, self.task
-        return lambda data, progress, cancel: studio.run(task, data, progress, cancel)
+        return lambda data, progress, cancel, preview: studio.run(task, data, progress,
+                                                                  cancel, preview)
 
     def handler(self, names: Sequence[str], *, doc: str, run: Runner | None = None,
                 rename: dict[str, str] | None = None,
                 to_request: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                 outputs: Callable[[Result], tuple[Any, ...]] = path_and_info,
-                progress_desc: str = "denoising", optional: Sequence[str] = ()
-                ) -> Callable[..., Any]:
+                progress_desc: str = "denoising", optional: Sequence[str] = (),
+                extra_outputs: int = 0) -> Callable[..., Any]:
         """A gradio handler whose parameters are `names` (the API's, in order).
 
         It builds the request dict, runs the job with this session's cancel token and
-        progress, shows the result's warnings, and returns `outputs(result)`. Parameters in
+        progress, streams live previews into the result image (with `{"preview": ...}` as
+        info; `extra_outputs` more outputs are left as they are), shows the result's
+        warnings, and ends with `outputs(result)`: what `predict()` returns. Parameters in
         `optional` default to None (API clients may leave them out).
         """
         runner = run or self._runner()
         studio = self.studio
+        previews = bool(getattr(studio.settings, "previews", True))
+        unchanged = [gr.skip() for _ in range(extra_outputs)]
 
         def handler(*values: Any, request: gr.Request | None = None,
-                    progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:
+                    progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[Any]:
             # a set of inputs arrives as one {component: value} dict, for to_request to read
             data = (dict(values[0]) if names == [AS_DICT] else
                     request_values(names, values, rename))
             data = without_left_out(data, optional)
             if to_request is not None:
                 data = to_request(data)
-            result = runner(data, progress_adapter(progress, progress_desc),
-                            job_token(studio, request))
+            report, token = progress_adapter(progress, progress_desc), job_token(studio, request)
+            if not previews:
+                result = runner(data, report, token, None)
+            else:
+                for item in streamed(lambda preview: runner(data, report, token, preview),
+                                     token):
+                    if isinstance(item, Result):
+                        result = item
+                        break
+                    image, step, total = item
+                    yield image, info_json({"preview": {"step": step, "steps": total}}), \
+                        *unchanged
             for warning in result.info.get("warnings") or []:
                 gr.Warning(warning)
-            return outputs(result)
+            yield outputs(result)
 
         return _named(handler, names, doc, self.task, optional)
 
@@ -343,7 +422,9 @@ class GenerationTab:
         else:
             components = list(inputs)
             names = [f"value_{i}" for i in range(len(components))]
-        fn = spaces_gpu(user_errors(self.handler(names, doc=doc, **handler_kw)),
+        fn = spaces_gpu(user_errors(self.handler(names, doc=doc,
+                                                 extra_outputs=len(extra_outputs),
+                                                 **handler_kw)),
                         duration=self._duration(names, handler_kw))
         visibility = {"api_name": api_name} if api_name else PRIVATE
         event = on(fn, inputs=components,
@@ -375,11 +456,11 @@ def _named(fn: Callable[..., Any], names: Sequence[str], doc: str, task: str,
 
     signature = inspect.Signature(params)
 
-    def named(*args: Any, **kwargs: Any) -> Any:
+    def named(*args: Any, **kwargs: Any) -> Iterator[Any]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
-        return fn(*(a[n] for n in names), request=a["request"], progress=a["progress"])
+        yield from fn(*(a[n] for n in names), request=a["request"], progress=a["progress"])
 
     named.__signature__ = signature  # type: ignore[attr-defined]
     named.__annotations__ = {"request": gr.Request}

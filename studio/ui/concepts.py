@@ -111,8 +111,8 @@ def _learn_tab(studio: Any, gallery_hook: Any) -> Any:
 
     w["images"].change(user_errors(show_crops), w["images"], [thumbs, problems], **PRIVATE)
     return tab.wire(train.click, {k: w[k] for k in TRAIN_PARAMS}, api_name="concept_train",
-                    run=lambda data, progress, cancel: studio.concept_train(data, progress,
-                                                                            cancel),
+                    run=lambda data, progress, cancel, preview: studio.concept_train(
+                        data, progress, cancel, preview),
                     to_request=with_files, progress_desc="learning",
                     doc="Learn a concept from 3-20 pictures. Returns [preview image, info "
                         "JSON].")

@@ -40,6 +40,6 @@ def build(studio: Any, gallery_hook: Any, tabs: gr.Tabs, txt2img_params: dict[st
     send.click(user_errors(send_to_txt2img), dropped, [*txt2img_params.values(), tabs],
                **PRIVATE)
     tab.wire(regen.click, {"image": dropped},
-             run=lambda data, progress, cancel: studio.regenerate(data["image"], progress,
-                                                                  cancel),
+             run=lambda data, progress, cancel, preview: studio.regenerate(
+                 data["image"], progress, cancel, preview),
              doc="Re-run the exact stored request (bit-identical on the same kind of device).")

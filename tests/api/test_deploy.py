@@ -3,6 +3,7 @@ windows sized per request, and errors that never show the server's internals."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -65,9 +66,18 @@ def zerogpu(monkeypatch, tiny_settings, tiny_model_set, tmp_path):
 
     def gpu(fn=None, duration=None):
         def wrap(inner):
-            def called(*args, **kwargs):
+            def ask(*args, **kwargs):
                 asked.append(duration(*args, **kwargs) if callable(duration) else 60)
-                return inner(*args, **kwargs)
+
+            # like spaces.GPU, a generator function (a streaming handler) stays one
+            if inspect.isgeneratorfunction(inner):
+                def called(*args, **kwargs):
+                    ask(*args, **kwargs)
+                    yield from inner(*args, **kwargs)
+            else:
+                def called(*args, **kwargs):
+                    ask(*args, **kwargs)
+                    return inner(*args, **kwargs)
             called.__wrapped__ = inner
             return called
         return wrap(fn) if fn is not None else wrap

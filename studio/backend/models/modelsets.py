@@ -38,6 +38,7 @@ REPOS: dict[str, str] = {
     "gligen_inpaint": "gligen-inpainting-text-box",
     "lcm_lora": "lcm-lora",
     "image_encoder": "clip-vision",
+    "taesd": "taesd",  # the tiny preview decoder (live previews)
     **{f"controlnet:{t}": f"controlnet-{t}" for t in CONTROL_TYPES},
 }
 # Registry roles -> the repo providing them (ControlNet roles are their own repo keys).
@@ -46,7 +47,7 @@ ROLE_REPOS: dict[str, str] = {
     "scheduler": "base",
     "unet_inpaint": "inpaint", "unet_instruct": "instruct",
     "unet_gligen": "gligen", "unet_gligen_inpaint": "gligen_inpaint",
-    "lcm_lora": "lcm_lora", "image_encoder": "image_encoder",
+    "lcm_lora": "lcm_lora", "image_encoder": "image_encoder", "taesd": "taesd",
 }
 
 
@@ -134,6 +135,8 @@ SD15 = ModelSet(
         "lcm_lora": "latent-consistency/lcm-lora-sdv1-5",
         # SD1.5's text encoder is CLIP ViT-L/14; its image tower embeds images in that space.
         "image_encoder": "openai/clip-vit-large-patch14",
+        # TAESD: a distilled decoder of SD1.5's latents (~5 MB), for live previews only
+        "taesd": "madebyollin/taesd",
     },
     description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
 )

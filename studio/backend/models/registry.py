@@ -208,6 +208,10 @@ class ModelRegistry:
             )
         if role.startswith("controlnet:"):
             return ControlNetModel.from_pretrained(source, dtype=self.dtype, **kw)
+        if role == "taesd":
+            from diffusers import AutoencoderTiny
+
+            return AutoencoderTiny.from_pretrained(source, dtype=self.dtype, **kw)
         if role == "image_encoder":
             from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 

@@ -25,7 +25,7 @@ from .tokenizer_vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v4"  # bump when the configs below change, so caches are rebuilt
+TINY_VERSION = "v5"  # bump when the configs below change, so caches are rebuilt
 CROSS_DIM = 32
 
 def _unet_kwargs(**extra: object) -> dict:
@@ -250,9 +250,20 @@ def _build_lcm_lora(root: Path, seed: int) -> None:
         folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
 
 
+def _build_taesd(root: Path, seed: int) -> None:
+    """A tiny random TAESD (live previews) for the tiny VAE's 8x smaller latents."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed + 200)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(root / REPOS["taesd"])
+
+
 # One builder per group of repos; a new model role adds its builder here.
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora,
-            _build_image_encoder)
+            _build_image_encoder, _build_taesd)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from ..common import (
 from ..images import load_image
 from ..models.modelsets import GLIGEN_FRACTION
 from ..models.registry import ModelRegistry
+from ..previews import show as show_preview
 from ..requests import ExciteParams, GenerationParams, RequestError, check_number
 from ..steering.excite import excitation_for, excited
 
@@ -367,6 +368,7 @@ def _callback(total: int, progress: ProgressFn | None, cancel: CancelToken | Non
         grounded.append(bool(gate is not None and gate.enabled))
         if progress is not None:
             progress(step + 1, total)
+        show_preview(step + 1, total, latents)
         if cancel is not None:  # this pipeline has no interrupt flag: stop at once
             cancel.check()
 
