@@ -27,6 +27,7 @@ import re
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_LIMIT = 500
 MAX_QUERY_CHARS = 200
 MAX_FIELD_CHARS = {"task": 64, "model": 256, "prompt": 4000}
+SETTLE_NS = 2_000_000_000  # a day folder changed this lately is listed again on the next call
 SEP = "\x1f"  # between the searchable fields of a row; removed from queries
 
 SCHEMA = """
@@ -220,7 +222,11 @@ class HistoryIndex:
                 continue
             if known.get(entry.name) == mtime:
                 continue
-            read += self._scan_folder(db, entry.name, mtime)
+            # Timestamps are coarse (a clock tick of a few ms, or more on some file
+            # systems): a file added in the same tick as the listing leaves the folder's
+            # mtime as it was. A folder changed lately is listed again next time.
+            settled = mtime if time.time_ns() - mtime > SETTLE_NS else -1
+            read += self._scan_folder(db, entry.name, settled)
         for gone in set(known) - present:
             db.execute("DELETE FROM files WHERE folder = ?", (gone,))
             db.execute("DELETE FROM folders WHERE name = ?", (gone,))

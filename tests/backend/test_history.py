@@ -212,3 +212,55 @@ def test_history_file_stays_inside_the_outputs_folder(fresh_studio):
         fresh_studio.history_file("/etc/passwd")
     with pytest.raises(RequestError, match="no longer in the outputs folder"):
         fresh_studio.history_file("2024-01-01/missing.png")
+
+
+def test_concurrent_queries_while_images_are_saved(store):
+    """One index shared by the server's threads: queries while another thread saves."""
+    import threading
+
+    index, errors, done = HistoryIndex(store.root), [], threading.Event()
+
+    def saver() -> None:
+        for i in range(30):
+            save(store, f"shape {i}", i)
+        done.set()
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                items = index.query(Page(limit=500))
+                assert len({i["file"] for i in items}) == len(items)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=saver), *(threading.Thread(target=reader)
+                                                 for _ in range(4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(index.query(Page(limit=500))) == 30
+    assert index.metadata_reads == 30  # each file read once, whichever thread saw it first
+
+
+def test_a_file_added_within_the_same_clock_tick_is_found(store, monkeypatch):
+    """A coarse folder timestamp may not move when a file is added right after a listing:
+    a folder changed lately is listed again."""
+    index = HistoryIndex(store.root)
+    first = save(store, "a red circle", 1)
+    folder = (store.root / first).parent
+    assert len(index.query(Page())) == 1
+    stamp = folder.stat().st_mtime_ns
+    second = save(store, "a blue square", 2)
+    os.utime(folder, ns=(stamp, stamp))  # the folder's mtime did not move
+    assert {i["file"] for i in index.query(Page())} == {first, second}
+    # once settled, an unchanged folder is not listed again (a file slipped in is not seen)
+    monkeypatch.setattr("studio.backend.history.SETTLE_NS", 0)
+    index.query(Page())
+    third = store.save(Image.new("RGB", (8, 8)), {"task": "txt2img", "seed": 3}, MODEL)
+    stamp = folder.stat().st_mtime_ns - 10**9
+    os.utime(folder, ns=(stamp, stamp))
+    index.query(Page())  # settles at this mtime
+    (folder / "extra.png").write_bytes(third.read_bytes())
+    os.utime(folder, ns=(stamp, stamp))
+    assert "extra.png" not in {Path(i["file"]).name for i in index.query(Page())}
