@@ -25,6 +25,7 @@ from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
 from .files import allow_root, check_file
+from .history import HistoryIndex, Page
 from .images import limit_decoded_pixels
 from .models.builtin import resolve_model_set
 from .models.devices import pick_device, pick_dtype
@@ -65,6 +66,7 @@ class Studio:
         # the files a request may name by path: the studio's own outputs and concept library
         allow_root(self.outputs.root)
         allow_root(self.concepts_dir)
+        self.history_index = HistoryIndex(self.outputs.root)  # opened on first use
         self._annotators = None
         self._no_taesd = False  # set when the preview decoder failed to load
         self._lock = threading.Lock()
@@ -328,6 +330,18 @@ class Studio:
         req = spec.request.from_dict(request)
         req.map_inputs(lambda value, stem: self.outputs.resolve_stored(value, stem))
         return self.run(task, req, progress, cancel, preview)
+
+    def history(self, limit: int = 50, query: str = "", offset: int = 0
+                ) -> list[dict[str, Any]]:
+        """Saved images, newest first: `{file, task, prompt, seed, model, created}` each,
+        `file` relative to the outputs folder, `created` ISO-8601. `query` (case-insensitive)
+        matches prompt, task and model; `limit` 1..500 items from `offset`."""
+        return self.history_index.query(Page.checked(limit, query, offset))
+
+    def history_file(self, name: str) -> Path:
+        """The file of a history item (a name relative to the outputs folder), through the
+        file gate: nothing outside the outputs folder."""
+        return check_file(self.outputs.resolve_stored(name, "history item"), "image")
 
     @staticmethod
     def png_request(image: Any) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Assemble the studio's Blocks: banner, one tab per task, session gallery, PNG info, queue.
+"""Assemble the studio's Blocks: banner, one tab per task, session gallery, PNG info,
+Outputs, queue.
 
 The tabs come from the backend's task table (`studio.backend.tasks.TABS`): each is the
 module of that name in `studio.ui`, with `build(studio, gallery_hook)`.
@@ -13,9 +14,10 @@ from typing import Any
 import gradio as gr
 
 from studio.backend.files import allow_root
+from studio.backend.history import INDEX_DIR
 from studio.backend.tasks import TABS
 
-from . import pnginfo
+from . import outputs, pnginfo
 from .common import session_of
 from .queue_guard import install_queue_guard
 
@@ -41,11 +43,14 @@ def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
 
 def launch_options(settings: Any, **overrides: Any) -> dict[str, Any]:
     """`demo.launch` arguments from the settings: where to listen, login, upload size, and
-    the one folder gradio may serve files from besides its own cache (the outputs)."""
+    the one folder gradio may serve files from besides its own cache (the outputs), less
+    the history index inside it (every prompt: not for download)."""
+    outputs_dir = Path(settings.outputs_dir).resolve()
     options = {
         "server_name": settings.host, "server_port": settings.port, "share": settings.share,
         "auth": settings.auth_pair,
-        "allowed_paths": [str(Path(settings.outputs_dir).resolve())],
+        "allowed_paths": [str(outputs_dir)],
+        "blocked_paths": [str(outputs_dir / INDEX_DIR)],
         "max_file_size": int(settings.max_file_mb * 1024 * 1024),
     }
     return {**options, **overrides}
@@ -87,6 +92,8 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
                     built[name] = module.build(studio, hook)
             with gr.Tab("PNG info", id="pnginfo"):
                 pnginfo.build(studio, hook, tabs, built["txt2img"])
+            with gr.Tab("Outputs", id="outputs") as outputs_tab:
+                outputs.build(studio, hook, tabs, built["txt2img"], outputs_tab)
         gallery.render()
 
         def cancel(request: gr.Request) -> bool:

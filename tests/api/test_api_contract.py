@@ -8,7 +8,7 @@ from studio.backend.tasks import TASKS
 EXPECTED = {f"/{name}" for name in TASKS}
 STABLE = {
     "/txt2img", "/annotate", "/control", "/layout", "/sam_mask", "/inpaint", "/instruct",
-    "/concept_train", "/concepts", "/concept_import", "/seedselect", "/cancel",
+    "/concept_train", "/concepts", "/concept_import", "/seedselect", "/cancel", "/history",
 }
 COMMON = ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height",
           "scheduler", "fast"]
@@ -30,3 +30,10 @@ def test_generating_endpoints_take_the_common_parameters(client):
     assert inpaint[:3] == ["image", "mask", "prompt"] and set(COMMON) <= set(inpaint)
     instruct = [p["parameter_name"] for p in api["/instruct"]["parameters"]]
     assert instruct[:4] == ["image", "instruction", "text_guidance", "image_guidance"]
+
+
+def test_history_takes_limit_query_offset_all_optional(client):
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][
+        "/history"]["parameters"]
+    assert [(p["parameter_name"], p["parameter_has_default"], p["parameter_default"])
+            for p in params] == [("limit", True, 50), ("query", True, ""), ("offset", True, 0)]

@@ -35,6 +35,8 @@ TABS = {
     "instruct": "Instruct",
     "concepts": "Concepts",
 }
+# Tabs built by studio.ui.app itself after those (they read saved images, not a task).
+SAVED_IMAGE_TABS = {"pnginfo": "PNG info", "outputs": "Outputs"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("seedselect", "concepts", "`prompt`, `images`, `steps`, `semantic_weight`, `bootstrap`",
          SeedSelectRequest, seedselect_runner),
     Task("cancel", "", "— (stops this client's running generation at its next step)"),
+    Task("history", "outputs",
+         "`limit` (1..500, default 50), `query` (text matched in prompt, task and model; "
+         "default empty), `offset` (default 0); returns JSON `[{file, task, prompt, seed, "
+         "model, created}]`, newest first"),
 )}
 
 
@@ -104,6 +110,6 @@ def readme_table() -> str:
     """The README's endpoint table, rendered from TASKS."""
     rows = ["| endpoint | tab | parameters (besides the common ones) |", "|---|---|---|"]
     for t in TASKS.values():
-        tab = TABS.get(t.tab, "all") + (f" ({t.note})" if t.note else "")
+        tab = {**TABS, **SAVED_IMAGE_TABS}.get(t.tab, "all") + (f" ({t.note})" if t.note else "")
         rows.append(f"| `/{t.name}` | {tab} | {t.params} |")
     return "\n".join(rows)
