@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
 
     from studio.backend.service import Studio
-    from studio.ui.app import api_routes, build_app, launch_options
+    from studio.ui.app import api_routes, build_app, launch_options, page_style
 
     log = logging.getLogger("studio")
     try:
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         studio.preload()
     demo = build_app(studio, queue_size=settings.queue_size,
                      max_jobs_per_session=settings.max_jobs_per_session)
-    demo.launch(**launch_options(settings), **api_routes(studio, settings))
+    demo.launch(**launch_options(settings), **api_routes(studio, settings),
+                **page_style(studio))
 
 
 if __name__ == "__main__":

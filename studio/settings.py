@@ -58,6 +58,7 @@ class Settings:
     max_loras: int = 8  # LoRA adapters kept loaded in a shared UNet (idle ones unloaded)
     a1111_api: bool = True  # serve AUTOMATIC1111's REST API (/sdapi/v1, /controlnet)
     previews: bool = True  # live previews (TAESD) while an image forms
+    public_history: bool = False  # a public studio without a login lists its outputs anyway
     preview_interval: float = 0.1  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRA adapters kept loaded per UNet; idle ones are unloaded past it")
     p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
                    help="no live previews while an image forms (TAESD, <= 10%% of the time)")
+    p.add_argument("--public-history", action="store_true", default=None,
+                   help="a public studio without --auth still lists every output "
+                        "(Outputs tab, /history): everyone sees everyone's prompts")
     p.add_argument("--preview-interval", type=float,
                    help="seconds at least between two live previews")
     p.add_argument("--no-a1111-api", dest="a1111_api", action="store_false", default=None,
@@ -214,7 +218,7 @@ def settings_from_args(
         "concepts_dir": Path, "max_job_work": float, "max_job_seconds": float,
         "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
         "a1111_api": bool, "a1111_api_public": bool, "previews": bool,
-        "preview_interval": float,
+        "preview_interval": float, "public_history": bool,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

@@ -106,6 +106,17 @@ class Studio:
             "STUDIO_AUTH) to require one."
         )
 
+    def _check_history_shown(self) -> None:
+        """Refuse to list the outputs where anyone may ask: every visitor's prompts."""
+        s = self.settings
+        if (getattr(s, "public", False) and not getattr(s, "auth", None)
+                and not getattr(s, "public_history", False)):
+            raise RequestError(
+                "The history is off on this public studio: it would show every visitor's "
+                "images and prompts to everyone. Start it with --auth user:password (a team "
+                "server), or with --public-history to share the history on purpose."
+            )
+
     @property
     def shared_library(self) -> bool:
         """True when other people use this studio too, so they share its concept library."""
@@ -336,11 +347,13 @@ class Studio:
         """Saved images, newest first: `{file, task, prompt, seed, model, created}` each,
         `file` relative to the outputs folder, `created` ISO-8601. `query` (case-insensitive)
         matches prompt, task and model; `limit` 1..500 items from `offset`."""
+        self._check_history_shown()
         return self.history_index.query(Page.checked(limit, query, offset))
 
     def history_file(self, name: str) -> Path:
         """The file of a history item (a name relative to the outputs folder), through the
         file gate: nothing outside the outputs folder."""
+        self._check_history_shown()
         return check_file(self.outputs.resolve_stored(name, "history item"), "image")
 
     @staticmethod

@@ -56,6 +56,27 @@ def launch_options(settings: Any, **overrides: Any) -> dict[str, Any]:
     return {**options, **overrides}
 
 
+SMALL_SIDE = 256  # models drawing below this show their images enlarged, pixel for pixel
+# Enlarge small results, gallery items and previews on the page only (nearest neighbour:
+# crisp pixels, not blur); the saved files and API results keep their true size.
+ENLARGED_CSS = """
+[id$="-result"] img, [id$="-source"] img, #outputs-image img, #session-gallery img,
+#outputs-gallery img {
+    image-rendering: pixelated;
+}
+[id$="-result"] img, [id$="-source"] img, #outputs-image img {
+    object-fit: contain !important; width: 100% !important; height: 100% !important;
+    min-height: 256px;
+}
+"""
+
+
+def page_style(studio: Any) -> dict[str, Any]:
+    """`demo.launch` arguments for the page's look: small native sizes (the toy world's
+    64 px) are shown enlarged instead of as postage stamps."""
+    return {"css": ENLARGED_CSS} if studio.native_size < SMALL_SIDE else {}
+
+
 def api_routes(studio: Any, settings: Any) -> dict[str, Any]:
     """`demo.launch` arguments that serve the A1111-compatible API next to the UI (its
     routes go first in gradio's app; `--no-a1111-api` leaves them out)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -68,3 +69,21 @@ def test_the_index_is_not_served(app_url, studio, made):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{app_url}gradio_api/file={index}")
     assert err.value.code == 403  # ... their index is not
+
+
+def test_a_public_studio_without_a_login_keeps_its_history_to_itself(tiny_settings,
+                                                                      tiny_model_set, tmp_path):
+    from studio.backend.requests import RequestError
+    from studio.backend.service import Studio
+
+    public = replace(tiny_settings, outputs_dir=tmp_path, host="0.0.0.0")
+    studio = Studio(public, model_set=tiny_model_set)
+    studio.txt2img({"prompt": "a secret prompt", "seed": 1, "steps": 1, "width": 64,
+                    "height": 64})
+    with pytest.raises(RequestError, match="--public-history"):
+        studio.history()
+    with pytest.raises(RequestError, match="--auth"):
+        studio.history_file("anything.png")
+    for allowed in (replace(public, auth="me:pw"), replace(public, public_history=True)):
+        studio.settings = allowed
+        assert [h["prompt"] for h in studio.history()] == ["a secret prompt"]
