@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from PIL import Image
 
 from studio.backend.common import Cancelled, StudioError
 from studio.backend.images import load_image
@@ -107,7 +108,9 @@ class A1111Api:
         cancel = studio.job_token(SESSION)
         try:
             for request in plan.requests:
-                result = studio.run(plan.task, request, cancel=cancel)
+                # previews kept in the job's state: /progress answers them as current_image
+                result = studio.run(plan.task, request, cancel=cancel,
+                                    preview=_kept if studio.settings.previews else None)
                 text = m.infotext(request, result.info, studio.model_name)
                 images.append(m.encode_png(result.image, text))
                 infotexts.append(text)
@@ -177,7 +180,8 @@ class A1111Api:
                           "job_count": 1 if job else 0, "job_no": self.jobs_done,
                           "sampling_step": step, "sampling_steps": total,
                           "job_timestamp": time.strftime("%Y%m%d%H%M%S")},
-                "current_image": None, "textinfo": None}
+                "current_image": m.encode_png(job["preview"]) if job.get("preview") else None,
+                "textinfo": None}
 
     def interrupt(self) -> dict[str, Any]:
         """Stop the job sent through this API at its next step (UI jobs are not touched)."""
@@ -268,3 +272,7 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _kept(image: Image.Image, step: int, total: int) -> None:
+    """A preview sink that only lets the Studio keep the newest preview in its job state."""

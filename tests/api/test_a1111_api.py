@@ -4,6 +4,8 @@ the studio's own endpoint, A1111-style errors, auth, and one device queue for bo
 
 from __future__ import annotations
 
+import base64
+import io
 import shutil
 import threading
 import time
@@ -110,6 +112,13 @@ def test_progress_while_running_and_interrupt_stops_it(api):
         seen = api.get_progress()["state"]
         time.sleep(0.2)
     assert seen["sampling_steps"] == 150 and seen["job"] == "txt2img"
+    preview = None  # the live preview of the running job, as A1111's current_image
+    while time.time() < deadline and preview is None:
+        preview = api.get_progress()["current_image"]
+        time.sleep(0.2)
+    assert preview is not None
+    with Image.open(io.BytesIO(base64.b64decode(preview))) as im:
+        assert im.size == (512, 512)
     assert api.interrupt()["interrupted"] is True
     thread.join(60)
     assert isinstance(done["r"], RuntimeError) and done["r"].args[0] == 422
