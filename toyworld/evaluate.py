@@ -442,6 +442,43 @@ def eval_attend_excite(studio: Any, n: int = 16, words: str = "") -> Evaluation:
                       {"prompt": THREE, "excite_words": words or "(automatic)"})
 
 
+def eval_previews(studio: Any, n: int = 12) -> Evaluation:
+    """Live previews mean something: the distilled TAESD decodes a generated image's latents
+    to the same objects as the VAE (largest object's colour and shape, mean pixel error), and
+    the last preview of each 25-step run already shows the final image's main colour."""
+    import torch
+
+    registry = studio.registry
+    taesd, vae = registry.component("taesd"), registry.component("vae")
+    scale = float(vae.config.scaling_factor)
+    timer, agree, early, errors, counts = _Timer(), 0, 0, [], []
+    for colour, kind, seed in single_shape_prompts(n):
+        shown: list[Image.Image] = []
+
+        def keep(im: Image.Image, step: int, total: int, shown: list = shown) -> None:
+            shown.append(im)
+
+        image = timer(lambda req, keep=keep: studio.txt2img(req, preview=keep),
+                      _params(seed, prompt=f"a {colour} {kind}")).image
+        counts.append(len(shown))
+        with torch.no_grad():
+            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)
+            x = x.permute(2, 0, 1)[None].to(vae.device, vae.dtype)
+            z = vae.encode(x).latent_dist.mode() * scale
+            y = taesd.decode(z.to(taesd.dtype)).sample[0].float().clamp(-1, 1)
+        fast = Image.fromarray(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+        errors.append(float(np.abs(np.asarray(fast, dtype=np.float32)
+                                   - np.asarray(image, dtype=np.float32)).mean() / 255))
+        a, b = _largest(analyse(image)), _largest(analyse(fast))
+        agree += bool(a and b and (a.colour, a.shape) == (b.colour, b.shape))
+        last = _largest(analyse(shown[-1])) if shown else None
+        early += bool(a and last and last.colour == a.colour)
+    return Evaluation("previews", n, {
+        "TAESD decode agrees": agree / n, "mean pixel error": float(np.mean(errors)),
+        "last preview shows the colour": early / n,
+        "mean previews per image": float(np.mean(counts))}, timer.per_image)
+
+
 CHECKS: dict[str, Callable[..., Evaluation]] = {
     "txt2img": eval_txt2img,
     "control": eval_control,
@@ -455,6 +492,7 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "word_swap": eval_word_swap,
     "reweight": eval_reweight,
     "attend_excite": eval_attend_excite,
+    "previews": eval_previews,
 }
 
 

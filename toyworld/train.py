@@ -19,9 +19,9 @@ Stages, in order (each later stage loads the earlier ones from `--work`):
 - ``gligen``: the base UNet with GLIGEN gated self-attention and the text-box position net; as
   in the GLIGEN paper only the new layers train, so the same layers also turn the inpainting
   UNet into the GLIGEN inpainting UNet without more training.
-- ``taesd``: a tiny ``AutoencoderTiny`` distilled from the trained VAE (decoder: the VAE's
-  decode of the same latents, also of noisy latents like a sampler's intermediate estimates;
-  encoder: the VAE's scaled latents), for the studio's live previews.
+- ``taesd``: a tiny ``AutoencoderTiny`` distilled from the trained VAE (decoder: the image
+  from the VAE's scaled latents, object pixels weighted; encoder: those latents), for the
+  studio's live previews.
 - ``export``: fp16 safetensors in the Hub layout under ``assets/toy`` (``--only taesd`` adds
   that one model to an existing export).
 
@@ -776,15 +776,17 @@ def train_clip(work: Path, steps: int, batch: int = 64) -> None:
 def taesd_config() -> dict[str, Any]:
     """TAESD's architecture at the toy VAE's 4x (not SD's 8x) downsampling: 3 blocks."""
     return dict(
-        encoder_block_out_channels=(16, 16, 16), decoder_block_out_channels=(16, 16, 16),
-        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(2, 1, 1), latent_channels=4,
+        encoder_block_out_channels=(24, 24, 24), decoder_block_out_channels=(24, 24, 24),
+        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=4,
     )
 
 
-def train_taesd(work: Path, steps: int, batch: int = 8) -> None:
-    """Distil the VAE into a TAESD: the decoder learns the VAE's decode of the same scaled
-    latents (half of them noised, as a sampler's early estimates are), the encoder the VAE's
-    scaled latents. The VAE comes from `work` or, if it is not there, the shipped one."""
+def train_taesd(work: Path, steps: int, batch: int = 16, pool: int = 2048) -> None:
+    """Distil the VAE into a TAESD: the decoder learns to draw the image from the VAE's
+    scaled latents (the toy VAE reconstructs its scenes almost exactly, so the image is the
+    VAE's decode), the encoder the VAE's scaled latents. Object pixels weigh x5 (a preview
+    must get the shapes' colours right; the background is most of each image). The latents
+    of a pool of scenes are computed once. The VAE comes from `work` or the shipped one."""
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     seed_all(11)
@@ -792,21 +794,25 @@ def train_taesd(work: Path, steps: int, batch: int = 8) -> None:
     vae = AutoencoderKL.from_pretrained(source, dtype=torch.float32).eval()
     vae.requires_grad_(False)
     scale = float(vae.config.scaling_factor)
+    chunk = min(pool, 64)
+    images = torch.cat([to_tensor(vae_images(50_000 + i, chunk)) for i in range(pool // chunk)])
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(images[i:i + chunk]).latent_dist.sample() * scale
+                             for i in range(0, len(images), chunk)])
+    background = images.flatten(2).median(dim=2).values.median(dim=0).values.view(1, 3, 1, 1)
     taesd = AutoencoderTiny(**taesd_config()).train()
 
     def loss_fn(step: int) -> torch.Tensor:
-        x = to_tensor(vae_images(50_000 + step, batch))
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample() * scale
-            noisy = torch.rand(batch, 1, 1, 1) < 0.5
-            z_in = torch.where(noisy, z + torch.randn_like(z) * torch.rand(batch, 1, 1, 1), z)
-            target = vae.decode(z_in / scale).sample.clamp(-1, 1)
-        out = taesd.decode(z_in).sample
-        enc = taesd.encode(x).latents
-        return F.l1_loss(out, target) + F.mse_loss(out, target) + 0.1 * F.mse_loss(enc, z)
+        pick = torch.randint(0, len(images), (batch,),
+                             generator=torch.Generator().manual_seed(step))
+        x, z = images[pick], latents[pick]
+        weight = 1.0 + 4.0 * ((x - background).abs().amax(1, keepdim=True) > 0.2).float()
+        out = taesd.decode(z).sample
+        rec = (weight * ((out - x).abs() + (out - x) ** 2)).mean()
+        return rec + 0.1 * F.mse_loss(taesd.encode(x).latents, z)
 
-    run_loop("taesd", list(taesd.parameters()), steps, 3e-3, loss_fn, log_every=20)
-    taesd.save_pretrained(work / "taesd")
+    run_loop("taesd", list(taesd.parameters()), steps, 5e-3, loss_fn, log_every=50,
+             save=lambda: taesd.save_pretrained(work / "taesd"), save_every=250)
 
 
 # ----------------------------------------------------------------------------- export
@@ -876,7 +882,7 @@ STAGES = {
     "gligen": (train_gligen, 2000),
     "gligen_inpaint": (train_gligen_inpaint, 800),
     "clip": (train_clip, 3000),
-    "taesd": (train_taesd, 400),
+    "taesd": (train_taesd, 1500),
 }
 
 

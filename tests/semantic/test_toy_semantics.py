@@ -133,3 +133,11 @@ def test_a_word_swap_keeps_the_picture(toy_studio, report):
     assert ev.metrics["layout kept"] >= 0.8
     assert ev.metrics["square turned green"] >= 0.8
     assert ev.metrics["plain same-seed render keeps layout"] <= ev.metrics["layout kept"] - 0.5
+
+
+def test_live_previews_show_the_picture(toy_studio, report):
+    ev = evaluate.eval_previews(toy_studio, n=12)
+    report(ev)
+    assert ev.metrics["TAESD decode agrees"] >= 0.9
+    assert ev.metrics["mean pixel error"] <= 0.05
+    assert ev.metrics["last preview shows the colour"] >= 0.8

@@ -24,7 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train.train_gligen(work, steps=1, batch=4)
     train.train_gligen_inpaint(work, steps=1, batch=4)
     train.train_clip(work, steps=1, batch=4)
-    train.train_taesd(work, steps=1, batch=4)
+    train.train_taesd(work, steps=1, batch=4, pool=8)
     return work
 
 
