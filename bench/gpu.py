@@ -2,6 +2,7 @@
 
     python bench/gpu.py [--json gpu.json] [--compile-mode default] [--folder /tmp/sd15-random]
     python bench/gpu.py --smoke          # CPU, tiny models, 64 px, 3 steps (what the tests run)
+    python bench/gpu.py --unet-formats --size 256 --repeats 3   # channels_last vs contiguous
 
 Builds the SD1.5-size base model and one ControlNet from configs with random weights (once,
 about 2.6 GB in fp16; no download), then reports it/s of the denoising loop (steps 2..N,
@@ -199,6 +200,43 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return _report(args, device, dtype, size, steps, repeats, rows, info)
 
 
+def unet_formats(args: argparse.Namespace) -> dict[str, float]:
+    """ms per SD1.5-size UNet forward (random weights, batch 2 as with guidance) in the
+    contiguous and channels_last formats, alternating, on this machine's device."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from memory import sd15_unet_config
+
+    from studio.backend.models.devices import pick_device
+
+    device = pick_device("auto")
+    dtype = torch.float32 if device.type == "cpu" else torch.float16
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**sd15_unet_config()).to(device, dtype).eval()
+    side = args.size // 8
+    x = torch.randn(2, 4, side, side, device=device, dtype=dtype)
+    text = torch.randn(2, 77, 768, device=device, dtype=dtype)
+    times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    with torch.no_grad():
+        for i in range(args.repeats + 1):
+            for name, fmt in formats.items():
+                unet.to(memory_format=fmt)
+                clock = StepClock(device)
+                clock.tick()
+                unet(x, 500, text)
+                clock.tick()
+                if i:  # the first round warms up
+                    times[name].append((clock.times[1] - clock.times[0]) * 1000)
+    result = {name: statistics.median(t) for name, t in times.items()}
+    print(table([[name, f"{ms:.0f}"] for name, ms in result.items()],
+                ["SD1.5 UNet forward", "ms"]))
+    print(f"{device.type}, {str(dtype).replace('torch.', '')}, {args.size}x{args.size} px "
+          f"(batch 2), median of {args.repeats}; channels_last "
+          f"{result['contiguous'] / result['channels_last']:.2f}x the speed of contiguous")
+    return result
+
+
 def _free(device: Any) -> None:
     import gc
 
@@ -264,7 +302,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode for the --compile rows")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--unet-formats", action="store_true",
+                    help="only time an SD1.5-size UNet forward in the contiguous and "
+                    "channels_last formats on this device (no models built on disk)")
     args = ap.parse_args(argv)
+    if args.unet_formats:
+        return unet_formats(args)
     if not torch.cuda.is_available() and not args.smoke:
         print("no CUDA GPU here: running the CPU smoke test instead (--smoke)")
         args.smoke = True

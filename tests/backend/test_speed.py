@@ -260,6 +260,8 @@ def test_compiled_unet_warms_up_and_steering_still_works(tiny_settings, tiny_mod
     the tiny UNet takes minutes on 2 cores; on a GPU bench/gpu.py runs inductor)."""
     from dataclasses import replace
 
+    from torch._dynamo.utils import counters
+
     from studio.backend.service import Studio
 
     small = replace(tiny_model_set, native_size=GEN["width"])  # warm up at the tested size
@@ -277,6 +279,7 @@ def test_compiled_unet_warms_up_and_steering_still_works(tiny_settings, tiny_mod
     eager_image = txt2img(registry_with(tiny_model_set))
     assert np.abs(px(compiled) - px(eager_image)).max() <= 2
     before = Counter(wrapper.calls)
+    graphs = counters["stats"]["unique_graphs"]
     edit = studio.run("prompt_edit", {**GEN, "steps": 4, "edited_prompt": "a blue circle"})
     excite = studio.txt2img({**GEN, "steps": 4, "attend_excite": True})
     assert edit.image is not None and excite.info["excite_updates"] >= 1
@@ -284,4 +287,5 @@ def test_compiled_unet_warms_up_and_steering_still_works(tiny_settings, tiny_mod
     assert wrapper.calls["eager"] > before["eager"]
     again = studio.txt2img(dict(GEN)).image  # compiled again, processors restored
     assert wrapper.calls["compiled"] > before["compiled"] and wrapper.failed is None
+    assert counters["stats"]["unique_graphs"] == graphs  # and it was not recompiled
     assert np.array_equal(px(again), px(compiled))
