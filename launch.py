@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU lends a GPU per call for a short window: load the weights now, outside it
         studio.preload()
+    if settings.compile:
+        # compile the UNet now, not in the first user's request (about a minute on a GPU)
+        log.info("--compile: compiling the UNet in a warm-up run before the server starts")
+        studio.warm_up()
     demo = build_app(studio, queue_size=settings.queue_size,
                      max_jobs_per_session=settings.max_jobs_per_session)
     demo.launch(**launch_options(settings), **api_routes(studio, settings),

@@ -39,51 +39,65 @@ def sd15_unet_config(**extra: object) -> dict:
     return cfg
 
 
-def build(folder: Path, dtype) -> None:
-    """Write random real-size models in the Hub layout (skipped when already there)."""
+def _save(model, path: Path, dtype) -> None:
+    model.to(dtype).save_pretrained(path)
+    del model
+    gc.collect()
+
+
+def build_base(base: Path, dtype) -> None:
+    """Random SD1.5-size base model (UNet, VAE, CLIP text encoder, tokenizer, scheduler) in
+    the Hub layout (bench/gpu.py uses it too)."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from studio.backend.models.tiny import _save_pipeline_index, _scheduler_config
     from studio.backend.models.tokenizer_vocab import write_tokenizer
 
-    if (folder / "DONE").exists():
-        return
     torch.manual_seed(0)
-    base = folder / "base"
-
-    def save(model, path: Path) -> None:
-        model.to(dtype).save_pretrained(path)
-        del model
-        gc.collect()
-
-    print("building random real-size models in", folder, flush=True)
-    save(UNet2DConditionModel(**sd15_unet_config()), base / "unet")
-    save(AutoencoderKL(
+    _save(UNet2DConditionModel(**sd15_unet_config()), base / "unet", dtype)
+    _save(AutoencoderKL(
         block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4, layers_per_block=2, sample_size=512,
-    ), base / "vae")
+    ), base / "vae", dtype)
     vocab = write_tokenizer(base / "tokenizer")
-    save(CLIPTextModel(CLIPTextConfig(
+    _save(CLIPTextModel(CLIPTextConfig(
         vocab_size=max(vocab, 49408), hidden_size=768, intermediate_size=3072,
         num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
-    )), base / "text_encoder")
+    )), base / "text_encoder", dtype)
     (base / "scheduler").mkdir(parents=True, exist_ok=True)
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
     _save_pipeline_index(base, "StableDiffusionPipeline", {})
+
+
+def build_controlnet(folder: Path, dtype) -> None:
+    """A random SD1.5-size ControlNet in the Hub layout."""
+    from diffusers import ControlNetModel
+
+    cfg = sd15_unet_config()
+    for k in ("out_channels", "up_block_types", "sample_size"):
+        cfg.pop(k)
+    _save(ControlNetModel(**cfg, conditioning_embedding_out_channels=(16, 32, 96, 256)),
+          folder, dtype)
+
+
+def build(folder: Path, dtype) -> None:
+    """Write random real-size models in the Hub layout (skipped when already there)."""
+    from diffusers import UNet2DConditionModel
+
+    if (folder / "DONE").exists():
+        return
+    print("building random real-size models in", folder, flush=True)
+    build_base(folder / "base", dtype)
     for name, extra in (("inpaint", {"in_channels": 9}), ("instruct", {"in_channels": 8}),
                         ("gligen", {"attention_type": "gated"}),
                         ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9})):
-        save(UNet2DConditionModel(**sd15_unet_config(**extra)), folder / name / "unet")
+        _save(UNet2DConditionModel(**sd15_unet_config(**extra)), folder / name / "unet", dtype)
     for ctype in CONTROL_TYPES:
-        cfg = sd15_unet_config()
-        for k in ("out_channels", "up_block_types", "sample_size"):
-            cfg.pop(k)
-        save(ControlNetModel(**cfg, conditioning_embedding_out_channels=(16, 32, 96, 256)),
-             folder / f"controlnet-{ctype}")
+        build_controlnet(folder / f"controlnet-{ctype}", dtype)
     (folder / "DONE").write_text("ok")
 
 

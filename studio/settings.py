@@ -20,6 +20,11 @@ PUBLIC_DEFAULTS = {"max_job_work": 60.0, "max_job_seconds": 300.0, "max_jobs_per
 LOCAL_DEFAULTS = {"max_job_work": 0.0, "max_job_seconds": 0.0, "max_jobs_per_session": 0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+# The GPU speed path (studio.backend.models.speed holds the same tuples; settings import no
+# torch, so they are spelled here too and a test keeps them equal).
+ON_OFF_AUTO = ("auto", "on", "off")
+VAE_UPCAST = ("auto", "always", "never")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _default_cache_dir() -> Path:
@@ -62,6 +67,13 @@ class Settings:
     preview_interval: float = 0.1  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
+    # GPU speed path (README "Speed on a GPU")
+    channels_last: str = "auto"  # UNets and ControlNets in channels_last; auto = on CUDA only
+    compile: bool = False  # torch.compile the shared UNet (warm-up run at start-up)
+    compile_mode: str = "default"  # torch.compile mode
+    vae_slicing: bool = True  # a batch decodes one image at a time (less peak memory)
+    vae_tiling: str = "auto"  # decode/encode in tiles; auto = above 1024 px a side
+    vae_upcast: str = "auto"  # fp16 VAE: auto = fp32 again on NaN/inf; always; never
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
@@ -108,6 +120,12 @@ class Settings:
         if self.api_auth is not None and (":" not in self.api_auth
                                           or self.api_auth.startswith(":")):
             raise ValueError("--api-auth must look like user:password")
+        for flag, value, allowed in (("--channels-last", self.channels_last, ON_OFF_AUTO),
+                                     ("--vae-tiling", self.vae_tiling, ON_OFF_AUTO),
+                                     ("--vae-upcast", self.vae_upcast, VAE_UPCAST),
+                                     ("--compile-mode", self.compile_mode, COMPILE_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
 
     @property
     def public(self) -> bool:
@@ -197,7 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", help="require HTTP basic auth user:password for that API")
     p.add_argument("--a1111-api-public", action="store_true", default=None,
                    help="serve that API without --api-auth even when the studio is public")
+    _add_speed_flags(p)
     return p
+
+
+def _add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """The GPU speed path: safe defaults, each one can be turned off or forced."""
+    p.add_argument("--channels-last", choices=ON_OFF_AUTO,
+                   help="channels_last memory format for UNets and ControlNets "
+                   "(auto: on with CUDA, off on CPU and MPS)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the shared UNet (compiles in a warm-up run at start-up; "
+                   "skipped with a log line where torch.compile cannot run)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode for --compile (default: default)")
+    p.add_argument("--no-vae-slicing", dest="vae_slicing", action="store_false", default=None,
+                   help="decode a batch in one VAE pass (default: one image at a time, less "
+                   "peak memory)")
+    p.add_argument("--vae-tiling", choices=ON_OFF_AUTO,
+                   help="VAE in tiles: auto = above 1024 px a side (bounded memory; tiles "
+                   "leave faint seams), on = whenever larger than one tile, off = never")
+    p.add_argument("--vae-upcast", choices=VAE_UPCAST,
+                   help="fp16 VAE: auto = decode again in fp32 (and keep doing so) when fp16 "
+                   "gives NaN/inf, always = decode in fp32, never = leave it in fp16")
 
 
 def _coerce(value: str, typ: type) -> object:
@@ -218,7 +258,8 @@ def settings_from_args(
         "concepts_dir": Path, "max_job_work": float, "max_job_seconds": float,
         "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
         "a1111_api": bool, "a1111_api_public": bool, "previews": bool,
-        "preview_interval": float, "public_history": bool,
+        "preview_interval": float, "public_history": bool, "compile": bool,
+        "vae_slicing": bool,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

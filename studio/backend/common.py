@@ -23,7 +23,6 @@ from .requests import FAST_STEPS, GenerationParams, RequestError
 log = logging.getLogger(__name__)
 
 FAST_GUIDANCE = 1.0
-TILED_DECODE_ABOVE = 1024  # px: larger outputs decode the VAE in tiles
 LCM_ADAPTER = "lcm"
 
 ProgressFn = Callable[[int, int], None]
@@ -139,7 +138,6 @@ def configure_pipe(
     pipe.scheduler = registry.new_scheduler(req.sampler_name)
     watch_scheduler(pipe.scheduler)  # live previews show the sampler's predicted image
     registry.begin_call()
-    _decode_in_tiles(pipe, req)
     active = dict(adapters or {})
     # Hooks (e.g. the concept library) load what the prompt mentions into the shared
     # models once and return the LoRA adapters to activate for this call.
@@ -162,18 +160,6 @@ def configure_pipe(
         return
     pipe.enable_lora()
     pipe.set_adapters(names, [active[n] for n in names])
-
-
-def _decode_in_tiles(pipe: Any, req: GenerationParams) -> None:
-    """Above 1024 px a side, the shared VAE decodes in tiles (bounded memory); below, whole
-    (tiles leave faint seams). Set per call: the VAE is shared by every tab."""
-    vae = getattr(pipe, "vae", None)
-    if vae is None or not hasattr(vae, "enable_tiling"):
-        return
-    if max(req.width, req.height) > TILED_DECODE_ABOVE:
-        vae.enable_tiling()
-    else:
-        vae.disable_tiling()
 
 
 def step_callback(

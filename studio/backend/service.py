@@ -31,6 +31,7 @@ from .models.builtin import resolve_model_set
 from .models.devices import pick_device, pick_dtype
 from .models.modelsets import ModelSet
 from .models.registry import ModelRegistry
+from .models.speed import SpeedOptions, compiled_forward
 from .outputs import OutputStore, read_metadata
 from .previews import MIN_INTERVAL_S, Previewer, PreviewFn, previewing
 from .requests import GenerationParams, RequestError
@@ -59,6 +60,7 @@ class Studio:
                 self.model_set, device=device, dtype=pick_dtype(settings.dtype, device),
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
                 max_loras=getattr(settings, "max_loras", 8),
+                speed=SpeedOptions.from_settings(settings, device),
             )
         self.registry = registry
         limit_decoded_pixels()
@@ -317,6 +319,32 @@ class Studio:
     def preload(self) -> None:
         """Load the shared base components now (ZeroGPU: at start-up, outside GPU calls)."""
         base_pipeline(self.registry)
+
+    def warm_up(self) -> float | None:
+        """With --compile, compile the shared UNet now, at start-up, in one small txt2img at
+        the models' native size (not saved), so the first user's request does not wait for
+        it. Returns the seconds it took, or None when nothing is compiled."""
+        from .requests import Txt2ImgRequest
+        from .tasks.txt2img import run_txt2img
+
+        if not self.registry.speed.compile:
+            return None
+        self.preload()
+        wrapper = compiled_forward(self.registry.component("unet"))
+        if wrapper is None:  # compile unsupported here: logged when the UNet loaded
+            return None
+        side = self.native_size
+        req = Txt2ImgRequest(prompt="warm-up", seed=0, steps=2, width=side, height=side)
+        req.validate()
+        t0 = time.perf_counter()
+        with self.exclusive("warm_up"):
+            run_txt2img(self.registry, req)
+        seconds = time.perf_counter() - t0
+        if wrapper.failed:
+            log.error("warm-up: the UNet could not be compiled and runs uncompiled")
+        else:
+            log.info("warm-up: the UNet compiled in %.1f s", seconds)
+        return seconds
 
     def regenerate(self, payload: dict[str, Any] | str | Path | None,
                    progress: ProgressFn | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .modelsets import ModelSet
+from .speed import SpeedOptions, prepare_component
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class ModelRegistry:
         cache_dir: Path | None = None,
         evict_policy: str = "auto",
         max_loras: int = 8,
+        speed: SpeedOptions | None = None,
     ) -> None:
         self.model_set = model_set
         self.device = torch.device(device)
@@ -131,6 +133,9 @@ class ModelRegistry:
         self._call = 0  # counts configured pipeline calls (see begin_call)
         # callables (pipe, request, unet_role) -> {adapter: weight}, run before every call
         self.hooks: list[Callable[[Any, Any, str], dict[str, float] | None]] = []
+        # the GPU speed path (channels_last, SDPA, compile, VAE policy), applied on load
+        self.speed = speed or SpeedOptions.from_settings(None, self.device)
+        self.speed_report: dict[str, dict[str, Any]] = {}  # component key -> what was applied
 
     # ------------------------------------------------------------------ components
     def key(self, role: str) -> str:
@@ -166,6 +171,7 @@ class ModelRegistry:
         if isinstance(obj, torch.nn.Module):
             obj.requires_grad_(False)
             obj.eval()
+            self.speed_report[key] = prepare_component(role, obj, self.speed, self.device)
             self._make_room(nbytes, keep=())
             self._to_device(obj, key, keep=())
         entry = _Entry(key, role, obj, nbytes, on_device=True)

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..models.speed import eager
+
 _LAYER = re.compile(r"^(down_blocks|up_blocks|mid_block)\.?(\d*)\..*\.(attn1|attn2)\.processor$")
 
 
@@ -117,13 +119,17 @@ class SteeringProcessor:
 def steered(unet: Any, controller: Controller, select: Callable[[Layer], bool]
             ) -> Iterator[dict[str, Layer]]:
     """Route the layers `select` picks through `controller` for the duration of the block;
-    the UNet's own processors (the same objects) come back afterwards, whatever happens."""
+    the UNet's own processors (the same objects) come back afterwards, whatever happens.
+
+    A compiled UNet (--compile) runs uncompiled meanwhile: compiled, every swap of
+    processors would trigger a recompilation."""
     saved = dict(unet.attn_processors)
     layers = {name: layer for name, layer in unet_layers(unet).items() if select(layer)}
     unet.set_attn_processor({name: SteeringProcessor(controller, layers[name])
                              if name in layers else proc for name, proc in saved.items()})
     try:
-        yield layers
+        with eager(unet):
+            yield layers
     finally:
         unet.set_attn_processor(saved)
 
