@@ -39,41 +39,58 @@ def sd15_unet_config(**extra: object) -> dict:
     return cfg
 
 
-def build(folder: Path, dtype) -> None:
-    """Write random real-size models in the Hub layout (skipped when already there)."""
+def _save(model, path: Path, dtype) -> None:
+    model.to(dtype).save_pretrained(path)
+    del model
+    gc.collect()
+
+
+def build_base(folder: Path, dtype) -> None:
+    """Write the random real-size base (UNet, VAE, text encoder, tokenizer, scheduler) into
+    `folder / "base"` in the Hub layout (skipped when already there; bench/overhead.py uses
+    only this)."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from studio.backend.models.tiny import _save_pipeline_index, _scheduler_config
     from studio.backend.models.tokenizer_vocab import write_tokenizer
 
-    if (folder / "DONE").exists():
+    base = folder / "base"
+    if (base / "DONE").exists():
         return
     torch.manual_seed(0)
-    base = folder / "base"
-
-    def save(model, path: Path) -> None:
-        model.to(dtype).save_pretrained(path)
-        del model
-        gc.collect()
-
-    print("building random real-size models in", folder, flush=True)
-    save(UNet2DConditionModel(**sd15_unet_config()), base / "unet")
-    save(AutoencoderKL(
+    print("building random real-size base models in", base, flush=True)
+    _save(UNet2DConditionModel(**sd15_unet_config()), base / "unet", dtype)
+    _save(AutoencoderKL(
         block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4, layers_per_block=2, sample_size=512,
-    ), base / "vae")
+    ), base / "vae", dtype)
     vocab = write_tokenizer(base / "tokenizer")
-    save(CLIPTextModel(CLIPTextConfig(
+    _save(CLIPTextModel(CLIPTextConfig(
         vocab_size=max(vocab, 49408), hidden_size=768, intermediate_size=3072,
         num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
-    )), base / "text_encoder")
+    )), base / "text_encoder", dtype)
     (base / "scheduler").mkdir(parents=True, exist_ok=True)
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
     _save_pipeline_index(base, "StableDiffusionPipeline", {})
+    (base / "DONE").write_text("ok")
+
+
+def build(folder: Path, dtype) -> None:
+    """Write random real-size models in the Hub layout (skipped when already there)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    if (folder / "DONE").exists():
+        return
+    build_base(folder, dtype)
+
+    def save(model, path: Path) -> None:
+        _save(model, path, dtype)
+
+    print("building random real-size models in", folder, flush=True)
     for name, extra in (("inpaint", {"in_channels": 9}), ("instruct", {"in_channels": 8}),
                         ("gligen", {"attention_type": "gated"}),
                         ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9})):
