@@ -14,7 +14,8 @@ Workloads: (i) the trained toy world (`assets/toy`, 64 px, 25 and 8 steps) and (
 random models (256 px, 3 steps, CPU; built once, base only, by bench/memory.py's code into
 --sd15-folder, about 2 GB of fp16 on disk). `--quick` runs the toy set with 3 repeats.
 `--breakdown` times the studio's stages (pipeline assembly, configuration, the pipeline call,
-saving) per call on the toy set. The raw and studio images are compared: they must be equal.
+saving) per call on the first set; its fixed cost is Studio.run minus the pipeline's __call__.
+The raw and studio images are compared: they must be equal.
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ def raw_pipeline(folder: Path, components: dict[str, Any] | None = None) -> Any:
     import torch
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, safety_checker=None, requires_safety_checker=False, dtype=torch.float32,
-        local_files_only=True, **(components or {}))
-    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    if components:
+        pipe = StableDiffusionPipeline(
+            **components, scheduler=EulerAncestralDiscreteScheduler.from_pretrained(
+                folder, subfolder="scheduler"),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            folder, safety_checker=None, requires_safety_checker=False, dtype=torch.float32,
+            local_files_only=True)
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -170,8 +177,11 @@ STAGES = (
 )
 
 
-def breakdown(repeats: int) -> list[list[str]]:
-    """Mean ms per call of the studio's stages on the toy set (64 px, 8 steps)."""
+def breakdown(models: str, folder: Path, size: int, steps: int, repeats: int
+              ) -> list[list[str]]:
+    """Mean ms per call of the studio's stages. Its fixed cost is Studio.run minus the
+    pipeline's __call__, both timed inside one call, so it is not lost in the noise of two
+    separate medians on a busy machine."""
     import importlib
 
     totals: dict[str, list[float]] = {}
@@ -192,16 +202,21 @@ def breakdown(repeats: int) -> list[list[str]]:
         setattr(target, attr, wrapper)
         patched.append((target, attr, original))
     try:
-        studio = studio_for("toy", None, Path(tempfile.mkdtemp(prefix="bench-out-")))
-        req = {"prompt": PROMPT, "seed": 1, "steps": 8, "width": 64, "height": 64}
+        studio = studio_for(models, folder, Path(tempfile.mkdtemp(prefix="bench-out-")))
+        req = {"prompt": PROMPT, "seed": 1, "steps": steps, "width": size, "height": size}
         studio.txt2img(dict(req))
         totals.clear()
         t = median(timed(lambda: studio.txt2img(dict(req)), repeats))
     finally:
         for target, attr, original in patched:
             setattr(target, attr, original)
-    rows = [[label, f"{sum(totals.get(label, [0])) / repeats * 1000:.1f}"]
-            for *_, label in STAGES]
+
+    def ms(label: str) -> float:
+        return sum(totals.get(label, [0.0])) / repeats * 1000
+
+    rows = [[label, f"{ms(label):.1f}"] for *_, label in STAGES]
+    fixed = ms(STAGES[0][3]) - ms("pipeline __call__")
+    rows.append(["**studio fixed cost (run minus __call__)**", f"**{fixed:.1f}**"])
     rows.append(["Studio.txt2img wall (median)", f"{t * 1000:.1f}"])
     return rows
 
@@ -213,7 +228,9 @@ def main() -> None:
     ap.add_argument("--sets", default="toy,sd15")
     ap.add_argument("--sd15-folder", type=Path,
                     default=Path(tempfile.gettempdir()) / "sd15-random-base")
-    ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the studio's stages (first set, its last workload)")
+    ap.add_argument("--only-breakdown", action="store_true", help="skip the comparison")
     ap.add_argument("--no-client", action="store_true", help="skip the gradio_client column")
     args = ap.parse_args()
     sets = args.sets.split(",")
@@ -232,7 +249,7 @@ def main() -> None:
 
         build_base(args.sd15_folder, torch.float16)
         todo.append(("sd15", args.sd15_folder / "base", [(256, 3)]))
-    for models, folder, workloads in todo:
+    for models, folder, workloads in [] if args.only_breakdown else todo:
         r, g = measure(models, folder, workloads, args.repeats, not args.no_client)
         rows += r
         grows += g
@@ -245,10 +262,12 @@ def main() -> None:
                             "gradio ms", "of which file download", "of which the rest"]))
     print(f"median of {args.repeats} interleaved runs each; torch threads "
           f"{torch.get_num_threads()}")
-    if args.breakdown:
+    if args.breakdown or args.only_breakdown:
+        models, folder, workloads = todo[0]
+        size, steps = workloads[-1]
         print()
-        print(table(breakdown(args.repeats), ["studio stage (toy, 64 px, 8 steps)",
-                                              "ms per call"]))
+        print(table(breakdown(models, folder, size, steps, args.repeats),
+                    [f"studio stage ({models}, {size} px, {steps} steps)", "ms per call"]))
 
 
 if __name__ == "__main__":
