@@ -32,6 +32,9 @@ from _common import ROOT, median, table, timed
 
 PROMPT = "a red circle"
 TOY_BASE = ROOT / "assets" / "toy" / "stable-diffusion"
+# pause before each timed call: the server still closes the previous call's event stream
+# after the client has its result, which otherwise lands on the next (raw) call's time
+SETTLE_S = 0.3
 
 
 def raw_pipeline(folder: Path, components: dict[str, Any] | None = None) -> Any:
@@ -138,6 +141,7 @@ def measure(models: str, folder: Path, workloads: list[tuple[int, int]], repeats
         handler_s.clear()
         for _ in range(repeats):
             for k, fn in calls.items():
+                time.sleep(SETTLE_S)  # let the server finish the last call's stream first
                 times[k] += timed(fn, 1)
         t = {k: median(v) for k, v in times.items()}
         label = f"{models} {size}px {steps} steps{'' if same else ' (IMAGES DIFFER)'}"
