@@ -32,8 +32,9 @@ from _common import ROOT, median, table, timed
 
 PROMPT = "a red circle"
 TOY_BASE = ROOT / "assets" / "toy" / "stable-diffusion"
-# pause before each timed call: the server still closes the previous call's event stream
-# after the client has its result, which otherwise lands on the next (raw) call's time
+# pause before each timed call, so the server's tail of the previous gradio call (closing
+# its event stream) cannot land on the next timed call (a precaution: the raw pipeline was
+# slower than the backend at 25 steps with and without it)
 SETTLE_S = 0.3
 
 
