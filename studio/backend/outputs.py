@@ -35,6 +35,9 @@ REQUEST_CHUNK = "studio_request"
 PARAMETERS_CHUNK = "parameters"
 MAX_TEXT_CHUNK = 1 << 20  # metadata larger than this (1 MB, after decompression) is ignored
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# zlib level of saved PNGs: lossless at every level; 1 (fastest) instead of Pillow's 6 saves
+# up to tens of ms per 512 px image for files ~10-30% larger (bench/RESULTS.md, overhead)
+PNG_COMPRESS_LEVEL = 1
 
 
 def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
@@ -127,12 +130,14 @@ class OutputStore:
         payload = {"request": request, "model": model, **(extra or {})}
         info.add_text(REQUEST_CHUNK, json.dumps(payload, sort_keys=True))
         return write_atomic(self._day() / name,
-                            lambda fh: image.save(fh, format="PNG", pnginfo=info))
+                            lambda fh: image.save(fh, format="PNG", pnginfo=info,
+                                                       compress_level=PNG_COMPRESS_LEVEL))
 
     def save_aux(self, image: Image.Image, stem: str) -> Path:
         """Save an auxiliary image (a control map, a mask, an input) next to the outputs."""
         name = f"{time.strftime('%H%M%S')}-{stem}-{uuid.uuid4().hex}.png"
-        return write_atomic(self._day() / name, lambda fh: image.save(fh, format="PNG"))
+        return write_atomic(self._day() / name, lambda fh: image.save(
+            fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
     def save_file(self, stem: str, suffix: str, write: Callable[[Path], None]) -> Path:
         """Save a non-image file (SeedSelect noises) next to the outputs, atomically:
