@@ -51,6 +51,7 @@ class Previewer:
         self.last = self.started
         self.spent = 0.0  # seconds spent decoding and handing over previews
         self.cost = 0.0  # the last preview's cost: what the next one is expected to take
+        self.worst = 0.0  # the dearest preview (the budget may be overrun by one surprise)
         self.shown: list[int] = []  # the steps that got a preview
         self.x0: torch.Tensor | None = None  # the scheduler's latest predicted x0
         self.failed = False
@@ -100,6 +101,7 @@ class Previewer:
             return
         self.emit(image, step, total)
         self.cost = time.monotonic() - t0
+        self.worst = max(self.worst, self.cost)
         self.spent += self.cost
         self.last = time.monotonic()
         self.shown.append(step)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -131,13 +132,14 @@ def test_generated_handler_has_the_api_signature_and_gets_the_session(tmp_path):
 
     class Backend:
         native_size = 64
+        settings = SimpleNamespace(previews=False)
 
         def job_token(self, session, submitted):
             calls.append(("token", session))
             return "token"
 
-        def run(self, task, data, progress, cancel):
-            calls.append((task, data, cancel))
+        def run(self, task, data, progress, cancel, preview):
+            calls.append((task, data, cancel, preview))
             path = tmp_path / "out.png"
             return SimpleNamespace(path=path, info={"seed": 1}, extra_images=[])
 
@@ -147,8 +149,65 @@ def test_generated_handler_has_the_api_signature_and_gets_the_session(tmp_path):
     assert list(params) == ["prompt", "image", "request", "progress"]
     assert params["image"].default is None and fn.__doc__ == "Make it."
     assert fn.__annotations__["request"] is gr.Request  # gradio injects the session here
-    path, info = fn("a cat", None, SimpleNamespace(session_hash="s1", request=None), None)
+    assert inspect.isgeneratorfunction(fn)  # gradio streams what it yields
+    (path, info), = fn("a cat", None, SimpleNamespace(session_hash="s1", request=None), None)
     assert calls[0] == ("token", "s1")
-    # an optional parameter left out is left to the request's default
-    assert calls[1] == ("txt2img", {"prompt": "a cat"}, "token")
+    # an optional parameter left out is left to the request's default; previews are off
+    assert calls[1] == ("txt2img", {"prompt": "a cat"}, "token", None)
     assert json.loads(info) == {"seed": 1} and path.endswith("out.png")
+
+
+def preview_backend(tmp_path, steps: int = 3):
+    """A backend whose job shows `steps` previews, then waits for cancel or finishes."""
+    from studio.backend.common import Cancelled, CancelToken, Result
+
+    class Backend:
+        native_size = 64
+        settings = SimpleNamespace(previews=True)
+        token = CancelToken()
+
+        def job_token(self, session, submitted):
+            return self.token
+
+        def run(self, task, data, progress, cancel, preview):
+            for step in range(1, steps + 1):
+                preview(Image.new("RGB", (8, 8), (step, 0, 0)), step, steps + 1)
+                time.sleep(0.05)  # the consumer takes each preview before the next
+                if cancel.cancelled:
+                    raise Cancelled("Cancelled: stopped")
+            return Result(image=None, info={"seed": 1}, path=tmp_path / "out.png")
+
+    return Backend()
+
+
+def test_a_handler_streams_previews_then_the_result(tmp_path):
+    backend = preview_backend(tmp_path)
+    tab = GenerationTab(backend, "txt2img", lambda *a: None)
+    out = list(tab.handler(["prompt"], doc="d", extra_outputs=1)("a cat", None, None))
+    previews, final = out[:-1], out[-1]
+    assert [json.loads(info)["preview"]["step"] for _, info, _ in previews] == [1, 2, 3]
+    assert all(isinstance(im, Image.Image) for im, _, _ in previews)
+    assert all(isinstance(extra, type(gr.skip())) for _, _, extra in previews)  # untouched
+    assert final[0].endswith("out.png") and json.loads(final[1]) == {"seed": 1}
+
+
+def test_a_client_that_stops_listening_stops_the_job(tmp_path):
+    backend = preview_backend(tmp_path, steps=40)
+    tab = GenerationTab(backend, "txt2img", lambda *a: None)
+    stream = tab.handler(["prompt"], doc="d")("a cat", None, None)
+    next(stream)  # the first preview
+    stream.close()  # the client went away (gradio closes the generator)
+    assert backend.token.cancelled
+
+
+def test_an_error_of_the_job_reaches_the_stream(tmp_path):
+    from studio.ui.common import streamed
+
+    def work(preview):
+        preview(Image.new("RGB", (4, 4)), 1, 3)
+        raise ValueError("bad")
+
+    from studio.backend.common import CancelToken
+
+    with pytest.raises(ValueError, match="bad"):
+        list(streamed(work, CancelToken()))
