@@ -64,7 +64,7 @@ class Settings:
     a1111_api: bool = True  # serve AUTOMATIC1111's REST API (/sdapi/v1, /controlnet)
     previews: bool = True  # live previews (TAESD) while an image forms
     public_history: bool = False  # a public studio without a login lists its outputs anyway
-    preview_interval: float = 0.1  # seconds at least between two previews
+    preview_interval: float = 0.25  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
     # GPU speed path (README "Speed on a GPU")

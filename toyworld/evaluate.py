@@ -446,6 +446,17 @@ def eval_previews(studio: Any, n: int = 12) -> Evaluation:
     """Live previews mean something: the distilled TAESD decodes a generated image's latents
     to the same objects as the VAE (largest object's colour and shape, mean pixel error), and
     the last preview of each 25-step run already shows the final image's main colour."""
+    from dataclasses import replace
+
+    settings = studio.settings  # previews as often as their time budget allows
+    studio.settings = replace(settings, preview_interval=0.0)
+    try:
+        return _eval_previews(studio, n)
+    finally:
+        studio.settings = settings
+
+
+def _eval_previews(studio: Any, n: int) -> Evaluation:
     import torch
 
     registry = studio.registry

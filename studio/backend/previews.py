@@ -30,7 +30,9 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL_S = 0.1  # at most ~10 previews a second: a browser shows no more anyway
+# At most 4 previews a second (A1111 refreshes its preview once a second by default): each
+# one also costs the web server an encode and a message, outside the decoding budget below.
+MIN_INTERVAL_S = 0.25
 MAX_SHARE = 0.1  # previews take at most this share of the job's time
 PreviewFn = Callable[[Image.Image, int, int], None]  # (image, step, total)
 
