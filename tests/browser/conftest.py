@@ -97,12 +97,16 @@ def open_settings(page) -> None:
 
 def wait_image(page, selector: str, old_src: str | None = None, timeout: float = 60_000) -> str:
     """Wait until the `img` under `selector` is loaded (and differs from `old_src`), failing
-    at once with the toast's text if an error toast shows up instead; returns its src."""
+    at once with the toast's text if an error toast shows up instead; returns its src.
+
+    Live previews (JPEG) show in a result image while it forms: this waits for the final
+    image, not one of them."""
     page.wait_for_function(
-        """([sel, old, toast]) => {
+        r"""([sel, old, toast]) => {
             if (document.querySelector(toast)) return true;
             const img = document.querySelector(sel + ' img');
             if (!img || img.offsetParent === null || img.getAttribute('src') === old) return false;
+            if (/\.jpe?g$/i.test(img.getAttribute('src') || '')) return false;  // a preview
             // gradio's images load lazily: only once scrolled into view
             if (img.naturalWidth === 0) img.scrollIntoView({block: 'center'});
             return img.naturalWidth > 0;

@@ -28,8 +28,9 @@ def prepare(page, prompt: str, steps: int, size: int) -> None:
 def test_generate_from_prompt(page):
     prepare(page, "a red circle", 2, 128)
     page.locator("#txt2img-generate").click()
-    page.locator("#txt2img-result img").wait_for(state="visible")
-    assert "txt2img" in page.locator("#txt2img-result img").get_attribute("src")
+    from .conftest import wait_image
+
+    assert "txt2img" in wait_image(page, "#txt2img-result")  # the saved file, not a preview
     # the session gallery received it too
     page.locator("#session-gallery img").first.wait_for(state="visible")
     no_error_toast(page)
