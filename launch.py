@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from_args(argv)
     except ValueError as err:
         sys.exit(f"error: {err}")
+
+    if settings.compile and os.environ.get("SPACES_ZERO_GPU"):
+        # ZeroGPU lends a GPU per call only: a start-up warm-up has none to compile on, and
+        # compiling inside a call would eat its short GPU window
+        logging.getLogger("studio").warning("--compile is off on ZeroGPU (no GPU at start-up)")
+        settings = replace(settings, compile=False)
 
     from studio.backend.service import Studio
     from studio.ui.app import api_routes, build_app, launch_options, page_style

@@ -107,3 +107,30 @@ def test_auto_uses_sd15_when_its_weights_are_cached(model_cache, tmp_path, monke
     assert model_set.name == "sd15"
     assert model_set.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert Studio(settings, model_set=model_set).banner is None  # nothing loads yet
+
+
+def test_compile_is_off_on_zerogpu_where_start_up_has_no_gpu(monkeypatch, tmp_path):
+    import launch
+    from studio.backend import service
+    from studio.ui import app
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_studio(settings):
+        seen["compile"] = settings.compile
+        raise Stop
+
+    monkeypatch.setattr(service, "Studio", fake_studio)
+    monkeypatch.setattr(app, "build_app", lambda *a, **k: None)
+    argv = ["--models", "tiny", "--compile", "--outputs-dir", str(tmp_path)]
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    with pytest.raises(Stop):
+        launch.main(argv)
+    assert seen["compile"] is False
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    with pytest.raises(Stop):
+        launch.main(argv)
+    assert seen["compile"] is True  # elsewhere the flag holds
