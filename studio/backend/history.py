@@ -205,12 +205,9 @@ class HistoryIndex:
                 self._db = None
 
     # ------------------------------------------------------------------ scanning
-    def refresh(self) -> int:
+    def _refresh(self, db: sqlite3.Connection) -> int:
         """Bring the index up to date with the folder; returns the number of files whose
         metadata was read."""
-        return self._with_retry(self._refresh)
-
-    def _refresh(self, db: sqlite3.Connection) -> int:
         known = dict(db.execute("SELECT name, mtime_ns FROM folders"))
         present = set()
         read = 0
@@ -291,15 +288,38 @@ class HistoryIndex:
     # ------------------------------------------------------------------ queries
     def query(self, page: Page) -> list[dict[str, Any]]:
         """The items of `page`, newest first, after bringing the index up to date."""
-        return self._with_retry(lambda db: self._query(db, page))
+
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            self._refresh(db)
+            return self._query(db, page)
+
+        return self._with_retry(work)
 
     def count(self, query: str = "") -> int:
         """How many items match `query` (after bringing the index up to date)."""
         page = Page.checked(query=query)
-        return self._with_retry(lambda db: self._count(db, page))
+
+        def work(db: sqlite3.Connection) -> int:
+            self._refresh(db)
+            return self._count(db, page)
+
+        return self._with_retry(work)
+
+    def listing(self, query: str, size: int, number: int
+                ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Page `number` (0-based, clamped to the pages there are) of `size` items matching
+        `query`: (how many match, the page number, its items), after one update."""
+
+        def work(db: sqlite3.Connection) -> tuple[int, int, list[dict[str, Any]]]:
+            self._refresh(db)
+            total = self._count(db, Page.checked(query=query))
+            pages = max(1, -(-total // size))
+            at = min(max(number, 0), pages - 1)
+            return total, at, self._query(db, Page.checked(size, query, at * size))
+
+        return self._with_retry(work)
 
     def _query(self, db: sqlite3.Connection, page: Page) -> list[dict[str, Any]]:
-        self._refresh(db)
         where, args = _where(page)
         rows = db.execute(
             "SELECT file, task, prompt, seed, model, created FROM files "
@@ -309,7 +329,6 @@ class HistoryIndex:
                  "created": _iso(c)} for f, t, p, s, m, c in rows]
 
     def _count(self, db: sqlite3.Connection, page: Page) -> int:
-        self._refresh(db)
         where, args = _where(page)
         return int(db.execute(f"SELECT COUNT(*) FROM files WHERE {where}", args).fetchone()[0])
 

@@ -123,19 +123,9 @@ class Previewer:
         array = ((x + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)
 
-    def info(self) -> dict[str, Any]:
-        """What the previews cost (for benchmarks and the job's log)."""
-        return {"previews": len(self.shown), "preview_steps": list(self.shown),
-                "preview_seconds": round(self.spent, 4)}
-
 
 def _same_shape(x0: Any, latents: Any) -> bool:
     return torch.is_tensor(x0) and torch.is_tensor(latents) and x0.shape == latents.shape
-
-
-def active() -> Previewer | None:
-    """The previewer of the job running in this thread (None: nobody watches)."""
-    return _active.get()
 
 
 @contextlib.contextmanager

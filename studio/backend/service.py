@@ -378,6 +378,13 @@ class Studio:
         self._check_history_shown()
         return self.history_index.query(Page.checked(limit, query, offset))
 
+    def history_listing(self, query: str, size: int, number: int
+                        ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Page `number` of `size` saved images matching `query`, clamped to the pages there
+        are: (how many match, the page number, its items as `history` gives them)."""
+        self._check_history_shown()
+        return self.history_index.listing(query, size, number)
+
     def history_file(self, name: str) -> Path:
         """The file of a history item (a name relative to the outputs folder), through the
         file gate: nothing outside the outputs folder."""

@@ -15,7 +15,7 @@ import gradio as gr
 
 from studio.backend.files import allow_root
 from studio.backend.history import INDEX_DIR
-from studio.backend.tasks import TABS
+from studio.backend.tasks import SAVED_IMAGE_TABS, TABS
 
 from . import outputs, pnginfo
 from .common import session_of
@@ -111,9 +111,9 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
                 with gr.Tab(title, id=name):
                     module = importlib.import_module(f"{__package__}.{name}")
                     built[name] = module.build(studio, hook)
-            with gr.Tab("PNG info", id="pnginfo"):
+            with gr.Tab(SAVED_IMAGE_TABS["pnginfo"], id="pnginfo"):
                 pnginfo.build(studio, hook, tabs, built["txt2img"])
-            with gr.Tab("Outputs", id="outputs") as outputs_tab:
+            with gr.Tab(SAVED_IMAGE_TABS["outputs"], id="outputs") as outputs_tab:
                 outputs.build(studio, hook, tabs, built["txt2img"], outputs_tab)
         gallery.render()
 

@@ -75,6 +75,8 @@ def user_errors(fn: Callable) -> Callable:
         def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
             try:
                 yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
             except Exception as err:
                 raise _shown(err, fn) from err
 
@@ -84,6 +86,8 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except gr.Error:
+            raise
         except Exception as err:
             raise _shown(err, fn) from err
 
@@ -92,8 +96,6 @@ def user_errors(fn: Callable) -> Callable:
 
 def _shown(err: Exception, fn: Callable) -> gr.Error:
     """The gr.Error a client sees for `err` (see user_errors)."""
-    if isinstance(err, gr.Error):
-        return err
     if isinstance(err, Cancelled):
         return gr.Error(str(err), title="Cancelled")
     if isinstance(err, USER_ERRORS):

@@ -35,10 +35,8 @@ def page_view(studio: Any, query: str | None, page: Any
     """Page `page` (0-based, clamped to the pages there are) of the items matching `query`:
     (gallery items, their names relative to the outputs folder, a page label, the page)."""
     query = query or ""
-    total = studio.history_index.count(query)
+    total, page, items = studio.history_listing(query, PAGE_SIZE, int(page or 0))
     pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(max(int(page or 0), 0), pages - 1)
-    items = studio.history(PAGE_SIZE, query, page * PAGE_SIZE)
     shown, names = [], []
     for item in items:
         try:
