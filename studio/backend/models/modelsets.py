@@ -39,6 +39,10 @@ REPOS: dict[str, str] = {
     "lcm_lora": "lcm-lora",
     "image_encoder": "clip-vision",
     "taesd": "taesd",  # the tiny preview decoder (live previews)
+    # IP-Adapter (Remix): the adapter file and its image encoder, as h94/IP-Adapter lays out
+    # (`models/ip-adapter_sd15.safetensors`, `models/image_encoder/`)
+    "ip_adapter": "ip-adapter",
+    "ip_text": "clip-text",  # the text tower of the IP-Adapter's image encoder (text diffs)
     **{f"controlnet:{t}": f"controlnet-{t}" for t in CONTROL_TYPES},
 }
 # Registry roles -> the repo providing them (ControlNet roles are their own repo keys).
@@ -48,6 +52,7 @@ ROLE_REPOS: dict[str, str] = {
     "unet_inpaint": "inpaint", "unet_instruct": "instruct",
     "unet_gligen": "gligen", "unet_gligen_inpaint": "gligen_inpaint",
     "lcm_lora": "lcm_lora", "image_encoder": "image_encoder", "taesd": "taesd",
+    "ip_adapter": "ip_adapter", "ip_image_encoder": "ip_adapter", "ip_text_encoder": "ip_text",
 }
 
 
@@ -137,6 +142,10 @@ SD15 = ModelSet(
         "image_encoder": "openai/clip-vit-large-patch14",
         # TAESD: a distilled decoder of SD1.5's latents (~5 MB), for live previews only
         "taesd": "madebyollin/taesd",
+        # IP-Adapter for SD1.5 (plain `ip-adapter_sd15`: one pooled image embedding, so text
+        # diffs work); its image encoder is OpenCLIP ViT-H/14, whose text tower is here
+        "ip_adapter": "h94/IP-Adapter",
+        "ip_text": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     },
     description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
 )

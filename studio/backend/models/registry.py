@@ -226,6 +226,43 @@ class ModelRegistry:
             model = CLIPVisionModelWithProjection.from_pretrained(source, dtype=self.dtype, **kw)
             model.image_processor = CLIPImageProcessor.from_pretrained(source, **kw)
             return model
+        if role.startswith("ip_"):
+            return self._build_ip(role, source)
+        raise ValueError(f"don't know how to load role {role!r}")
+
+    def _build_ip(self, role: str, source: str) -> Any:
+        """IP-Adapter roles (Remix): the adapter weights, its image encoder (in the adapter
+        repo's `models/image_encoder`, as h94/IP-Adapter has it) and that encoder's CLIP text
+        tower with projection (a full CLIPModel repo such as laion's, or a text model)."""
+        from .ip_adapter import IP_ENCODER_SUBFOLDER, load_ip_adapter_weights
+
+        kw = self._hub_kwargs()
+        if role == "ip_adapter":
+            return load_ip_adapter_weights(source, kw, self.dtype)
+        if role == "ip_image_encoder":
+            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+            model = CLIPVisionModelWithProjection.from_pretrained(
+                source, subfolder=IP_ENCODER_SUBFOLDER, dtype=self.dtype, **kw)
+            try:
+                processor = CLIPImageProcessor.from_pretrained(
+                    source, subfolder=IP_ENCODER_SUBFOLDER, **kw)
+            except OSError:  # h94's folder has none: CLIP's own 224 px preprocessing
+                processor = CLIPImageProcessor()
+            model.image_processor = processor
+            return model
+        if role == "ip_text_encoder":
+            from transformers import AutoConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+            config = AutoConfig.from_pretrained(source, **kw)
+            if config.model_type == "clip":  # a whole CLIP model: its text half
+                text_config = config.text_config
+                text_config.projection_dim = config.projection_dim
+                config = text_config
+            model = CLIPTextModelWithProjection.from_pretrained(
+                source, config=config, dtype=self.dtype, **kw)
+            model.tokenizer = CLIPTokenizer.from_pretrained(source, **kw)
+            return model
         raise ValueError(f"don't know how to load role {role!r}")
 
     def _from_single_file(self, role: str, source: str) -> Any:

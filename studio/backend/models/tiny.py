@@ -25,7 +25,7 @@ from .tokenizer_vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v5"  # bump when the configs below change, so caches are rebuilt
+TINY_VERSION = "v6"  # bump when the configs below change, so caches are rebuilt
 CROSS_DIM = 32
 
 def _unet_kwargs(**extra: object) -> dict:
@@ -261,9 +261,66 @@ def _build_taesd(root: Path, seed: int) -> None:
     ).save_pretrained(root / REPOS["taesd"])
 
 
+IP_EMBED_DIM = 24  # the tiny IP image encoder's embedding size (not CROSS_DIM, on purpose)
+
+
+def _build_ip_adapter(root: Path, seed: int) -> None:
+    """A tiny random IP-Adapter in h94/IP-Adapter's layout (`models/ip-adapter_sd15
+    .safetensors` + `models/image_encoder/`, which has no preprocessor config, so CLIP's
+    224 px default applies as for the real one), and a whole tiny CLIPModel with its
+    tokenizer as the text tower (laion's repo is a whole CLIPModel too)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    folder = root / REPOS["ip_adapter"] / "models"
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                  num_hidden_layers=2, image_size=224, patch_size=32,
+                  projection_dim=IP_EMBED_DIM)
+    torch.manual_seed(seed + 300)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**vision)).save_pretrained(
+        folder / "image_encoder")
+    gen = torch.Generator().manual_seed(seed + 301)
+    tensors = {
+        "image_proj.proj.weight": torch.randn(4 * CROSS_DIM, IP_EMBED_DIM, generator=gen) * 0.2,
+        "image_proj.proj.bias": torch.zeros(4 * CROSS_DIM),
+        "image_proj.norm.weight": torch.ones(CROSS_DIM),
+        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
+    }
+    unet = UNet2DConditionModel(**_unet_kwargs())
+    key_id = 1
+    for name, module in unet.attn_processors.items():
+        if not name.endswith("attn2.processor"):
+            continue
+        attn = unet.get_submodule(name.rsplit(".", 1)[0])
+        hidden = attn.to_k.out_features
+        for kind in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{key_id}.{kind}.weight"] = torch.randn(
+                hidden, CROSS_DIM, generator=gen) * 0.3
+        key_id += 2
+    save_file(tensors, str(folder / "ip-adapter_sd15.safetensors"))
+
+    text_folder = root / REPOS["ip_text"]
+    vocab_size = write_tokenizer(text_folder)
+    text = dict(bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1, hidden_size=32, intermediate_size=37,
+                num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size,
+                max_position_embeddings=77)
+    torch.manual_seed(seed + 302)
+    CLIPModel(CLIPConfig(text_config=CLIPTextConfig(**text).to_dict(),
+                         vision_config=CLIPVisionConfig(**vision).to_dict(),
+                         projection_dim=IP_EMBED_DIM)).save_pretrained(text_folder)
+
+
 # One builder per group of repos; a new model role adds its builder here.
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora,
-            _build_image_encoder, _build_taesd)
+            _build_image_encoder, _build_taesd, _build_ip_adapter)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from .inpaint import InpaintRequest, inpaint_runner
 from .instruct import InstructRequest, instruct_runner
 from .layout import LayoutRequest, layout_runner
 from .prompt_edit import PromptEditRequest, run_prompt_edit
+from .remix import RemixRequest, remix_runner
 from .txt2img import txt2img_runner
 
 # UI tabs in order: module name in studio.ui -> title.
@@ -33,6 +34,7 @@ TABS = {
     "layout": "Layout",
     "edit": "Edit",
     "instruct": "Instruct",
+    "remix": "Remix",
     "concepts": "Concepts",
 }
 # Tabs built by studio.ui.app itself after those (they read saved images, not a task).
@@ -85,6 +87,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("instruct", "instruct",
          "`image`, `instruction`, `text_guidance`, `image_guidance`, `max_side` (instead of "
          "width/height)", InstructRequest, instruct_runner),
+    Task("remix", "remix",
+         "`images` (files, 1-4), `weights` (JSON list aligned with `images`, non-negative, "
+         "not all zero; empty = equal), `text_from`, `text_to` (captions for a text diff, "
+         "both or neither), `text_amount` (0..1), `image_scale` (0..1.5); `prompt` may be "
+         "empty", RemixRequest, remix_runner),
     Task("concept_train", "concepts",
          "`name` (the token, e.g. `<my-dog>`), `images`, `method` (`textual_inversion`, "
          "`lora`, `seedselect`), `steps`, method options", ConceptTrainRequest),
