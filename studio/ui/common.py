@@ -195,14 +195,17 @@ def stop_handler(studio: Any) -> Callable[..., None]:
 
 def common_params(
     prompt_label: str = "Prompt", prompt_placeholder: str = "", elem_prefix: str | None = None,
-    size: int = 512,
+    size: int = 512, prompt_value: str | None = None,
 ) -> dict[str, Any]:
     """The common generation widgets, keyed by their API parameter names (in API order).
 
     With `elem_prefix`, each widget gets the elem_id `<prefix>-<name>` (browser tests use it).
+    `prompt_value=""` makes the prompt optional for API clients (tabs whose prompt may be
+    empty); by default they must give one.
     """
     c: dict[str, Any] = {}
-    c["prompt"] = gr.Textbox(label=prompt_label, lines=2, placeholder=prompt_placeholder)
+    c["prompt"] = gr.Textbox(label=prompt_label, lines=2, placeholder=prompt_placeholder,
+                             value=prompt_value)
     c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=1, value="")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():

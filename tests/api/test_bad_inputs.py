@@ -143,6 +143,19 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
         ("/concept_train", {"name": "<dog>", "images": [f(files, "good")] * 3,
                             "method": "dreamy", "steps": 1}, "dreamy"),
         ("/seedselect", {"prompt": "a dog", "images": [], "steps": 1}, "image"),
+        # --- /remix: counts, weights, captions, ranges, unreadable pictures
+        ("/remix", {"images": [], **SMALL}, "0 images given"),
+        ("/remix", {"images": [f(files, "good")] * 5, **SMALL}, "1 to 4 pictures"),
+        ("/remix", {"images": [f(files, "good")] * 2, "weights": "[1]", **SMALL},
+         "one weight per image"),
+        ("/remix", {"images": [f(files, "good")] * 2, "weights": "[1, -2]", **SMALL},
+         "0 or more"),
+        ("/remix", {"images": [f(files, "good")] * 2, "weights": "[0, 0]", **SMALL},
+         "all weights are 0"),
+        ("/remix", {"images": [f(files, "good")], "text_from": "a cat", **SMALL},
+         "write text_to too"),
+        ("/remix", {"images": [f(files, "good")], "text_amount": 3, **SMALL}, "Amount"),
+        ("/remix", {"images": [f(files, "not_image")], **SMALL}, "image"),
         # --- exposure: bombs under Pillow's limit, oversized uploads, too many files, huge
         # embeddings, crafted metadata (raw path payloads: test_exposure.py)
         ("/instruct", {"image": f(files, "bomb"), "instruction": "make it blue", "steps": 1},

@@ -124,11 +124,11 @@ def ip_adapted(unet: Any, weights: IPAdapterWeights, scale: float) -> Iterator[N
                          f"({unet.config.encoder_hid_dim_type}); IP-Adapter cannot be added")
     cross = unet.config.cross_attention_dim
     cross = cross[0] if isinstance(cross, (list, tuple)) else cross
-    first_k = next(k for k in weights.state_dict["ip_adapter"] if k.endswith("to_k_ip.weight"))
-    if weights.state_dict["ip_adapter"][first_k].shape[-1] != cross:
+    first_k = next(v for k, v in weights.state_dict["ip_adapter"].items()
+                   if k.endswith("to_k_ip.weight"))
+    if first_k.shape[-1] != cross:
         raise ValueError(f"the IP-Adapter {weights.source} was made for a UNet with "
-                         f"cross-attention size {weights.state_dict['ip_adapter'][first_k].shape[-1]},"
-                         f" this one has {cross}")
+                         f"cross-attention size {first_k.shape[-1]}, this one has {cross}")
     procs, projection = _built(unet, weights)
     device, dtype = unet.device, unet.dtype
     for proc in procs.values():

@@ -295,7 +295,7 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
     }
     unet = UNet2DConditionModel(**_unet_kwargs())
     key_id = 1
-    for name, module in unet.attn_processors.items():
+    for name in unet.attn_processors:
         if not name.endswith("attn2.processor"):
             continue
         attn = unet.get_submodule(name.rsplit(".", 1)[0])
