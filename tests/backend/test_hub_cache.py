@@ -19,7 +19,8 @@ GEN = {"prompt": "a red circle", "seed": 2, "steps": 4, "width": 64, "height": 6
 
 @pytest.fixture(scope="module")
 def hub(tiny_model_set, tmp_path_factory):
-    return hub_cache_of(tiny_model_set, tmp_path_factory.mktemp("hub"), ("base", "lcm_lora"))
+    return hub_cache_of(tiny_model_set, tmp_path_factory.mktemp("hub"),
+                        ("base", "lcm_lora", "ip_adapter", "ip_text"))
 
 
 @pytest.fixture()
@@ -49,3 +50,22 @@ def test_fast_mode_loads_the_lcm_lora_by_repo_id_offline(sd15_studio, hub):
     assert fast.info["steps_run"] == 4 and fast.info["guidance_run"] == 1.0
     assert sd15_studio.registry.stats[f"load:lora:lcm@{SD15.get('lcm_lora')}"] == 1
     assert np.abs(np.asarray(fast.image, np.int16) - plain).mean() > 1
+
+
+def test_remix_loads_ip_adapter_encoder_and_text_tower_by_repo_id_offline(sd15_studio):
+    """h94/IP-Adapter's file and image encoder sit in `models/`; laion's repo is a whole
+    CLIPModel whose text half is the text tower: both resolved from the cache, offline."""
+    from PIL import Image
+
+    picture = Image.new("RGB", (80, 80), (200, 40, 40))
+    out = sd15_studio.run("remix", {**GEN, "images": [picture], "text_from": "a red circle",
+                                    "text_to": "a blue circle", "text_amount": 0.5})
+    assert out.image.size == (64, 64) and out.info["text_diff_cosine"] < 1
+    registry = sd15_studio.registry
+    assert registry.key("ip_adapter") == "ip_adapter@h94/IP-Adapter"
+    assert registry.key("ip_image_encoder") == "ip_image_encoder@h94/IP-Adapter"
+    assert registry.key("ip_text_encoder") == f"ip_text_encoder@{SD15.get('ip_text')}"
+    # CLIP's own 224 px preprocessing (h94's encoder folder has no preprocessor config)
+    assert registry.component("ip_image_encoder").image_processor.crop_size["height"] == 224
+    assert registry.component("ip_text_encoder").config.projection_dim == \
+        registry.component("ip_adapter").embed_dim
