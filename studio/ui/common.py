@@ -152,6 +152,14 @@ def progress_adapter(progress: gr.Progress | None, desc: str = "denoising"
     return report
 
 
+def file_paths(value: Any) -> list[Any]:
+    """gr.File values (paths, or dicts with a path) as a list (none: empty)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [v.get("path") if isinstance(v, dict) else getattr(v, "name", v) for v in items]
+
+
 def whole_number(value: Any) -> Any:
     """Whole floats from sliders/numbers become ints; anything else is left for validation."""
     if isinstance(value, float) and value.is_integer():

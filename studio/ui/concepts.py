@@ -12,7 +12,15 @@ import gradio as gr
 
 from studio.backend.concepts.library import DEFAULT_LR, DEFAULT_STEPS, METHODS, preview_crops
 
-from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, path_and_info, user_errors
+from .common import (
+    PRIVATE,
+    GenerationTab,
+    file_paths,
+    gpu_kwargs,
+    info_json,
+    path_and_info,
+    user_errors,
+)
 
 INTRO = (
     "Upload 3-20 pictures of something hard to describe (your dog, a character, a rare bird), "
@@ -39,12 +47,7 @@ def library_markdown(concepts: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _files(value: Any) -> list[Any]:
-    """gr.File values (paths, or dicts with a path) as a list."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [v.get("path") if isinstance(v, dict) else getattr(v, "name", v) for v in items]
+_files = file_paths
 
 
 TRAIN_PARAMS = ("name", "images", "method", "steps", "learning_rate", "rank", "initializer",

@@ -31,6 +31,7 @@ from studio.backend.tasks.control import (
 from .common import (
     PRIVATE,
     GenerationTab,
+    file_paths,
     gpu_kwargs,
     info_json,
     path_and_info,
@@ -140,18 +141,23 @@ def control_request(data: dict[str, Any]) -> dict[str, Any]:
     """The API's values as a control request: `images` and `units` joined into units."""
     data = dict(data)
     units = units_from_api(data.pop("images"), data.pop("units"))
+    if "reference_images" in data:
+        data["reference_images"] = file_paths(data["reference_images"])
     return {**data, "units": units, "init_image": data.get("init_image") or None}
 
 
 def ui_request(values: dict[Any, Any], params: dict[str, Any], units: list[UnitWidgets],
-               init_image: Any, strength: Any) -> dict[str, Any]:
-    """The tab's widget values as the same request the API builds."""
+               extra: dict[str, Any]) -> dict[str, Any]:
+    """The tab's widget values as the same request the API builds (`extra`: the init
+    image, strength, reference pictures and their scale widgets, by parameter name)."""
     data = request_values(list(params), [values[c] for c in params.values()])
     unit_list = [u for i, w in enumerate(units, 1) if (u := w.unit(values, i)) is not None]
     if not unit_list:
         raise gr.Error("enable at least one control unit (or use the Text to image tab)")
-    return {**data, "units": unit_list, "init_image": values[init_image] or None,
-            "strength": whole_number(values[strength])}
+    return {**data, "units": unit_list, "init_image": values[extra["init_image"]] or None,
+            "strength": whole_number(values[extra["strength"]]),
+            "reference_images": file_paths(values[extra["reference_images"]]),
+            "reference_scale": values[extra["reference_scale"]]}
 
 
 def annotate_handler(studio: Any) -> Any:
@@ -187,6 +193,12 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 init_image = gr.Image(label="Init image (optional)", type="filepath",
                                       elem_id="control-init-image")
                 strength = gr.Slider(0.05, 1, value=0.75, step=0.05, label="Denoising strength")
+            with gr.Accordion("Reference pictures (style/content, IP-Adapter)", open=False):
+                references = gr.File(label="1-4 pictures (optional)", file_count="multiple",
+                                     file_types=["image"], value=None,
+                                     elem_id="control-reference-images")
+                reference_scale = gr.Slider(0, 1.5, value=0.6, step=0.05,
+                                            label="Reference strength")
             run, _ = tab.buttons()
         with gr.Column(scale=1):
             tab.results()
@@ -195,8 +207,10 @@ def build(studio: Any, gallery_hook: Any) -> None:
     api = _api_inputs()
     tab.wire(api["control"].click,
              {**params, "images": api["images"], "units": api["units"],
-              "init_image": api["init_image"], "strength": strength},
-             api_name="control", to_request=control_request, optional=("init_image",),
+              "init_image": api["init_image"], "strength": strength,
+              "reference_images": api["reference_images"], "reference_scale": reference_scale},
+             api_name="control", to_request=control_request,
+             optional=("init_image", "reference_images", "reference_scale"),
              doc="Generate with 1-3 control units. `units` is a JSON list aligned with "
                  "`images`: {\"type\", \"weight\", \"start\", \"end\", \"preprocess\"} "
                  "(+ \"resize_mode\", \"resolution\"). Returns [image, info JSON with seed, "
@@ -205,11 +219,13 @@ def build(studio: Any, gallery_hook: Any) -> None:
         annotate_handler(studio),
         inputs=[api["ann_image"], api["ann_name"], api["ann_resolution"]],
         outputs=[api["ann_map"], api["ann_info"]], api_name="annotate", **gpu_kwargs())
-    all_inputs = {*params.values(), init_image, strength}
+    extra = {"init_image": init_image, "strength": strength, "reference_images": references,
+             "reference_scale": reference_scale}
+    all_inputs = {*params.values(), *extra.values()}
     for w in units:
         all_inputs.update(w.inputs())
     tab.wire(run.click, all_inputs, extra_outputs=[maps],
-             to_request=lambda v: ui_request(v, params, units, init_image, strength),
+             to_request=lambda v: ui_request(v, params, units, extra),
              outputs=lambda r: (*path_and_info(r), list(r.extra_images)),
              doc="The tab's Generate: its unit widgets as a control request.")
     for w in units:
@@ -224,6 +240,7 @@ def _api_inputs() -> dict[str, Any]:
         a["units"] = gr.Textbox(label="units", value="[]")
         # Files, not gr.Image: a non-image upload then gets our clear message, not gradio's.
         a["init_image"] = gr.File(label="init_image", file_count="single")
+        a["reference_images"] = gr.File(label="reference_images", file_count="multiple")
         a["control"] = gr.Button("control")
         a["ann_image"] = gr.File(label="image", file_count="single")
         a["ann_name"] = gr.Dropdown(list(ANNOTATORS), value="canny", label="annotator")

@@ -15,8 +15,15 @@ import gradio as gr
 from studio.backend.common import Result
 from studio.backend.requests import MAX_SEED, RequestError, check_number
 
-from .common import PRIVATE, GenerationTab, labelled_input_errors, path_and_info, user_errors
-from .concepts import _files, with_files
+from .common import (
+    PRIVATE,
+    GenerationTab,
+    file_paths,
+    labelled_input_errors,
+    path_and_info,
+    user_errors,
+)
+from .concepts import with_files
 
 MAX_STRIP = 9
 INTRO = (
@@ -98,7 +105,7 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
                                elem_id="remix-strip-gallery")
     for widget in (*w.values(), count):
         labelled_input_errors(widget)
-    w["images"].change(user_errors(_files), w["images"], thumbs, **PRIVATE)
+    w["images"].change(user_errors(file_paths), w["images"], thumbs, **PRIVATE)
     order = ("images", "weights", "text_from", "text_to", "text_amount", "image_scale")
     inputs = {**{k: w[k] for k in order}, **params}
     tab.wire(run.click, inputs, api_name="remix", to_request=with_files,

@@ -42,7 +42,8 @@ def test_named_endpoints_exist(client) -> None:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert "/control" in api and "/annotate" in api
     names = [p["parameter_name"] for p in api["/control"]["parameters"]]
-    assert names == [*COMMON, "images", "units", "init_image", "strength"]
+    assert names == [*COMMON, "images", "units", "init_image", "strength", "reference_images",
+                     "reference_scale"]
     assert [p["parameter_name"] for p in api["/annotate"]["parameters"]] == [
         "image", "annotator", "resolution"]
 

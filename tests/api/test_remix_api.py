@@ -67,3 +67,16 @@ def test_bad_remix_gets_a_clear_error_and_the_next_call_works(client, pictures):
                              text_to="", text_amount=0.5, image_scale=1.0, **COMMON,
                              api_name="/remix")
     assert Image.open(path).size == (64, 64)
+
+
+def test_control_takes_reference_pictures_as_trailing_parameters(client, pictures):
+    edges = Image.new("RGB", (64, 64))
+    edges.paste((255, 255, 255), (16, 16, 48, 48))
+    common = {k: v for k, v in COMMON.items() if k != "prompt"}
+    args = dict(prompt="a cat", **common, images=[handle_file(pictures[0])],
+                units=json.dumps([{"type": "canny", "preprocess": True}]))
+    plain, _ = client.predict(**args, api_name="/control")
+    styled, info = client.predict(**args, reference_images=[handle_file(pictures[1])],
+                                  reference_scale=1.0, api_name="/control")
+    assert json.loads(info)["references"] == 1
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(styled)))

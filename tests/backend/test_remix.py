@@ -237,3 +237,36 @@ def test_a_model_set_without_an_adapter_says_so(fresh_studio):
         k: v for k, v in registry.model_set.repos.items() if k != "ip_adapter"})
     with pytest.raises(StudioError, match="Remix needs an IP-Adapter"):
         fresh_studio.run("remix", {**BASE, "images": [RED]})
+
+
+# ----------------------------------------------------------------------------- Control
+def control_request(**extra) -> dict:
+    edges = Image.new("RGB", (64, 64))
+    edges.paste((255, 255, 255), (20, 20, 44, 44))
+    return {**BASE, "units": [{"type": "canny", "image": edges}], **extra}
+
+
+def test_reference_pictures_steer_the_control_tab(studio):
+    plain = studio.control(control_request())
+    state = unet_state(studio)
+    zero = studio.control(control_request(reference_images=[RED], reference_scale=0.0))
+    assert np.array_equal(px(zero.image), px(plain.image))
+    styled = studio.control(control_request(reference_images=[RED, BLUE],
+                                            reference_scale=1.0))
+    assert styled.info["references"] == 2
+    assert not np.array_equal(px(styled.image), px(plain.image))
+    assert len(styled.info["request"]["reference_images"]) == 2
+    assert_clean(studio, state)
+    again = studio.regenerate(str(styled.path))
+    assert np.array_equal(px(again.image), px(styled.image))
+    assert np.array_equal(px(studio.control(control_request()).image), px(plain.image))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"reference_images": [RED] * 5}, "5 reference images given; at most 4"),
+    ({"reference_images": [RED], "reference_scale": 3}, "reference_scale must be between"),
+    ({"reference_images": ["nope.png"]}, "reference image 1"),
+])
+def test_bad_reference_pictures_are_refused(studio, extra, message):
+    with pytest.raises(RequestError, match=message):
+        studio.control(control_request(**extra))

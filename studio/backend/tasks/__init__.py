@@ -72,7 +72,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("control", "control",
          "`images` (files), `units` (JSON list aligned with `images`: `{\"type\", \"weight\", "
          "\"start\", \"end\", \"preprocess\", \"resize_mode\", \"resolution\"}`), `init_image`, "
-         "`strength`", ControlRequest, control_runner),
+         "`strength`, `reference_images` (files, 0-4: a style/content reference through "
+         "IP-Adapter), `reference_scale` (0..1.5, default 0.6)", ControlRequest, control_runner),
     Task("layout", "layout",
          "`boxes` (JSON list of `{\"phrase\", \"box\": [x0, y0, x1, y1]}` in 0..1), "
          "`gligen_fraction`, `image`, `mode` (`generate` or `inside_boxes`), `append_phrases`, "

@@ -11,7 +11,7 @@ optionally img2img from an init image.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ from ..images import load_image
 from ..models.modelsets import CONTROL_TYPES
 from ..models.registry import ModelRegistry
 from ..requests import FAST_STEPS, GenerationParams, InputFn, RequestError, check_number, jsonable
+from .remix import check_references, referenced
 
 MAX_UNITS = 3
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
@@ -154,6 +155,9 @@ class ControlRequest(GenerationParams):
     units: list[Any] | None = None
     init_image: Any = None
     strength: float = 0.75
+    # style/content reference pictures, through IP-Adapter (see tasks.remix.referenced)
+    reference_images: list[Any] = field(default_factory=list)
+    reference_scale: float = 0.6
 
     task: ClassVar[str] = "control"
 
@@ -184,6 +188,8 @@ class ControlRequest(GenerationParams):
                 )
             self.strength = float(self.strength)
             self.init_image = load_image(self.init_image, "init image")
+        self.reference_images = check_references(self.reference_images, self.reference_scale)
+        self.reference_scale = float(self.reference_scale)
 
     def work(self) -> float:
         """Each ControlNet costs about half a UNet evaluation; img2img runs strength x steps."""
@@ -202,6 +208,9 @@ class ControlRequest(GenerationParams):
             self.units = units
         if self.init_image is not None:
             self.init_image = fn(self.init_image, "init")
+        if isinstance(self.reference_images, (list, tuple)):
+            self.reference_images = [fn(v, f"reference{i}")
+                                     for i, v in enumerate(self.reference_images, 1)]
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -415,8 +424,13 @@ def run_control(
         total = min(int(steps * req.strength), steps)
         kwargs.update(image=init, control_image=per_unit(maps), strength=req.strength)
     kwargs["callback_on_step_end"] = step_callback(total, progress, cancel)
-    out = run_guarded(registry, lambda: pipe(**kwargs), cancel)
-    return out.images[0], {"steps_run": total, "guidance_run": guidance}
+    with referenced(registry, pipe.unet, list(req.reference_images or []),
+                    req.reference_scale, guidance) as reference:
+        out = run_guarded(registry, lambda: pipe(**kwargs, **reference), cancel)
+    info: dict[str, Any] = {"steps_run": total, "guidance_run": guidance}
+    if req.reference_images:
+        info["references"] = len(req.reference_images)
+    return out.images[0], info
 
 
 def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn | None,

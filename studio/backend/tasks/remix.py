@@ -12,8 +12,10 @@ every other tab's output stays bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,6 +41,7 @@ from .remix_space import interpolate, text_diff
 
 MAX_REMIX_IMAGES = 4
 MAX_IMAGE_SCALE = 1.5
+MAX_REFERENCES = 4  # reference pictures of the Control tab (style/content reference)
 
 
 def parse_weights(value: Any, count: int) -> list[float]:
@@ -167,6 +170,47 @@ def remix_embedding(registry: ModelRegistry, req: RemixRequest) -> tuple[torch.T
     return embed, info
 
 
+def check_references(images: Any, scale: Any) -> list[Any]:
+    """The Control tab's reference pictures, decoded (0-4), and a valid scale."""
+    if images is None or images == "":
+        images = []
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) > MAX_REFERENCES:
+        raise RequestError(f"{len(images)} reference images given; at most {MAX_REFERENCES}")
+    check_number("reference_scale", scale, 0, MAX_IMAGE_SCALE)
+    return [load_image(v, f"reference image {i}") for i, v in enumerate(images, 1)]
+
+
+def checked_adapter(registry: ModelRegistry, embed_dim: int) -> Any:
+    """The model set's IP-Adapter, checked against its image encoder's embedding size."""
+    if not registry.model_set.get("ip_adapter"):
+        raise StudioError(f"image prompts need an IP-Adapter and the {registry.model_set.name}"
+                          " models have none")
+    adapter = registry.component("ip_adapter")
+    if adapter.embed_dim != embed_dim:
+        raise StudioError(
+            f"the IP-Adapter takes {adapter.embed_dim}-dimensional image embeddings but its "
+            f"image encoder gives {embed_dim}: use the encoder the adapter was trained with")
+    return adapter
+
+
+@contextlib.contextmanager
+def referenced(registry: ModelRegistry, unet: Any, images: list[Any], scale: float,
+               guidance: float) -> Iterator[dict[str, Any]]:
+    """Reference pictures as an image prompt for another pipeline call on `unet` (the
+    Control tab's "style/content reference + ControlNet"): yields the pipeline kwargs
+    (none without pictures), with IP-Adapter installed for the block only."""
+    if not images:
+        yield {}
+        return
+    embed = interpolate(embed_images(registry, images), torch.ones(len(images)))
+    adapter = checked_adapter(registry, embed.shape[-1])
+    with ip_adapted(unet, adapter, scale):
+        yield {"ip_adapter_image_embeds": guided_embeds(embed, guidance > 1, unet.device,
+                                                        unet.dtype)}
+
+
 def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> tuple[Any, dict[str, Any]]:
     """Render the remixed image prompt; returns (PIL image, info)."""
@@ -176,12 +220,7 @@ def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None =
                           "models have none")
     # 1. the image prompt
     embed, info = remix_embedding(registry, req)
-    adapter = registry.component("ip_adapter")
-    if adapter.embed_dim != embed.shape[-1]:
-        raise StudioError(
-            f"the IP-Adapter takes {adapter.embed_dim}-dimensional image embeddings but its "
-            f"image encoder gives {embed.shape[-1]}: use the encoder the adapter was "
-            "trained with")
+    adapter = checked_adapter(registry, embed.shape[-1])
     # 2. the pipeline, its scheduler and adapters; the inputs as used
     pipe = base_pipeline(registry)
     configure_pipe(registry, pipe, req, "unet")
