@@ -442,6 +442,82 @@ def eval_attend_excite(studio: Any, n: int = 16, words: str = "") -> Evaluation:
                       {"prompt": THREE, "excite_words": words or "(automatic)"})
 
 
+REMIX = {"prompt": "", "image_scale": 1.0}  # Remix's image prompt alone: no text prompt
+TEXT_DIFF = ("a red circle", "a blue circle")
+TEXT_AMOUNT = 0.5
+
+
+def one_shape(kind: str, colour: str, seed: int) -> Image.Image:
+    """A picture of one shape at a seeded place and size (what a user would upload)."""
+    rng = random.Random(seed)
+    size = rng.randint(18, 30)
+    return Scene([Shape(kind, colour, rng.randint(size // 2 + 2, SIZE - size // 2 - 2),
+                        rng.randint(size // 2 + 2, SIZE - size // 2 - 2), size)]).render()
+
+
+def _is(image: Image.Image, colour: str, kind: str) -> bool:
+    top = _largest(analyse(image))
+    return bool(top and top.colour == colour and top.shape == kind)
+
+
+def eval_remix_variation(studio: Any, n: int = 12) -> Evaluation:
+    """Remix variations: a picture of one shape (every common colour and shape in turn, at
+    new places) and no prompt: does the new image show the same colour and shape?"""
+    timer, both, colour_ok = _Timer(), 0, 0
+    for colour, kind, seed in single_shape_prompts(n):
+        picture = one_shape(kind, colour, seed)
+        image = timer(studio.run, "remix", _params(seed, images=[picture], **REMIX)).image
+        top = _largest(analyse(image))
+        colour_ok += bool(top and top.colour == colour)
+        both += _is(image, colour, kind)
+    return Evaluation("remix_variation", n, {"colour and shape kept": both / n,
+                                             "colour kept": colour_ok / n}, timer.per_image)
+
+
+def eval_remix_interpolation(studio: Any, n: int = 12, length: int = 5) -> Evaluation:
+    """Remix interpolation: a strip of `length` from a red circle (weights [1, 0]) to a blue
+    square ([0, 1]), one seed per strip. Each end must be its picture; along the strip
+    the blue share of the foreground should rise monotonically, by more than half overall
+    (a dip of 5 points between neighbours is allowed: the share is coarse)."""
+    timer, ends, monotone, middle = _Timer(), 0, 0, 0.0
+    for i in range(n):
+        seed = EVAL_SEED + 500 + i
+        a = one_shape("circle", "red", seed)
+        b = one_shape("square", "blue", seed + 1)
+        shares, images = [], []
+        for j in range(length):
+            t = j / (length - 1)
+            image = timer(studio.run, "remix", _params(
+                seed, images=[a, b], weights=[1 - t, t], **REMIX)).image
+            images.append(image)
+            shares.append(colour_share(image, "blue"))
+        ends += _is(images[0], "red", "circle") + _is(images[-1], "blue", "square")
+        rising = all(b >= a - 0.05 for a, b in zip(shares, shares[1:], strict=False))
+        monotone += rising and shares[-1] - shares[0] > 0.5
+        middle += shares[length // 2]
+    return Evaluation("remix_interpolation", n, {
+        "ends right": ends / (2 * n), "strip monotone": monotone / n,
+        "blue share at the middle": middle / n}, timer.per_image, {"strip": length})
+
+
+def eval_remix_text_diff(studio: Any, n: int = 12, amount: float = TEXT_AMOUNT) -> Evaluation:
+    """Remix text diff: a red circle moved from "a red circle" to "a blue circle" by
+    `amount`: a blue circle? Also how often the picture alone (no diff) is a red circle."""
+    timer, blue, plain_red = _Timer(), 0, 0
+    for i in range(n):
+        seed = EVAL_SEED + 600 + i
+        picture = one_shape("circle", "red", seed)
+        params = _params(seed, images=[picture], **REMIX)
+        moved = timer(studio.run, "remix", {**params, "text_from": TEXT_DIFF[0],
+                                            "text_to": TEXT_DIFF[1], "text_amount": amount})
+        blue += _is(moved.image, "blue", "circle")
+        plain_red += _is(studio.run("remix", params).image, "red", "circle")
+    return Evaluation("remix_text_diff", n, {"blue circle": blue / n,
+                                             "without the diff: red circle": plain_red / n},
+                      timer.per_image, {"from": TEXT_DIFF[0], "to": TEXT_DIFF[1],
+                                        "amount": amount})
+
+
 def eval_previews(studio: Any, n: int = 12) -> Evaluation:
     """Live previews mean something: the distilled TAESD decodes a generated image's latents
     to the same objects as the VAE (largest object's colour and shape, mean pixel error), and
@@ -504,6 +580,9 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "reweight": eval_reweight,
     "attend_excite": eval_attend_excite,
     "previews": eval_previews,
+    "remix_variation": eval_remix_variation,
+    "remix_interpolation": eval_remix_interpolation,
+    "remix_text_diff": eval_remix_text_diff,
 }
 
 
