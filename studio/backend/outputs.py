@@ -60,6 +60,9 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
         ("Edited prompt", request.get("edited_prompt")),
         ("Prompt edit", _prompt_edit_text(request) if request.get("task") == "prompt_edit"
          else None),
+        ("Remix", _remix_text(request) if request.get("task") == "remix" else None),
+        ("IP-Adapter reference", f"{len(request['reference_images'])} x "
+         f"{request.get('reference_scale')}" if request.get("reference_images") else None),
     ]
     lines.append(", ".join(f"{k}: {_quoted(v)}" for k, v in pairs if v not in (None, "")))
     return "\n".join(lines)
@@ -72,6 +75,16 @@ def _prompt_edit_text(request: dict[str, Any]) -> str:
         text += f" weights {json.dumps(request['reweight'], sort_keys=True)}"
     if request.get("local_blend"):
         text += f" blend {request['local_blend']}"
+    return text
+
+
+def _remix_text(request: dict[str, Any]) -> str:
+    images = request.get("images") or []
+    text = (f"{len(images)} image{'s' if len(images) != 1 else ''} weights "
+            f"{json.dumps(request.get('weights'))} scale {request.get('image_scale')}")
+    if request.get("text_from") and request.get("text_to"):
+        text += (f" diff {json.dumps(request['text_from'])} -> "
+                 f"{json.dumps(request['text_to'])} x {request.get('text_amount')}")
     return text
 
 

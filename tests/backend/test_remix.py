@@ -127,6 +127,8 @@ def test_remix_regenerates_bit_identically_from_its_saved_inputs(studio):
     assert all(isinstance(name, str) and name.endswith(".png") for name in stored)
     again = studio.regenerate(str(first.path))
     assert np.array_equal(px(first.image), px(again.image))
+    parameters = Image.open(first.path).info["parameters"]
+    assert "Task: remix" in parameters and "weights [0.3, 0.7] scale 0.8" in parameters
 
 
 def test_fast_mode_remix_runs_in_few_steps(studio):
