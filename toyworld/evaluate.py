@@ -444,7 +444,7 @@ def eval_attend_excite(studio: Any, n: int = 16, words: str = "") -> Evaluation:
 
 REMIX = {"prompt": "", "image_scale": 1.0}  # Remix's image prompt alone: no text prompt
 TEXT_DIFF = ("a red circle", "a blue circle")
-TEXT_AMOUNT = 0.5
+TEXT_AMOUNT = 0.7  # the toy IP-Adapter: 0.5 turns 25% blue, 0.6 92%, 0.7 100% (12 seeds)
 
 
 def one_shape(kind: str, colour: str, seed: int) -> Image.Image:

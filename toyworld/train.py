@@ -22,8 +22,22 @@ Stages, in order (each later stage loads the earlier ones from `--work`):
 - ``taesd``: a tiny ``AutoencoderTiny`` distilled from the trained VAE (decoder: the image
   from the VAE's scaled latents, object pixels weighted; encoder: those latents), for the
   studio's live previews.
-- ``export``: fp16 safetensors in the Hub layout under ``assets/toy`` (``--only taesd`` adds
-  that one model to an existing export).
+- ``clip_text``: a ``CLIPTextModelWithProjection`` for the Remix tab's text diffs in the toy
+  CLIP image space: the frozen base text encoder plus a ``text_projection`` learned
+  contrastively (train_clip's loss) against the frozen shipped image tower.
+- ``ip_adapter``: a toy IP-Adapter (Ye et al. 2023: image projection to 4 tokens + decoupled
+  cross-attention K/V) for the frozen base UNet with the frozen toy CLIP image tower as image
+  encoder, trained to rebuild a scene from its own image embedding (dropped: text alone 45%,
+  image alone 10%, both 5%) and, in a quarter of the samples, from the embedding of a
+  recoloured or reshaped copy moved along the caption text diff
+  (`studio.backend.tasks.remix_space`).
+- ``export``: fp16 safetensors in the Hub layout under ``assets/toy`` (``--only taesd`` /
+  ``--only clip_text`` / ``--only ip_adapter`` add that one model to an existing export; the
+  IP-Adapter in the ``h94/IP-Adapter`` layout, ``models/ip-adapter_sd15.safetensors`` and
+  ``models/image_encoder``).
+
+Stages that only add to the shipped models (``taesd``, ``clip_text``, ``ip_adapter``) read the
+earlier stages from ``assets/toy`` when ``--work`` does not hold them.
 
 Everything is seeded (torch, scenes by index), so a rerun gives the same weights on the same
 machine and library versions. Training data comes from `toyworld.scenes`; images are encoded by
@@ -68,7 +82,10 @@ REPOS = {
     "controlnet": "controlnet-scribble",
     "image_encoder": "clip-vision",
     "taesd": "taesd",
+    "clip_text": "clip-text",
+    "ip_adapter": "ip-adapter",
 }
+IP_WEIGHTS = "ip-adapter_sd15.safetensors"
 
 
 # ----------------------------------------------------------------------------- configs
@@ -262,19 +279,30 @@ def object_weights(batch_scenes: list[Scene], weight: float) -> torch.Tensor:
     return 1.0 + (weight - 1.0) * fg
 
 
+def trained(work: Path, name: str) -> Path:
+    """`work / name`, or the shipped fp16 export of it when the earlier stage was not run in
+    `work` (load with ``dtype=torch.float32``); `name` is a `work` folder such as "vae"."""
+    if (work / name).exists():
+        return work / name
+    shipped = {"clip-vision": REPOS["image_encoder"], "clip-text": REPOS["clip_text"]}
+    return ASSETS / shipped[name] if name in shipped else ASSETS / REPOS["base"] / name
+
+
 class Frozen:
     """The trained VAE + tokenizer + text encoder, frozen, for the later stages."""
 
     def __init__(self, work: Path, text: bool = True) -> None:
         from diffusers import AutoencoderKL
 
-        self.vae = AutoencoderKL.from_pretrained(work / "vae").eval().requires_grad_(False)
+        self.vae = AutoencoderKL.from_pretrained(trained(work, "vae"), dtype=torch.float32)
+        self.vae.eval().requires_grad_(False)
         self.scale = float(self.vae.config.scaling_factor)
         if text:
             from transformers import CLIPTextModel, CLIPTokenizer
 
-            self.tok = CLIPTokenizer.from_pretrained(work / "tokenizer")
-            self.te = CLIPTextModel.from_pretrained(work / "text_encoder").eval()
+            self.tok = CLIPTokenizer.from_pretrained(trained(work, "tokenizer"))
+            self.te = CLIPTextModel.from_pretrained(trained(work, "text_encoder"),
+                                                    dtype=torch.float32).eval()
             self.te.requires_grad_(False)
             self._pooled: dict[str, torch.Tensor] = {}
 
@@ -815,6 +843,272 @@ def train_taesd(work: Path, steps: int, batch: int = 16, pool: int = 2048) -> No
              save=lambda: taesd.save_pretrained(work / "taesd"), save_every=250)
 
 
+# ----------------------------------------------------------------------------- remix
+
+def clip_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """CLIP preprocessing of 64 px images (what the CLIPImageProcessor config does)."""
+    cfg = image_processor_config()
+    mean = torch.tensor(cfg["image_mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["image_std"]).view(1, 3, 1, 1)
+    return ((to_tensor(images) + 1) / 2 - mean) / std
+
+
+def frozen_vision(work: Path) -> Any:
+    from transformers import CLIPVisionModelWithProjection
+
+    vision = CLIPVisionModelWithProjection.from_pretrained(trained(work, "clip-vision"),
+                                                           dtype=torch.float32)
+    return vision.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def image_embeds(vision: Any, images: list[Image.Image]) -> torch.Tensor:
+    """(B, 64) unnormalised CLIP image embeddings: what IP-Adapter's projection takes."""
+    return vision(pixel_values=clip_pixels(images)).image_embeds
+
+
+def single_captions() -> list[str]:
+    return [f"a {c} {k}" for c in COMMON_COLOURS for k in SHAPES]
+
+
+@torch.no_grad()
+def clip_text_retrieval(vision: Any, text_embeds: Callable[[list[str]], torch.Tensor],
+                        n: int = 256) -> float:
+    """Image -> caption top-1 over `n` held-out single-object scenes among the 12 common
+    single-object captions."""
+    captions = single_captions()
+    txt = F.normalize(text_embeds(captions), dim=-1)
+    sc = [random_scene(900_000 + i, max_shapes=1, rare_rate=0.0) for i in range(n)]
+    img = F.normalize(image_embeds(vision, [s.render() for s in sc]), dim=-1)
+    pred = (img @ txt.T).argmax(1).tolist()
+    return sum(captions[p] == s.caption for p, s in zip(pred, sc, strict=True)) / n
+
+
+def train_clip_text(work: Path, steps: int, batch: int = 64) -> None:
+    """The text tower of the toy CLIP space for text diffs: the frozen base text encoder
+    (pooled EOS token) and a `text_projection` trained with train_clip's contrastive loss
+    (soft targets for equal captions, learned temperature) against the frozen shipped image
+    tower, which stays as it is (the IP-Adapter and SeedSelect use it)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    seed_all(13)
+    frozen = Frozen(work)
+    vision = frozen_vision(work)
+    cfg = CLIPTextConfig(**{k: v for k, v in frozen.te.config.to_dict().items()
+                            if k in text_config(1)})
+    model = CLIPTextModelWithProjection(cfg)
+    model.text_model.load_state_dict(frozen.te.state_dict())
+    model.eval().requires_grad_(False)
+    model.text_projection.requires_grad_(True)
+    log_temp = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def loss_fn(step: int) -> torch.Tensor:
+        batch_scenes = scenes(13, step, batch, kinds=SHAPES + ("cross",), rare_rate=0.15)
+        img = F.normalize(image_embeds(vision, [s.render() for s in batch_scenes]), dim=-1)
+        captions = [s.caption for s in batch_scenes]
+        txt = F.normalize(model.text_projection(frozen.pooled(captions)), dim=-1)
+        logits = img @ txt.T * log_temp.exp().clamp(max=100)
+        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+        target = same / same.sum(1, keepdim=True)
+        return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+
+    run_loop("clip_text", [*model.text_projection.parameters(), log_temp], steps, 1e-2,
+             loss_fn, log_every=100)
+    acc = clip_text_retrieval(vision, lambda c: model.text_projection(frozen.pooled(c)))
+    log.info("clip_text: image->caption top-1 %.3f (12 captions, 256 scenes), temp %.1f",
+             acc, math.exp(log_temp.item()))
+    model.save_pretrained(work / "clip-text")
+    for f in trained(work, "tokenizer").iterdir():
+        shutil.copy(f, work / "clip-text")
+
+
+def export_clip_text(work: Path, out: Path) -> None:
+    from transformers import CLIPTextModelWithProjection
+
+    dest = out / REPOS["clip_text"]
+    CLIPTextModelWithProjection.from_pretrained(work / "clip-text", dtype=torch.float32).half(
+        ).save_pretrained(dest, safe_serialization=True)
+    for f in trained(work, "tokenizer").iterdir():
+        shutil.copy(f, dest)
+
+
+def attn2_modules(unet: Any) -> list[Any]:
+    """The cross-attention modules in `unet.attn_processors` order: the k-th is IP-Adapter's
+    `ip_adapter.{2k+1}` (diffusers' `_convert_ip_adapter_attn_to_diffusers`)."""
+    return [unet.get_submodule(name.rsplit(".", 1)[0]) for name in unet.attn_processors
+            if name.endswith("attn2.processor")]
+
+
+def install_ip_adapter(unet: Any, flat: dict[str, torch.Tensor] | None = None) -> None:
+    """Give `unet` IP-Adapter processors and image projection through diffusers' own loader:
+    from `flat` (the file's flat keys) or, new, with to_k_ip / to_v_ip copied from each
+    cross-attention's to_k / to_v (as the IP-Adapter paper initialises them)."""
+    if flat is None:
+        torch.manual_seed(17)
+        proj, norm = torch.nn.Linear(CROSS_DIM, 4 * CROSS_DIM), torch.nn.LayerNorm(CROSS_DIM)
+        flat = {"image_proj.proj.weight": proj.weight, "image_proj.proj.bias": proj.bias,
+                "image_proj.norm.weight": norm.weight, "image_proj.norm.bias": norm.bias}
+        for i, attn in enumerate(attn2_modules(unet)):
+            flat[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = attn.to_k.weight
+            flat[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = attn.to_v.weight
+    nested: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in flat.items():
+        head, rest = key.split(".", 1)
+        nested[head][rest] = value.detach().clone().float()
+    unet._load_ip_adapter_weights([nested], low_cpu_mem_usage=False)
+
+
+def ip_adapter_state(unet: Any) -> dict[str, torch.Tensor]:
+    """The installed IP-Adapter as the flat `ip-adapter_sd15.safetensors` keys."""
+    flat = {}
+    procs = [p for p in unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    for i, proc in enumerate(procs):
+        flat[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = proc.to_k_ip[0].weight
+        flat[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = proc.to_v_ip[0].weight
+    layer = unet.encoder_hid_proj.image_projection_layers[0]
+    for name, value in layer.state_dict().items():
+        flat["image_proj." + name.replace("image_embeds", "proj")] = value
+    return {k: v.detach().contiguous().clone() for k, v in flat.items()}
+
+
+def ip_adapter_params(unet: Any) -> list[torch.nn.Parameter]:
+    procs = [p for p in unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    return [*(q for p in procs for q in p.parameters()), *unet.encoder_hid_proj.parameters()]
+
+
+def ip_scene(seed: int) -> Scene:
+    """IP-Adapter data: mostly (70%) one shape, else two."""
+    return random_scene(seed, max_shapes=1 if random.Random(seed).random() < 0.7 else 2)
+
+
+def diff_source(scene: Scene, rng: random.Random) -> tuple[Scene, str, str]:
+    """A copy of `scene` with one shape in another colour (75%) or kind, and the text diff
+    (from, to) that turns the copy back into `scene`: the captions or the bare words."""
+    i = rng.randrange(len(scene.shapes))
+    shape = scene.shapes[i]
+    if rng.random() < 0.75:
+        other = replace(shape, colour=rng.choice([c for c in COMMON_COLOURS
+                                                  if c != shape.colour]))
+        words = (other.colour, shape.colour)
+    else:
+        other = replace(shape, kind=rng.choice([k for k in SHAPES if k != shape.kind]))
+        words = (other.kind, shape.kind)
+    shapes = list(scene.shapes)
+    shapes[i] = other
+    src = Scene(shapes, scene.size)
+    return (src, src.caption, scene.caption) if rng.random() < 0.5 else (src, *words)
+
+
+def train_ip_adapter(work: Path, steps: int, batch: int = 32, diff_rate: float = 0.25) -> None:
+    """IP-Adapter for the frozen base UNet: only the image projection and the decoupled
+    to_k_ip / to_v_ip train. The UNet rebuilds each scene from the frozen CLIP image tower's
+    embedding of the same picture (IP-Adapter's recipe), with text / image / both conditions
+    dropped 45% / 10% / 5% (an empty prompt with a picture is the Remix tab's usual call; a
+    zero embedding is what diffusers feeds as the unconditional image). In `diff_rate` of
+    the samples the embedding is that of a copy with one shape recoloured or reshaped, moved
+    towards the scene along the clip_text text diff by a random amount (remix_space's
+    `text_diff`, as the studio computes it), so text diffs land on the edited scene.
+    Objects weigh x5 in the min-SNR epsilon loss. Sampling with an empty prompt: at guidance
+    7.5 an IP scale of 0.5-0.7 works (1.0 over-saturates against the zero-embedding negative:
+    mixed colours); at guidance 3, scale 1.0."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModelWithProjection
+
+    from studio.backend.tasks.remix_space import text_diff
+
+    seed_all(17)
+    frozen = Frozen(work)
+    vision = frozen_vision(work)
+    text_tower = CLIPTextModelWithProjection.from_pretrained(trained(work, "clip-text"),
+                                                             dtype=torch.float32).eval()
+    text_cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def text_emb(prompt: str) -> torch.Tensor:
+        if prompt not in text_cache:
+            text_cache[prompt] = text_tower(frozen.ids([prompt])).text_embeds[0]
+        return text_cache[prompt]
+
+    unet = UNet2DConditionModel.from_pretrained(trained(work, "unet"), dtype=torch.float32)
+    unet.eval().requires_grad_(False)
+    install_ip_adapter(unet)
+    params = ip_adapter_params(unet)
+    for q in params:
+        q.requires_grad_(True)
+    noise = Noise()
+    rng = random.Random(17)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        batch_scenes = [ip_scene(17 * 10_000_000 + step * batch + i) for i in range(batch)]
+        images = [s.render() for s in batch_scenes]
+        z = frozen.encode(images)
+        diffs = [(i, *diff_source(s, rng), rng.uniform(0.4, 0.9))
+                 for i, s in enumerate(batch_scenes) if rng.random() < diff_rate]
+        emb = image_embeds(vision, images + [d[1].render() for d in diffs])
+        for j, (i, _, frm, to, amount) in enumerate(diffs):
+            emb[i] = text_diff(emb[batch + j], text_emb(frm), text_emb(to), amount)
+        emb = emb[:batch].clone()
+        prompts = [s.caption for s in batch_scenes]
+        for i in range(batch):
+            r = rng.random()
+            if r < 0.15:
+                emb[i] = 0.0
+            if r < 0.05 or r >= 0.15 and r < 0.6:
+                prompts[i] = ""
+        zt, eps, t = noise(z)
+        pred = unet(zt, t, frozen.text(prompts),
+                    added_cond_kwargs={"image_embeds": [emb[:, None, :]]}).sample
+        return noise.loss(pred, eps, t, object_weights(batch_scenes, 5.0))
+
+    def save() -> None:
+        save_file(ip_adapter_state(unet), str(work / IP_WEIGHTS))
+
+    run_loop("ip_adapter", params, steps, 1e-3, loss_fn, save=save, save_every=250)
+
+
+@torch.no_grad()
+def ip_adapter_check(unet: Any, seed: int = 0) -> torch.Tensor:
+    """A fixed UNet call with text and image conditions, to compare two copies."""
+    g = torch.Generator().manual_seed(seed)
+    zt = torch.randn(2, 4, LATENT, LATENT, generator=g)
+    cond = torch.randn(2, 77, CROSS_DIM, generator=g)
+    emb = torch.randn(2, 1, CROSS_DIM, generator=g)
+    t = torch.tensor([100, 700])
+    return unet(zt, t, cond, added_cond_kwargs={"image_embeds": [emb]}).sample
+
+
+def export_ip_adapter(work: Path, out: Path) -> None:
+    """`models/ip-adapter_sd15.safetensors` (fp16) + `models/image_encoder` (the toy CLIP
+    image tower), as in h94/IP-Adapter; then load it as the studio does (diffusers'
+    `load_ip_adapter` on the exported base pipeline) and check it gives the trained UNet's
+    outputs (the same base UNet with the fp16-rounded adapter installed directly)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    dest = out / REPOS["ip_adapter"] / "models"
+    dest.mkdir(parents=True, exist_ok=True)
+    flat = load_file(str(work / IP_WEIGHTS))
+    save_file({k: v.half().contiguous() for k, v in flat.items()}, str(dest / IP_WEIGHTS))
+    frozen_vision(work).half().save_pretrained(dest / "image_encoder", safe_serialization=True)
+    shutil.copy(trained(work, "clip-vision") / "preprocessor_config.json",
+                dest / "image_encoder")
+
+    base = out / REPOS["base"] if (out / REPOS["base"]).exists() else ASSETS / REPOS["base"]
+    unet = UNet2DConditionModel.from_pretrained(base / "unet", dtype=torch.float32)
+    install_ip_adapter(unet, {k: v.half().float() for k, v in flat.items()})
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(base), safety_checker=None, requires_safety_checker=False, dtype=torch.float32)
+    pipe.load_ip_adapter(str(out / REPOS["ip_adapter"]), subfolder="models",
+                         weight_name=IP_WEIGHTS, image_encoder_folder=None)
+    err = float((ip_adapter_check(pipe.unet) - ip_adapter_check(unet)).abs().max())
+    if err > 1e-4:
+        raise RuntimeError(f"exported IP-Adapter does not round-trip (max error {err:.2e})")
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    log.info("exported %s (%.0f kB), round-trip max error %.1e", dest, size / 1e3, err)
+
+
 # ----------------------------------------------------------------------------- export
 
 def export_taesd(work: Path, out: Path) -> None:
@@ -825,15 +1119,16 @@ def export_taesd(work: Path, out: Path) -> None:
 
 
 def export(work: Path, out: Path, only: str = "") -> None:
-    """fp16 safetensors in the Hub layout the studio's registry loads (`only="taesd"`: just
-    that model, into an existing export)."""
+    """fp16 safetensors in the Hub layout the studio's registry loads (`only="taesd"`,
+    "clip_text" or "ip_adapter": just that model, into an existing export)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     from studio.backend.models.tiny import _save_pipeline_index
 
-    if only == "taesd":
-        export_taesd(work, out)
+    if only:
+        {"taesd": export_taesd, "clip_text": export_clip_text,
+         "ip_adapter": export_ip_adapter}[only](work, out)
         return
     if out.exists():
         shutil.rmtree(out)
@@ -883,6 +1178,8 @@ STAGES = {
     "gligen_inpaint": (train_gligen_inpaint, 800),
     "clip": (train_clip, 3000),
     "taesd": (train_taesd, 1500),
+    "clip_text": (train_clip_text, 400),
+    "ip_adapter": (train_ip_adapter, 1200),
 }
 
 
@@ -892,7 +1189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="training steps (default: the stage's own)")
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--out", type=Path, default=ASSETS, help="export folder")
-    p.add_argument("--only", choices=["taesd"], default="",
+    p.add_argument("--only", choices=["taesd", "clip_text", "ip_adapter"], default="",
                    help="export: only this model, into an existing export")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--resume", type=int, default=0, metavar="STEP",
