@@ -1164,6 +1164,8 @@ def export(work: Path, out: Path, only: str = "") -> None:
         out / REPOS["image_encoder"], **half)
     shutil.copy(work / "clip-vision" / "preprocessor_config.json", out / REPOS["image_encoder"])
     export_taesd(work, out)
+    export_clip_text(work, out)
+    export_ip_adapter(work, out)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("exported to %s: %.1f MB", out, total / 1e6)
 
