@@ -23,6 +23,20 @@ def two_pictures(tmp_path):
     return paths
 
 
+def _type(page, elem_id: str, text: str) -> None:
+    """Fill a textbox and leave it, until the page keeps the value: a fill right after an
+    accordion opens can land on a box that is then drawn again, empty."""
+    box = page.locator(f"#{elem_id} textarea")
+    for _ in range(10):
+        box.wait_for(state="visible")
+        box.fill(text)
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"{elem_id} does not keep the text {text!r}")
+
+
 def _small_settings(page) -> None:
     open_settings(page)
     set_slider(page, "Steps", 2)
@@ -50,10 +64,11 @@ def test_two_pictures_a_strip_of_five_and_a_text_diff(page, two_pictures):
     assert strip.count() == 5
 
     old = page.locator("#remix-result img").first.get_attribute("src")
+    _type(page, "remix-weights", "[1, 0]")
     page.get_by_text("Text diff (move the picture from one caption to another)").click()
-    page.locator("#remix-text_from textarea").fill("a red circle")
-    page.locator("#remix-text_to textarea").fill("a blue circle")
-    page.locator("#remix-weights textarea").fill("[1, 0]")
+    _type(page, "remix-text_from", "a red circle")
+    _type(page, "remix-text_to", "a blue circle")
+    page.wait_for_timeout(500)
     page.locator("#remix-generate").click()
     wait_image(page, "#remix-result", old_src=old)
     page.get_by_text("Info (JSON)").locator("visible=true").first.click()
@@ -65,12 +80,15 @@ def test_a_bad_weight_list_is_explained_and_the_tab_still_works(page, two_pictur
     page.locator("#remix-images input[type=file]").set_input_files([str(p) for p in two_pictures])
     page.locator("#remix-thumbs img").nth(1).wait_for(state="visible")
     _small_settings(page)
-    page.locator("#remix-weights textarea").fill("[1]")
+    _type(page, "remix-weights", "[1]")
+    page.wait_for_timeout(500)
     page.locator("#remix-generate").click()
     toast = page.locator(ERROR_TOAST).first
     toast.wait_for(state="visible")
     assert "one weight per image" in toast.inner_text()
     page.locator(".toast-close").first.click()
-    page.locator("#remix-weights textarea").fill("")
+    page.locator(ERROR_TOAST).first.wait_for(state="detached")  # the old message is gone
+    _type(page, "remix-weights", "")
+    page.wait_for_timeout(500)
     page.locator("#remix-generate").click()
     wait_image(page, "#remix-result")

@@ -25,6 +25,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train.train_gligen_inpaint(work, steps=1, batch=4)
     train.train_clip(work, steps=1, batch=4)
     train.train_taesd(work, steps=1, batch=4, pool=8)
+    train.train_clip_text(work, steps=1, batch=4)
+    train.train_ip_adapter(work, steps=1, batch=4)
     return work
 
 
@@ -67,4 +69,7 @@ def test_export_is_a_model_set_the_studio_runs(tmp_path, trained):
     out_ctrl = studio.control({"prompt": scene.caption, "seed": 1, "steps": 2, "units": [
         {"type": "scribble", "image": scene.scribble()}]})
     assert out_ctrl.image.size == (64, 64)
+    remix = studio.run("remix", {"images": [scene.render()], "seed": 1, "steps": 2,
+                                 "text_from": "a red circle", "text_to": "a blue circle"})
+    assert remix.image.size == (64, 64)
     assert studio.registry.component("unet").dtype == studio.registry.dtype  # fp16 on disk
