@@ -40,6 +40,11 @@ def main() -> None:
                                            "mask": mask_image}),
         "instruct": lambda: studio.instruct({**common, "prompt": "make it blue",
                                              "image": scene.render()}),
+        "remix (variation)": lambda: studio.run("remix", {**common, "prompt": "",
+                                                          "images": [scene.render()]}),
+        "remix (2 pictures + text diff)": lambda: studio.run("remix", {
+            **common, "prompt": "", "images": [scene.render(), random_scene(7).render()],
+            "text_from": "a red circle", "text_to": "a blue circle", "text_amount": 0.7}),
     }
     rows = []
     for name, fn in tabs.items():
