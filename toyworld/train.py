@@ -766,6 +766,18 @@ def image_processor_config() -> dict[str, Any]:
     }
 
 
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, captions: list[str],
+              log_temp: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss on (B, D) image and text embeddings; scenes with the
+    same caption are all positives (soft targets)."""
+    logits = (F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+              * log_temp.exp().clamp(max=100))
+    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+    target = same / same.sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+
+
 def train_clip(work: Path, steps: int, batch: int = 64) -> None:
     """A CLIP image tower for SeedSelect's semantic loss, trained contrastively against the
     frozen toy text encoder (a locked text tower plus a learned linear projection, as LiT
@@ -778,21 +790,12 @@ def train_clip(work: Path, steps: int, batch: int = 64) -> None:
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_config())).train()
     text_proj = torch.nn.Linear(CROSS_DIM, CROSS_DIM, bias=False)
     log_temp = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    mean = torch.tensor(image_processor_config()["image_mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(image_processor_config()["image_std"]).view(1, 3, 1, 1)
 
     def loss_fn(step: int) -> torch.Tensor:
         batch_scenes = scenes(7, step, batch, kinds=SHAPES + ("cross",), rare_rate=0.15)
-        pixels = ((to_tensor([s.render() for s in batch_scenes]) + 1) / 2 - mean) / std
-        img = F.normalize(model(pixel_values=pixels).image_embeds, dim=-1)
+        img = model(pixel_values=clip_pixels([s.render() for s in batch_scenes])).image_embeds
         captions = [s.caption for s in batch_scenes]
-        txt = F.normalize(text_proj(frozen.pooled(captions)), dim=-1)
-        logits = img @ txt.T * log_temp.exp().clamp(max=100)
-        # Scenes with the same caption are all positives (soft targets).
-        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+        return clip_loss(img, text_proj(frozen.pooled(captions)), captions, log_temp)
 
     params = [*model.parameters(), *text_proj.parameters(), log_temp]
     run_loop("clip", params, steps, 1e-3, loss_fn)
@@ -904,14 +907,10 @@ def train_clip_text(work: Path, steps: int, batch: int = 64) -> None:
 
     def loss_fn(step: int) -> torch.Tensor:
         batch_scenes = scenes(13, step, batch, kinds=SHAPES + ("cross",), rare_rate=0.15)
-        img = F.normalize(image_embeds(vision, [s.render() for s in batch_scenes]), dim=-1)
+        img = image_embeds(vision, [s.render() for s in batch_scenes])
         captions = [s.caption for s in batch_scenes]
-        txt = F.normalize(model.text_projection(frozen.pooled(captions)), dim=-1)
-        logits = img @ txt.T * log_temp.exp().clamp(max=100)
-        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+        return clip_loss(img, model.text_projection(frozen.pooled(captions)), captions,
+                         log_temp)
 
     run_loop("clip_text", [*model.text_projection.parameters(), log_temp], steps, 1e-2,
              loss_fn, log_every=100)

@@ -44,6 +44,13 @@ MAX_IMAGE_SCALE = 1.5
 MAX_REFERENCES = 4  # reference pictures of the Control tab (style/content reference)
 
 
+def listed(images: Any) -> list[Any]:
+    """Image values as a list: none (None or "") is empty, one value a list of one."""
+    if images is None or images == "":
+        return []
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
 def parse_weights(value: Any, count: int) -> list[float]:
     """`weights` as a list of `count` non-negative numbers, not all zero (empty: equal)."""
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
@@ -93,11 +100,7 @@ class RemixRequest(GenerationParams):
 
     def validate(self) -> None:
         super().validate()
-        images = self.images
-        if images is None or images == "":
-            images = []
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        images = listed(self.images)
         if not 1 <= len(images) <= MAX_REMIX_IMAGES:
             raise RequestError(
                 f"{len(images)} images given; Remix takes 1 to {MAX_REMIX_IMAGES} pictures "
@@ -172,27 +175,39 @@ def remix_embedding(registry: ModelRegistry, req: RemixRequest) -> tuple[torch.T
 
 def check_references(images: Any, scale: Any) -> list[Any]:
     """The Control tab's reference pictures, decoded (0-4), and a valid scale."""
-    if images is None or images == "":
-        images = []
-    if not isinstance(images, (list, tuple)):
-        images = [images]
+    images = listed(images)
     if len(images) > MAX_REFERENCES:
         raise RequestError(f"{len(images)} reference images given; at most {MAX_REFERENCES}")
     check_number("reference_scale", scale, 0, MAX_IMAGE_SCALE)
     return [load_image(v, f"reference image {i}") for i, v in enumerate(images, 1)]
 
 
+def require_adapter(registry: ModelRegistry, who_needs: str) -> None:
+    """Refuse before any model work when the model set has no IP-Adapter (`who_needs`:
+    e.g. "Remix needs")."""
+    if not registry.model_set.get("ip_adapter"):
+        raise StudioError(f"{who_needs} an IP-Adapter and the {registry.model_set.name} "
+                          "models have none")
+
+
 def checked_adapter(registry: ModelRegistry, embed_dim: int) -> Any:
     """The model set's IP-Adapter, checked against its image encoder's embedding size."""
-    if not registry.model_set.get("ip_adapter"):
-        raise StudioError(f"image prompts need an IP-Adapter and the {registry.model_set.name}"
-                          " models have none")
     adapter = registry.component("ip_adapter")
     if adapter.embed_dim != embed_dim:
         raise StudioError(
             f"the IP-Adapter takes {adapter.embed_dim}-dimensional image embeddings but its "
             f"image encoder gives {embed_dim}: use the encoder the adapter was trained with")
     return adapter
+
+
+@contextlib.contextmanager
+def image_prompted(unet: Any, adapter: Any, embed: torch.Tensor, scale: float,
+                   guidance: float) -> Iterator[dict[str, Any]]:
+    """`embed` as the image prompt of a pipeline call on `unet`: yields the pipeline kwargs,
+    with IP-Adapter installed at `scale` for the block only."""
+    with ip_adapted(unet, adapter, scale):
+        yield {"ip_adapter_image_embeds": guided_embeds(embed, guidance > 1, unet.device,
+                                                        unet.dtype)}
 
 
 @contextlib.contextmanager
@@ -204,20 +219,18 @@ def referenced(registry: ModelRegistry, unet: Any, images: list[Any], scale: flo
     if not images:
         yield {}
         return
+    require_adapter(registry, "Reference pictures need")
     embed = interpolate(embed_images(registry, images), torch.ones(len(images)))
     adapter = checked_adapter(registry, embed.shape[-1])
-    with ip_adapted(unet, adapter, scale):
-        yield {"ip_adapter_image_embeds": guided_embeds(embed, guidance > 1, unet.device,
-                                                        unet.dtype)}
+    with image_prompted(unet, adapter, embed, scale, guidance) as kwargs:
+        yield kwargs
 
 
 def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> tuple[Any, dict[str, Any]]:
     """Render the remixed image prompt; returns (PIL image, info)."""
     registry = ctx.registry
-    if not registry.model_set.get("ip_adapter"):
-        raise StudioError(f"Remix needs an IP-Adapter and the {registry.model_set.name} "
-                          "models have none")
+    require_adapter(registry, "Remix needs")
     # 1. the image prompt
     embed, info = remix_embedding(registry, req)
     adapter = checked_adapter(registry, embed.shape[-1])
@@ -227,11 +240,9 @@ def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None =
     req.record_inputs(ctx.outputs.record_input)
     steps, guidance = effective_steps_guidance(req)
     info.update(steps_run=steps, guidance_run=guidance)
-    unet = pipe.unet
-    embeds = guided_embeds(embed, guidance > 1, unet.device, unet.dtype)
 
     # 3. denoise with the adapter installed for this call only
-    def call() -> Any:
+    def call(prompted: dict[str, Any]) -> Any:
         return pipe(
             prompt=req.prompt,
             negative_prompt=req.negative_prompt or None,
@@ -240,12 +251,12 @@ def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None =
             width=req.width,
             height=req.height,
             generator=cpu_generator(req.seed),
-            ip_adapter_image_embeds=embeds,
             callback_on_step_end=step_callback(steps, progress, cancel),
+            **prompted,
         )
 
-    with ip_adapted(unet, adapter, req.image_scale):
-        out = run_guarded(registry, call, cancel)
+    with image_prompted(pipe.unet, adapter, embed, req.image_scale, guidance) as prompted:
+        out = run_guarded(registry, lambda: call(prompted), cancel)
     return out.images[0], info
 
 
