@@ -12,8 +12,24 @@ import logging
 import os
 import sys
 from dataclasses import replace
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def make_studio(settings: Any) -> Any:
+    """The backend the flags ask for: this process (local) or Ray Serve replicas (ray)."""
+    if settings.backend == "ray":
+        try:
+            import ray.serve  # noqa: F401 - only to say clearly that it is missing
+        except ImportError as err:
+            sys.exit(f"error: --backend ray needs Ray Serve: pip install 'ray[serve]' ({err})")
+        from studio.backend.serve import RayStudio
+
+        return RayStudio(settings)
+    from studio.backend.service import Studio
+
+    return Studio(settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,12 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("studio").warning("--compile is off on ZeroGPU (no GPU at start-up)")
         settings = replace(settings, compile=False)
 
-    from studio.backend.service import Studio
     from studio.ui.app import api_routes, build_app, launch_options, page_style
 
     log = logging.getLogger("studio")
     try:
-        studio = Studio(settings)
+        studio = make_studio(settings)
     except FileNotFoundError as err:  # e.g. --models toy without assets/toy
         sys.exit(f"error: {err}")
     if studio.banner:

@@ -25,6 +25,7 @@ DTYPES = ("auto", "fp32", "fp16", "bf16")
 ON_OFF_AUTO = ("auto", "on", "off")
 VAE_UPCAST = ("auto", "always", "never")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+BACKENDS = ("local", "ray")  # where the models run: this process, or Ray Serve replicas
 
 
 def _default_cache_dir() -> Path:
@@ -74,6 +75,13 @@ class Settings:
     vae_slicing: bool = True  # a batch decodes one image at a time (less peak memory)
     vae_tiling: str = "auto"  # decode/encode in tiles; auto = above 1024 px a side
     vae_upcast: str = "auto"  # fp16 VAE: auto = fp32 again on NaN/inf; always; never
+    # Scale-out (README "Scale out on Ray Serve")
+    backend: str = "local"  # local = this process; ray = Ray Serve replicas, one device each
+    replicas: int = 1  # replicas when not autoscaling
+    min_replicas: int = 0  # autoscaling between min and max replicas (max 0 = off)
+    max_replicas: int = 0
+    ray_address: str | None = None  # join this Ray cluster ("auto"); None = start a local one
+    replica_threads: int = 0  # torch threads per CPU replica; 0 = the cores shared out
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir)
@@ -126,6 +134,24 @@ class Settings:
                                      ("--compile-mode", self.compile_mode, COMPILE_MODES)):
             if value not in allowed:
                 raise ValueError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+        self._validate_scale_out()
+
+    def _validate_scale_out(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got "
+                             f"{self.backend!r}")
+        for flag, value, low in (("--replicas", self.replicas, 1),
+                                 ("--min-replicas", self.min_replicas, 0),
+                                 ("--max-replicas", self.max_replicas, 0),
+                                 ("--replica-threads", self.replica_threads, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{flag} must be a whole number >= {low}, got {value!r}")
+        if self.max_replicas and self.min_replicas > self.max_replicas:
+            raise ValueError(f"--min-replicas ({self.min_replicas}) is more than "
+                             f"--max-replicas ({self.max_replicas})")
+        if self.backend == "local" and (self.replicas > 1 or self.max_replicas
+                                        or self.ray_address):
+            raise ValueError("--replicas, --max-replicas and --ray-address need --backend ray")
 
     @property
     def public(self) -> bool:
@@ -216,7 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a1111-api-public", action="store_true", default=None,
                    help="serve that API without --api-auth even when the studio is public")
     _add_speed_flags(p)
+    _add_scale_out_flags(p)
     return p
+
+
+def _add_scale_out_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out (Ray Serve; pip install 'ray[serve]')")
+    g.add_argument("--backend", choices=BACKENDS,
+                   help="local: the models run in this process; ray: on Ray Serve replicas, "
+                        "one device and one job at a time each")
+    g.add_argument("--replicas", type=int, help="replicas of the backend (--backend ray)")
+    g.add_argument("--min-replicas", type=int, help="autoscaling: fewest replicas")
+    g.add_argument("--max-replicas", type=int,
+                   help="autoscaling: most replicas (0 = a fixed --replicas)")
+    g.add_argument("--ray-address",
+                   help="join this Ray cluster (auto = the one `ray start` made here); "
+                        "default: start a local one")
+    g.add_argument("--replica-threads", type=int,
+                   help="torch threads per CPU replica (0 = the cores shared out)")
 
 
 def _add_speed_flags(p: argparse.ArgumentParser) -> None:
@@ -259,7 +302,8 @@ def settings_from_args(
         "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
         "a1111_api": bool, "a1111_api_public": bool, "previews": bool,
         "preview_interval": float, "public_history": bool, "compile": bool,
-        "vae_slicing": bool,
+        "vae_slicing": bool, "replicas": int, "min_replicas": int, "max_replicas": int,
+        "replica_threads": int,
     }
     values: dict[str, object] = {}
     for f in fields(Settings):

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from annotators import (
@@ -115,6 +116,13 @@ class AnnotatorService:
         """
         out = self.get("sam").annotate(image, points=points, box=box)
         return out.image, {"annotator": "sam", **out.info}
+
+    def sam_candidates(self, image: Any, points: list[list[float]] | None,
+                       box: list[float] | None) -> list[np.ndarray]:
+        """Every mask SAM proposed for these prompts (bool arrays), best first as it ranks
+        them; the image embedding is cached, so this reruns only the mask decoder."""
+        pred = self.get("sam").predict(image, points=points, box=box)
+        return [np.asarray(m, dtype=bool) for m in pred.masks]
 
     def draw_pose(self, keypoints_json: str | dict[str, Any], width: int, height: int
                   ) -> Image.Image:

@@ -142,15 +142,20 @@ class OutputStore:
         info.add_text(PARAMETERS_CHUNK, a1111_parameters(request, model))
         payload = {"request": request, "model": model, **(extra or {})}
         info.add_text(REQUEST_CHUNK, json.dumps(payload, sort_keys=True))
-        return write_atomic(self._day() / name,
-                            lambda fh: image.save(fh, format="PNG", pnginfo=info,
-                                                       compress_level=PNG_COMPRESS_LEVEL))
+        return self._write(self._day() / name,
+                           lambda fh: image.save(fh, format="PNG", pnginfo=info,
+                                                 compress_level=PNG_COMPRESS_LEVEL))
 
     def save_aux(self, image: Image.Image, stem: str) -> Path:
         """Save an auxiliary image (a control map, a mask, an input) next to the outputs."""
         name = f"{time.strftime('%H%M%S')}-{stem}-{uuid.uuid4().hex}.png"
-        return write_atomic(self._day() / name, lambda fh: image.save(
+        return self._write(self._day() / name, lambda fh: image.save(
             fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+
+    def _write(self, path: Path, write: Callable[[BinaryIO], None]) -> Path:
+        """Every file this store makes goes through here (a scale-out replica overrides it
+        to hand the bytes to the front process instead)."""
+        return write_atomic(path, write)
 
     def save_file(self, stem: str, suffix: str, write: Callable[[Path], None]) -> Path:
         """Save a non-image file (SeedSelect noises) next to the outputs, atomically:

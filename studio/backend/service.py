@@ -50,6 +50,8 @@ GPU_START_S, GPU_WORK_PER_S = 10.0, 3.0
 class Studio:
     """The shared backend: every tab and API endpoint goes through one instance."""
 
+    concurrency = 1  # jobs it runs at once (one device); the UI's GPU queue follows it
+
     def __init__(self, settings: Any, model_set: ModelSet | None = None,
                  registry: ModelRegistry | None = None) -> None:
         self.settings = settings
@@ -222,14 +224,7 @@ class Studio:
         is moved onto the Result and "metadata" (dict) is stored in the PNG with the request.
         `preview(image, step, total)` gets live previews while the image forms (if on).
         """
-        spec = TASKS.get(task)
-        if spec is None or spec.runner is None or spec.request is None:
-            raise RequestError(f"unknown task {task!r}")
-        if isinstance(req, dict):
-            req = spec.request.from_dict(self.model_defaults(spec.request, req))
-        req.validate()
-        self.check_budget(req)
-        req.resolve_seed()
+        spec, req = self.prepare(task, req)
         with self.exclusive(task, progress, cancel, preview) as tracked:
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("Cancelled: the job was stopped before it started.")
@@ -239,6 +234,20 @@ class Studio:
             result = self._finish(req, image, info, metadata)
         result.extra_images = list(extra_images)
         return result
+
+    def prepare(self, task: str, req: GenerationParams | dict[str, Any]
+                ) -> tuple[Any, GenerationParams]:
+        """(task row, request) checked and ready to run: built from a dict with the models'
+        defaults, validated (input images decoded), within the job budget, seed resolved."""
+        spec = TASKS.get(task)
+        if spec is None or spec.runner is None or spec.request is None:
+            raise RequestError(f"unknown task {task!r}")
+        if isinstance(req, dict):
+            req = spec.request.from_dict(self.model_defaults(spec.request, req))
+        req.validate()
+        self.check_budget(req)
+        req.resolve_seed()
+        return spec, req
 
     @contextlib.contextmanager
     def exclusive(self, task: str, progress: ProgressFn | None = None,

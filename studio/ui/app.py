@@ -18,7 +18,7 @@ from studio.backend.history import INDEX_DIR
 from studio.backend.tasks import SAVED_IMAGE_TABS, TABS
 
 from . import outputs, pnginfo
-from .common import session_of
+from .common import session_of, set_gpu_jobs
 from .queue_guard import install_queue_guard
 
 TITLE = "Controllable Studio"
@@ -93,6 +93,7 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
     `max_jobs_per_session` (0 = no limit) bounds the jobs one browser session or API client
     may have waiting or running at once.
     """
+    set_gpu_jobs(getattr(studio, "concurrency", 1))  # one job per device (Ray: per replica)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         if studio.exposure_warning:

@@ -41,9 +41,18 @@ AS_DICT = "values"  # the one parameter of a handler wired to a set of inputs
 DEFAULT_GPU_S = 60.0  # ZeroGPU's own default window, for calls that cannot be estimated
 
 
+_GPU_JOBS = [1]  # jobs the backend runs at once; build_app sets it from studio.concurrency
+
+
+def set_gpu_jobs(jobs: int) -> None:
+    """How many model jobs run at once (1 per device: 1 locally, the replicas on Ray)."""
+    _GPU_JOBS[0] = max(1, int(jobs))
+
+
 def gpu_kwargs() -> dict[str, Any]:
-    """Event kwargs for model work: one queue, one job at a time on the device."""
-    return {"concurrency_id": GPU_QUEUE, "concurrency_limit": 1}
+    """Event kwargs for model work: one queue, as many jobs at once as the backend has
+    devices (one locally)."""
+    return {"concurrency_id": GPU_QUEUE, "concurrency_limit": _GPU_JOBS[0]}
 
 
 def spaces_gpu(fn: Callable, duration: Callable[..., float] | None = None) -> Callable:

@@ -309,12 +309,11 @@ def segment(ctx: TaskContext, image: Any, points: Any, box: Any
         elif not isinstance(value, (Image.Image, np.ndarray)):
             clean[key] = value
     scores = clean.get("candidates")
-    service_get = getattr(ctx.annotators, "get", None)
-    if not candidates and isinstance(scores, list) and len(scores) > 1 and service_get:
-        # sam_mask reports only the candidates' scores: ask the predictor (the image
-        # embedding is cached, so this reruns only the light mask decoder) for their masks
-        pred = service_get("sam").predict(img, points=pts or None, box=bx)
-        candidates = [from_binary(np.asarray(m, dtype=bool)) for m in pred.masks]
+    sam_candidates = getattr(ctx.annotators, "sam_candidates", None)
+    if not candidates and isinstance(scores, list) and len(scores) > 1 and sam_candidates:
+        # sam_mask reports only the candidates' scores: ask for their masks too (the image
+        # embedding is cached, so this reruns only the light mask decoder)
+        candidates = [from_binary(m) for m in sam_candidates(img, pts or None, bx)]
     clean.update({"points": pts, "box": bx, "mask_pixels": int(binary_array(mask).sum()),
                   "size": list(img.size)})
     return mask, clean, candidates or [mask]
