@@ -24,6 +24,21 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
+# The browser tests of every tab, run here again against the Ray-backed studio (the page
+# fixture opens `app_url`, which this module points at the Ray app).
+from tests.browser.conftest import browser, page, photo  # noqa: E402, F401
+from tests.browser.test_control_browser import test_sketch_strokes_then_generate  # noqa: E402, F401
+from tests.browser.test_edit_browser import test_click_object_for_sam_mask_then_inpaint  # noqa: E402, F401, E501
+from tests.browser.test_instruct_browser import test_edit_then_edit_the_result_again  # noqa: E402, F401, E501
+from tests.browser.test_layout_browser import (  # noqa: E402, F401
+    test_draw_two_boxes_with_phrases_then_generate,
+)
+from tests.browser.test_remix_browser import (  # noqa: E402, F401
+    test_two_pictures_a_strip_of_five_and_a_text_diff,
+    two_pictures,
+)
+from tests.browser.test_txt2img_browser import test_generate_from_prompt  # noqa: E402, F401
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 COMMON = {"negative_prompt": "", "seed": 5, "steps": 3, "guidance_scale": 7.5, "width": 64,
@@ -60,20 +75,25 @@ def twin(ray_settings, tiny_model_set):
 
 
 @pytest.fixture(scope="module")
-def ray_client(ray_studio):
+def app_url(ray_studio):
+    """The whole UI on the Ray backend (the browser tests' page opens it)."""
     from studio.ui.app import api_routes, build_app, launch_options
+    from studio.ui.common import set_gpu_jobs
 
     demo = build_app(ray_studio, queue_size=64)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **launch_options(ray_studio.settings, server_port=None),
                             **api_routes(ray_studio, ray_studio.settings))
     try:
-        yield Client(url, verbose=False)
+        yield url
     finally:
         demo.close()
-        from studio.ui.common import set_gpu_jobs
-
         set_gpu_jobs(1)
+
+
+@pytest.fixture(scope="module")
+def ray_client(app_url):
+    return Client(app_url, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -122,23 +142,23 @@ def same_as_local(twin, path: str) -> dict:
 
 
 def generating_calls(pictures: list[str]) -> dict[str, dict]:
-    photo, other, mask = handle_file(pictures[0]), handle_file(pictures[1]), pictures[4]
+    first, other, mask = handle_file(pictures[0]), handle_file(pictures[1]), pictures[4]
     return {
         "/txt2img": {"prompt": "a red circle", **COMMON},
         "/prompt_edit": {"prompt": "a red circle and a blue square",
                          "edited_prompt": "a red circle and a green square", "mode": "replace",
                          "reweight": "", "cross_replace": 0.8, "self_replace": 0.4,
                          "local_blend": "", **COMMON},
-        "/control": {"prompt": "a cat", **COMMON, "images": [photo],
+        "/control": {"prompt": "a cat", **COMMON, "images": [first],
                      "units": json.dumps([{"type": "canny", "preprocess": True}])},
         "/layout": {"prompt": "a park", **COMMON, "gligen_fraction": 0.5, "boxes": json.dumps(
             [{"phrase": "a bird", "box": [0.1, 0.1, 0.5, 0.5]}])},
-        "/inpaint": {"image": photo, "mask": handle_file(mask), "prompt": "a hat",
+        "/inpaint": {"image": first, "mask": handle_file(mask), "prompt": "a hat",
                      **{k: v for k, v in COMMON.items() if k not in ("width", "height")}},
-        "/instruct": {"image": photo, "instruction": "make it blue", "text_guidance": 7.5,
+        "/instruct": {"image": first, "instruction": "make it blue", "text_guidance": 7.5,
                       "image_guidance": 1.5, "negative_prompt": "", "seed": 5, "steps": 2,
                       "scheduler": "Euler a", "fast": False, "max_side": 128},
-        "/remix": {"prompt": "", **COMMON, "images": [photo, other], "weights": "[0.25, 0.75]",
+        "/remix": {"prompt": "", **COMMON, "images": [first, other], "weights": "[0.25, 0.75]",
                    "text_from": "", "text_to": "", "text_amount": 0.5, "image_scale": 1.0},
         "/seedselect": {"prompt": "a yellow square", "images": [handle_file(p) for p in
                                                                 pictures[:3]],

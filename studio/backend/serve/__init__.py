@@ -16,11 +16,13 @@ Ray is imported only here and only when this backend starts (`pip install 'ray[s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -115,7 +117,9 @@ class RayStudio(Studio):
         log.info("starting %s studio replica(s) on Ray (%s)", self.scale.most,
                  f"{gpus:g} GPUs" if gpus else f"CPU, {threads} torch threads each")
         self.handle = serve.run(app, name=APP_NAME, route_prefix=None)
-        self.jobs: dict[str, str] = {}  # job id -> task, while it runs (for progress endpoints)
+        # One job in flight per replica: the rest wait here, in order, and each goes out the
+        # moment a replica is free (Serve's router would hold them and retry with back-off)
+        self._slots = threading.Semaphore(self.scale.most)
 
     @property
     def concurrency(self) -> int:  # type: ignore[override]
@@ -174,6 +178,8 @@ class RayStudio(Studio):
         return None
 
     def _quick(self, response: Any) -> Any:
+        if _in_event_loop():
+            return _off_loop(self._quick, response)
         try:
             return response.result()
         except Exception as err:  # noqa: BLE001 - Ray wraps the replica's own error
@@ -181,6 +187,20 @@ class RayStudio(Studio):
 
     def _job(self, task: str, method: str, args: tuple, progress: ProgressFn | None,
              cancel: CancelToken | None, preview: PreviewFn | None) -> Result:
+        if _in_event_loop():  # Serve's handles block only outside one: wait in a thread
+            return _off_loop(self._job, task, method, args, progress, cancel, preview)
+        while not self._slots.acquire(timeout=0.05):
+            if cancel is not None and cancel.cancelled:
+                break
+        else:
+            try:
+                return self._stream(task, method, args, progress, cancel, preview)
+            finally:
+                self._slots.release()
+        raise Cancelled("Cancelled: the job was stopped before it started.")
+
+    def _stream(self, task: str, method: str, args: tuple, progress: ProgressFn | None,
+                cancel: CancelToken | None, preview: PreviewFn | None) -> Result:
         if cancel is not None and cancel.cancelled:
             raise Cancelled("Cancelled: the job was stopped before it started.")
         job_id = uuid.uuid4().hex
@@ -260,6 +280,21 @@ class RemoteAnnotators:
             return studio._quick(studio.handle.call.remote("annotators", method, args, kwargs))
 
         return call
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _off_loop(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a helper thread, waited for (a caller inside an asyncio loop, e.g. an
+    async route or a Playwright script, may not block on a Serve response itself)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-call") as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _decoded(value: Any, stem: str) -> Any:

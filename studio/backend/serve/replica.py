@@ -35,7 +35,7 @@ from ..outputs import OutputStore
 log = logging.getLogger(__name__)
 
 BOARD_NAME = "studio-job-board"  # the named actor holding which jobs were stopped
-POLL_S = 0.1  # how often a running job looks at the board (and the stream yields)
+POLL_S = 0.1  # how often a running job looks at the board and sends its latest step
 BOARD_TTL_S = 3600.0  # a stop is forgotten after this long
 
 
@@ -158,16 +158,23 @@ class StudioReplica:
         yield ("started", os.getpid())
         thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
         thread.start()
-        polled = time.monotonic()
+        polled = sent = time.monotonic()
+        progress = None  # the latest step not sent yet
         while True:
             try:
                 event = events.get(timeout=POLL_S)
             except queue.Empty:
                 event = None
-            if time.monotonic() - polled >= POLL_S:  # a Stop from the front?
-                polled = time.monotonic()
+            now = time.monotonic()
+            if now - polled >= POLL_S:  # a Stop from the front?
+                polled = now
                 if not token.cancelled and self._stopped(job_id):
                     token.cancel()
+            if event is not None and event[0] == "progress":
+                progress, event = event, None  # steps are sent at most every POLL_S
+            if progress is not None and (event is not None or now - sent >= POLL_S):
+                yield progress
+                progress, sent = None, now
             if event is None:
                 continue
             yield event
