@@ -43,6 +43,23 @@ def test_budget_flags_and_environment(monkeypatch):
         12.5, 3, 90.0, 20.0)
 
 
+def test_scale_out_flags_and_environment():
+    s = settings_from_args(["--backend", "ray", "--replicas", "3", "--ray-address", "auto"],
+                           env={"STUDIO_REPLICA_THREADS": "2"})
+    assert (s.backend, s.replicas, s.ray_address, s.replica_threads) == ("ray", 3, "auto", 2)
+    s = settings_from_args(["--backend", "ray", "--min-replicas", "1", "--max-replicas", "4"],
+                           env={})
+    from studio.backend.serve import ScaleOut, deployment_options
+
+    scale = ScaleOut.from_settings(s)
+    assert scale.most == 4
+    opts = deployment_options(scale, gpus=8)
+    assert opts["max_ongoing_requests"] == 1 and opts["ray_actor_options"]["num_gpus"] == 1
+    assert opts["autoscaling_config"]["max_replicas"] == 4 and "num_replicas" not in opts
+    cpu = deployment_options(ScaleOut(replicas=2), gpus=0)
+    assert cpu["num_replicas"] == 2 and "num_gpus" not in cpu["ray_actor_options"]
+
+
 def test_hf_hub_offline_env_means_offline():
     assert settings_from_args([], env={"HF_HUB_OFFLINE": "1"}).offline
 
@@ -59,6 +76,12 @@ def test_hf_hub_offline_env_means_offline():
         ({"max_jobs_per_session": -2}, "--max-jobs-per-session must be >= 0"),
         ({"max_file_mb": 0}, "--max-file-mb must be more than 0"),
         ({"max_loras": 0}, "--max-loras must be at least 1"),
+        ({"backend": "slurm"}, "--backend must be one of local, ray"),
+        ({"backend": "ray", "replicas": 0}, "--replicas must be a whole number >= 1"),
+        ({"backend": "ray", "min_replicas": 3, "max_replicas": 2},
+         r"--min-replicas \(3\) is more than --max-replicas \(2\)"),
+        ({"replicas": 2}, "--replicas, --max-replicas and --ray-address need --backend ray"),
+        ({"ray_address": "auto"}, "need --backend ray"),
     ],
 )
 def test_bad_settings_are_explained(kwargs, message):
