@@ -261,6 +261,38 @@ def test_two_jobs_run_at_once_on_two_replicas(ray_studio):
     assert len(seen) == 2  # both replicas took jobs
 
 
+def test_the_queue_runs_as_many_api_jobs_at_once_as_there_are_replicas(app_url, ray_studio):
+    clients = [Client(app_url, verbose=False) for _ in range(3)]
+    jobs = [c.submit(**{**COMMON, **LONG, "seed": i}, api_name="/txt2img")
+            for i, c in enumerate(clients)]
+    _wait(lambda: ray_studio.in_flight == 2, "two jobs running at once")
+    time.sleep(0.5)
+    assert ray_studio.in_flight == 2  # the third waits in gradio's queue for a replica
+    assert [j.status().code.name for j in jobs].count("IN_QUEUE") == 1
+    for c in clients:
+        c.predict(api_name="/cancel")
+    for j in jobs:
+        with pytest.raises(AppError, match="Cancelled"):
+            j.result(timeout=60)
+
+
+def test_the_a1111_api_runs_on_the_replicas(app_url, ray_client):
+    import base64
+    import io
+
+    import httpx
+
+    port = app_url.rstrip("/").rsplit(":", 1)[1]
+    body = {"prompt": "a red circle", "seed": 5, "steps": 2, "width": 64, "height": 64,
+            "cfg_scale": 7.5}
+    reply = httpx.post(f"http://127.0.0.1:{port}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    image = Image.open(io.BytesIO(base64.b64decode(reply.json()["images"][0])))
+    ours, _ = ray_client.predict(prompt="a red circle", **{**COMMON, "steps": 2},
+                                 api_name="/txt2img")
+    assert np.array_equal(pixels(image), pixels(ours))
+
+
 def test_a_concept_learned_once_works_on_every_replica(ray_client, ray_studio, twin, pictures):
     name = f"ray-ti-{os.getpid()}"
     _, info = ray_client.predict(

@@ -120,6 +120,8 @@ class RayStudio(Studio):
         # One job in flight per replica: the rest wait here, in order, and each goes out the
         # moment a replica is free (Serve's router would hold them and retry with back-off)
         self._slots = threading.Semaphore(self.scale.most)
+        self._flight_lock = threading.Lock()
+        self.in_flight = 0  # jobs on the replicas now
 
     @property
     def concurrency(self) -> int:  # type: ignore[override]
@@ -193,9 +195,13 @@ class RayStudio(Studio):
             if cancel is not None and cancel.cancelled:
                 break
         else:
+            with self._flight_lock:
+                self.in_flight += 1
             try:
                 return self._stream(task, method, args, progress, cancel, preview)
             finally:
+                with self._flight_lock:
+                    self.in_flight -= 1
                 self._slots.release()
         raise Cancelled("Cancelled: the job was stopped before it started.")
 
