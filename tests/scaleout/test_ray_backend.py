@@ -229,6 +229,14 @@ def test_stop_reaches_the_replica_running_the_job(ray_studio):
     assert ray_studio.run("txt2img", {**LONG, "steps": 2}).path.is_file()
 
 
+def test_the_per_job_time_budget_is_kept_on_the_replica(ray_studio):
+    from studio.backend.common import Cancelled, CancelToken
+
+    token = CancelToken(deadline=time.monotonic() + 1.0, budget_s=1.0)
+    with pytest.raises(Cancelled, match="limit of 1 s per job"):
+        ray_studio.run("txt2img", LONG, cancel=token)
+
+
 def test_stop_through_the_api(ray_client, ray_studio):
     job = ray_client.submit(**{**COMMON, **LONG}, api_name="/txt2img")
     _wait(lambda: ray_studio.current_job.get("step", 0) >= 2, "the long job to start")

@@ -210,9 +210,10 @@ class RayStudio(Studio):
         if cancel is not None and cancel.cancelled:
             raise Cancelled("Cancelled: the job was stopped before it started.")
         job_id = uuid.uuid4().hex
-        budget = None
+        budget = None  # the job's time budget: what is left of it, and the server's
         if cancel is not None and cancel.deadline is not None:
-            budget = max(0.001, cancel.deadline - time.monotonic())
+            budget = (max(0.001, cancel.deadline - time.monotonic()),
+                      float(cancel.budget_s or 0))
         want_previews = preview is not None and bool(getattr(self.settings, "previews", True))
         stream = self.handle.options(stream=True).stream.remote(
             method, args, job_id, budget, want_previews)

@@ -137,12 +137,14 @@ class StudioReplica:
     def pid(self) -> int:
         return os.getpid()
 
-    def stream(self, method: str, args: tuple, job_id: str, budget_s: float | None,
-               previews: bool) -> Iterator[tuple]:
-        """Run `Studio.<method>(*args)` (run, concept_train) as a stream of events."""
+    def stream(self, method: str, args: tuple, job_id: str,
+               budget: tuple[float, float] | None, previews: bool) -> Iterator[tuple]:
+        """Run `Studio.<method>(*args)` (run, concept_train) as a stream of events.
+
+        `budget` is (seconds the job has left, the server's per-job budget) or None."""
         events: queue.Queue = queue.Queue()
-        token = CancelToken(deadline=time.monotonic() + budget_s if budget_s else None,
-                            budget_s=budget_s)
+        token = CancelToken(deadline=time.monotonic() + budget[0] if budget else None,
+                            budget_s=budget[1] if budget else None)
 
         def work() -> None:
             try:
