@@ -15,15 +15,17 @@ _CLASSES = {
     "openpose": ("openpose", "OpenposeAnnotator"),
     "scribble": ("scribble", "ScribbleAnnotator"),
     "sam": ("sam", "SamAnnotator"),
+    "grounding": ("grounding", "GroundingAnnotator"),
 }
 ANNOTATOR_NAMES: tuple[str, ...] = tuple(_CLASSES)
-WEIGHTED_ANNOTATORS: tuple[str, ...] = ("depth", "openpose", "sam")
+WEIGHTED_ANNOTATORS: tuple[str, ...] = ("depth", "openpose", "sam", "grounding")
 
 # Where real weights come from by default (Hub ids; a local file/folder works as a source too).
 DEFAULT_SOURCES: dict[str, str] = {
     "depth": "Intel/dpt-hybrid-midas",  # MiDaS v3 DPT-Hybrid, transformers layout
     "openpose": "lllyasviel/Annotators",  # body_pose_model.pth, hand_pose_model.pth, facenet.pth
     "sam": "ybelkada/segment-anything/checkpoints/sam_vit_b_01ec64.pth",  # SAM ViT-B
+    "grounding": "IDEA-Research/grounding-dino-tiny",  # open-vocabulary boxes from words
 }
 
 

@@ -16,6 +16,8 @@
 - `sam/sam_tiny.safetensors`: a segment_anything `Sam` with a 2-block, 32-wide ViT encoder
   and a 32-wide decoder at SAM's real 1024 px input size (so the coordinate transforms are
   the real ones); its architecture is read back from the tensor shapes on load.
+- `grounding/`: a miniature Grounding DINO (Swin + BERT) with its processor, saved with
+  `save_pretrained` in the layout of `IDEA-Research/grounding-dino-tiny`.
 
 Random weights detect nothing meaningful: their job is to prove the wiring.
 """
@@ -122,8 +124,51 @@ def _tiny_sam(path: Path, seed: int) -> None:
               metadata={"format": "pt", "note": "tiny random SAM for tests"})
 
 
+BUILT = ("depth", "openpose", "sam", "grounding")  # what build_tiny_annotator_weights writes
+VERSION = "2"  # bumped when a tiny annotator changes: cached builds are rebuilt
+# The tiny detector's words: what the tests and the toy world ask for (others are [UNK])
+_GROUNDING_WORDS = (
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "an", "the", "of", "and",
+    "left", "right", "cat", "dog", "cup", "bowl", "hat", "person", "red", "green", "blue",
+    "yellow", "purple", "orange", "circle", "square", "triangle", "shape",
+)
+
+
+def _tiny_grounding(folder: Path, seed: int) -> None:
+    """A 0.4M-parameter Grounding DINO (Swin + BERT, 1 encoder and 2 decoder layers), saved
+    with its processor in the layout of IDEA-Research/grounding-dino-tiny."""
+    import torch
+    from transformers import (
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    config = GroundingDinoConfig(
+        backbone_config={"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1],
+                         "num_heads": [1, 1, 1, 1], "window_size": 4, "image_size": 64,
+                         "out_features": ["stage2", "stage3", "stage4"]},
+        text_config={"model_type": "bert", "vocab_size": len(_GROUNDING_WORDS),
+                     "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "intermediate_size": 37, "max_position_embeddings": 256},
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=30,
+        num_feature_levels=4, max_text_len=256,
+    )
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(_GROUNDING_WORDS)},
+                                  do_lower_case=True)
+    # 128 px at least: the smallest of its 4 feature levels stays 2x2 (GroupNorm needs > 1)
+    images = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 256})
+    GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+
+
 def build_tiny_annotator_weights(folder: Path, seed: int = 0) -> dict[str, str]:
-    """Write tiny random weights for depth, openpose and sam under `folder`.
+    """Write tiny random weights for depth, openpose, sam and grounding under `folder`.
 
     Returns the sources dict {annotator name: path} that `get_annotator(name, source=...)` and
     the AnnotatorService accept; canny and scribble need no weights.
@@ -134,8 +179,10 @@ def build_tiny_annotator_weights(folder: Path, seed: int = 0) -> dict[str, str]:
         "depth": folder / "depth",
         "openpose": folder / "openpose",
         "sam": folder / "sam" / "sam_tiny.safetensors",
+        "grounding": folder / "grounding",
     }
     _tiny_depth(sources["depth"], seed)
     _tiny_openpose(sources["openpose"], seed + 10)
     _tiny_sam(sources["sam"], seed + 20)
+    _tiny_grounding(sources["grounding"], seed + 30)
     return {name: str(path) for name, path in sources.items()}

@@ -117,6 +117,12 @@ class AnnotatorService:
         out = self.get("sam").annotate(image, points=points, box=box)
         return out.image, {"annotator": "sam", **out.info}
 
+    def detect(self, image: Any, text: str, threshold: float = 0.3
+               ) -> list[dict[str, Any]]:
+        """Objects that the phrases of `text` name (Grounding DINO): `{box, label, score}`
+        each, in image pixels, best first."""
+        return self.get("grounding").detect(image, text, threshold)
+
     def sam_candidates(self, image: Any, points: list[list[float]] | None,
                        box: list[float] | None) -> list[np.ndarray]:
         """Every mask SAM proposed for these prompts (bool arrays), best first as it ranks

@@ -28,6 +28,8 @@ from studio.backend.tasks.inpaint import (
     segment,
     shrink_mask,
 )
+from studio.backend.tasks.text_mask import mask_from_boxes
+from studio.backend.tasks.text_mask import text_mask as find_by_text
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, spaces_gpu, user_errors
 
@@ -173,6 +175,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                  "only_masked: a crop around the mask (+ padding) is inpainted at width x "
                  "height and pasted back. Returns [image, info].")
     _wire_sam(studio, w)
+    _wire_text(studio, w)
     _wire_mask_tools(w)
 
 
@@ -191,6 +194,8 @@ def _mask_widgets() -> dict[str, Any]:
             )
         with gr.Tab("Click the object (SAM)"):
             w.update(_sam_widgets())
+        with gr.Tab("Describe it"):
+            w.update(_text_widgets())
     w["mask"] = gr.Image(label="Mask (white = change); upload one or make it above",
                          type="filepath", format="png", image_mode=None,
                          sources=["upload", "clipboard"], elem_id="edit-mask")
@@ -226,6 +231,23 @@ def _sam_widgets() -> dict[str, Any]:
                               elem_id="edit-candidates")
     with gr.Accordion("SAM info", open=False):
         w["sam_info"] = gr.Code(label="SAM info", language="json")
+    return w
+
+
+def _text_widgets() -> dict[str, Any]:
+    w: dict[str, Any] = {"found": gr.State({})}
+    with gr.Row():
+        w["text"] = gr.Textbox(label="What to change", placeholder="the dog (several: a cat. "
+                               "a bowl)", scale=3, elem_id="edit-text")
+        w["threshold"] = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Box threshold",
+                                   scale=1, elem_id="edit-threshold")
+    w["find"] = gr.Button("Find", elem_id="edit-find")
+    w["boxes_view"] = gr.AnnotatedImage(label="Found: label and score", show_legend=True,
+                                        elem_id="edit-boxes")
+    w["objects"] = gr.CheckboxGroup(label="Objects in the mask (untick to drop one)",
+                                    choices=[], elem_id="edit-objects")
+    with gr.Accordion("Detection info", open=False):
+        w["text_info"] = gr.Code(label="Detection info", language="json")
     return w
 
 
@@ -316,13 +338,68 @@ def _wire_sam(studio: Any, w: dict[str, Any]) -> None:
                         **PRIVATE)
 
 
+def object_choices(info: dict[str, Any]) -> list[str]:
+    """The checkbox labels of found objects: "1. the dog (0.87)", in the detector's order."""
+    return [f"{i}. {label} ({score:.2f})" for i, (label, score) in
+            enumerate(zip(info.get("labels", []), info.get("scores", []), strict=False), 1)]
+
+
+def boxes_view(image: str | None, info: dict[str, Any], chosen: list[str]) -> Any:
+    """(image, [(box, label), ...]) for gr.AnnotatedImage: the objects still ticked."""
+    if not image or not info:
+        return None
+    names = object_choices(info)
+    return image, [(tuple(int(round(v)) for v in box), name)
+                   for box, name in zip(info["boxes"], names, strict=False) if name in chosen]
+
+
+def _wire_text(studio: Any, w: dict[str, Any]) -> None:
+    """`/text_mask`, and the found objects the user ticks or drops."""
+
+    @spaces_gpu
+    @user_errors
+    def text_mask(image: dict | None, text: str, threshold: float = 0.3) -> tuple[Any, str]:
+        """Select what `text` names ("the dog"; several things separated by "."): boxes
+        from the open-vocabulary detector, a SAM mask for each, their union. Returns
+        [mask, info]; info has `boxes` ([x0, y0, x1, y1] in image pixels), `labels` and
+        `scores`."""
+        mask, info = find_by_text(studio, image, text, threshold)
+        return mask, info_json(info)
+
+    found = w["find"].click(text_mask, [w["image"], w["text"], w["threshold"]],
+                            [w["mask"], w["text_info"]], api_name="text_mask",
+                            preprocess=False, **gpu_kwargs())
+
+    def show(image: str | None, info_text: str) -> tuple[Any, ...]:
+        info = json.loads(info_text or "{}")
+        names = object_choices(info)
+        return (info, gr.update(choices=names, value=names), boxes_view(image, info, names))
+
+    found.success(show, [w["image"], w["text_info"]],
+                  [w["found"], w["objects"], w["boxes_view"]], **PRIVATE)
+
+    @spaces_gpu
+    @user_errors
+    def pick(image: str | None, info: dict[str, Any], chosen: list[str]) -> tuple[Any, Any]:
+        """The mask of the objects still ticked (SAM again on their boxes only)."""
+        if not image or not info:
+            return gr.skip(), gr.skip()
+        names = object_choices(info)
+        boxes = [b for b, n in zip(info["boxes"], names, strict=False) if n in chosen]
+        return mask_from_boxes(studio, image, boxes), boxes_view(image, info, chosen)
+
+    w["objects"].input(pick, [w["image"], w["found"], w["objects"]],
+                       [w["mask"], w["boxes_view"]], **PRIVATE, **gpu_kwargs())
+
+
 def _wire_mask_tools(w: dict[str, Any]) -> None:
     """A new image resets everything; the brush paints the mask; grow/shrink/invert/clear."""
     resets = [w["editor"], w["sam_view"], w["points"], w["box"], w["corner"], w["mask"],
-              w["gallery"], w["candidates"]]
+              w["gallery"], w["candidates"], w["found"], w["objects"], w["boxes_view"]]
 
     def new_image(image: str | None) -> tuple[Any, ...]:
-        return editor_value(image), image, "[]", "", None, None, [], []
+        return (editor_value(image), image, "[]", "", None, None, [], [], {},
+                gr.update(choices=[], value=[]), None)
 
     for event in (w["image"].upload, w["image"].clear):
         event(new_image, [w["image"]], resets, **PRIVATE)

@@ -31,7 +31,7 @@ def test_import_is_light():
 def test_unknown_annotator_name():
     with pytest.raises(AnnotatorInputError, match="Unknown annotator 'hed'.*canny"):
         get_annotator("hed")
-    assert set(ANNOTATOR_NAMES) == {"canny", "depth", "openpose", "scribble", "sam"}
+    assert set(ANNOTATOR_NAMES) == {"canny", "depth", "openpose", "scribble", "sam", "grounding"}
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ def service(tiny_sources):
 
 def test_names_and_lazy_loading(tiny_sources):
     svc = AnnotatorService(tiny_sources, device="auto", offline=True)
-    assert svc.names == ["canny", "depth", "openpose", "scribble", "sam"]
+    assert svc.names == ["canny", "depth", "openpose", "scribble", "sam", "grounding"]
     assert svc.load_counts == {}
     assert svc.get("canny") is svc.get("canny") and svc.load_counts == {"canny": 1}
     assert svc.device in ("cpu", "cuda", "mps")  # "auto" resolved on first load

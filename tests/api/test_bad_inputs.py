@@ -123,6 +123,13 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
         ("/sam_mask", {"image": f(files, "good"), "points": "[[10, 10, 7]]"}, "label"),
         ("/sam_mask", {"image": f(files, "good"), "points": "[]",
                        "box": "[50, 10, 20, 40]"}, "x1"),
+        # --- /text_mask: words
+        ("/text_mask", {"image": f(files, "good"), "text": "", "threshold": 0.3}, "text is empty"),
+        ("/text_mask", {"image": f(files, "good"), "text": "a cat", "threshold": 7},
+         "threshold"),
+        ("/text_mask", {"image": f(files, "good"), "text": "a cat", "threshold": 1.0},
+         "nothing matching 'a cat'"),
+        ("/text_mask", {"image": f(files, "empty"), "text": "a cat"}, "image"),
         # --- /instruct
         ("/instruct", {"image": f(files, "good"), "instruction": "", "steps": 1}, "instruction"),
         ("/instruct", {"image": f(files, "empty"), "instruction": "make it blue",

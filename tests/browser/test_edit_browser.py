@@ -90,3 +90,23 @@ def test_click_object_for_sam_mask_then_inpaint(page, photo):
     assert np.array_equal(mask, wanted > 127), "the picked candidate did not become the mask"
     assert mask.any()
     inpaint_and_check(page, photo, mask)
+
+
+def test_describe_it_finds_boxes_then_inpaints(page, photo):
+    """Tiny set: the random detector proves the wiring (boxes shown, objects listed, a mask of
+    the image's size, dropping an object changes the list), not the meaning."""
+    upload(page, photo)
+    page.get_by_role("tab", name="Describe it").click()
+    page.locator("#edit-text textarea").fill("the cat")
+    set_number(page, "edit-threshold", 0)
+    page.locator("#edit-find").click()
+    mask = np.asarray(fetch_image(page, wait_image(page, "#edit-mask")).convert("L")) > 127
+    assert mask.shape == (128, 128)
+    page.locator("#edit-boxes img").first.wait_for(state="visible")  # the boxes, labelled
+    ticks = page.locator("#edit-objects input[type=checkbox]")
+    ticks.first.wait_for(state="visible")
+    assert ticks.count() >= 1 and all(ticks.nth(i).is_checked() for i in range(ticks.count()))
+    assert "the cat" in page.locator("#edit-objects").inner_text()
+    no_error_toast(page)
+    if mask.any() and not mask.all():
+        inpaint_and_check(page, photo, mask)

@@ -190,6 +190,14 @@ def test_annotators_and_sam_run_on_a_replica_with_the_local_result(ray_client, t
     mask, info = ray_client.predict(image=handle_file(pictures[0]), points="[[30, 30, 1]]",
                                     box="", api_name="/sam_mask")
     assert Image.open(mask).size == (96, 64) and "score" in json.loads(info)
+    mask, info = ray_client.predict(image=handle_file(pictures[0]), text="the cat",
+                                    threshold=0.0, api_name="/text_mask")
+    from studio.backend.tasks.text_mask import text_mask
+
+    with one_thread():
+        local_mask, local_info = text_mask(twin, pictures[0], "the cat", 0.0)
+    assert json.loads(info)["boxes"] == local_info["boxes"]
+    assert np.array_equal(pixels(mask), pixels(local_mask))
 
 
 def test_bad_requests_get_the_local_message_and_the_next_one_works(ray_client):

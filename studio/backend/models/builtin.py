@@ -66,18 +66,25 @@ def tiny_model_set(cache_dir: Path) -> ModelSet:
 
 
 def tiny_annotator_sources(root: Path) -> dict[str, str] | None:
-    """Tiny random annotator weights (depth, openpose, SAM), built once under `root`."""
+    """Tiny random annotator weights (depth, openpose, SAM, grounding), built once under
+    `root` (again when an older build lacks one)."""
     try:
-        from annotators.tiny import build_tiny_annotator_weights
+        from annotators.tiny import BUILT, VERSION, build_tiny_annotator_weights
     except ImportError:  # an annotators package without tiny weights
         return None
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     ann_root = root / "annotators"
     marker = ann_root / "SOURCES.json"
-    if not marker.exists():
+
+    def complete() -> bool:  # built, by this version of the tiny annotators
+        version = ann_root / "VERSION"
+        return (marker.exists() and set(BUILT) <= set(json.loads(marker.read_text()))
+                and version.is_file() and version.read_text() == VERSION)
+
+    if not complete():
         with build_lock(root):
-            if not marker.exists():
+            if not complete():
                 tmp = Path(tempfile.mkdtemp(prefix=".ann-build-", dir=root))
                 try:
                     sources = build_tiny_annotator_weights(tmp)
@@ -86,6 +93,7 @@ def tiny_annotator_sources(root: Path) -> dict[str, str] | None:
                         k: str(ann_root / Path(v).relative_to(tmp)) for k, v in sources.items()
                     }
                     (tmp / "SOURCES.json").write_text(json.dumps(sources))
+                    (tmp / "VERSION").write_text(VERSION)
                     if ann_root.exists():
                         shutil.rmtree(ann_root)
                     os.replace(tmp, ann_root)

@@ -82,6 +82,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("sam_mask", "edit",
          "`image`, `points` (JSON `[[x, y, label], ...]` in image pixels, label 1 = object, "
          "0 = background), `box` (JSON `[x0, y0, x1, y1]` or empty)"),
+    Task("text_mask", "edit",
+         "`image`, `text` (what to select; several things separated by `.`), `threshold` "
+         "(0..1, default 0.3); info has `boxes` (`[x0, y0, x1, y1]` in image pixels), "
+         "`labels`, `scores`"),
     Task("inpaint", "edit",
          "`image`, `mask` (white = change), `only_masked`, `padding`, `mask_blur`, `strength`, "
          "`mode` (`inpaint` or `blend`)", InpaintRequest, inpaint_runner),

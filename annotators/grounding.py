@@ -1,0 +1,177 @@
+"""Open-vocabulary detection from words (Grounding DINO through transformers): "the dog" ->
+boxes with labels and scores, in the image's own pixels. Its boxes are the prompts the SAM
+annotator turns into masks (the Grounded-SAM / Inpaint Anything pattern).
+
+Why transformers' `AutoModelForZeroShotObjectDetection` and not the `groundingdino` package:
+`IDEA-Research/grounding-dino-tiny` loads through `from_pretrained` (safetensors), needs no
+compiled CUDA ops, and has a config, so the `tiny` set can save a miniature Grounding DINO in
+the same layout and load it with this same code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .base import Annotator, AnnotatorOutput, ImageInput, check_number, load_image
+from .errors import AnnotatorInputError, MissingWeightsError, WeightsFormatError
+from .weights import download_hint
+
+DEFAULT_GROUNDING_SOURCE = "IDEA-Research/grounding-dino-tiny"
+MAX_PHRASES = 16  # phrases one request may name ("a cat. a dog. ...")
+MAX_TEXT_CHARS = 500
+
+
+def phrases_of(text: Any) -> list[str]:
+    """The phrases of a detection query: separated by "." (Grounding DINO's own format),
+    lower case, blanks dropped. A clear error for empty or oversized text."""
+    if not isinstance(text, str) or not text.strip():
+        raise AnnotatorInputError(
+            "Say what to select: e.g. 'the dog', or several things as 'a cat. a bowl'."
+        )
+    if len(text) > MAX_TEXT_CHARS:
+        raise AnnotatorInputError(
+            f"The text is {len(text)} characters; at most {MAX_TEXT_CHARS} are accepted."
+        )
+    phrases = [p.strip().lower() for p in text.replace("\n", ".").split(".")]
+    phrases = [p for p in phrases if p]
+    if not phrases:
+        raise AnnotatorInputError("The text names nothing to select: e.g. 'the dog'.")
+    if len(phrases) > MAX_PHRASES:
+        raise AnnotatorInputError(
+            f"The text names {len(phrases)} things; at most {MAX_PHRASES} at once."
+        )
+    return phrases
+
+
+class GroundingAnnotator(Annotator):
+    """Boxes for phrases; `annotate` draws them (a preview), `detect` returns them."""
+
+    name = "grounding"
+    default_source = DEFAULT_GROUNDING_SOURCE
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.processor = processor
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo: str | os.PathLike | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+    ) -> GroundingAnnotator:
+        """Load a Grounding DINO model and its processor from a folder or a Hub repo."""
+        from transformers import (
+            AutoConfig,
+            AutoModelForZeroShotObjectDetection,
+            AutoProcessor,
+            GroundingDinoConfig,
+        )
+
+        source = os.fspath(path_or_repo or DEFAULT_GROUNDING_SOURCE)
+        kw: dict[str, Any] = {"cache_dir": os.fspath(cache_dir) if cache_dir else None,
+                              "local_files_only": local_files_only}
+        if os.path.isfile(source):
+            raise WeightsFormatError(
+                "The grounding source must be a model folder (config.json + weights) or a Hub "
+                f"repo id such as {DEFAULT_GROUNDING_SOURCE}, not a single file: {source}"
+            )
+        try:
+            config = AutoConfig.from_pretrained(source, **kw)
+        except (OSError, ValueError) as err:
+            raise MissingWeightsError(
+                f"Selecting by words needs the detector '{source}' (config.json, "
+                f"model.safetensors and its processor), which is not available"
+                f"{' offline' if local_files_only else ''}. Download it once with "
+                f"{download_hint(source) if not os.path.isdir(source) else 'the Hub CLI'}, or "
+                f"set the grounding source to a local folder holding it. ({type(err).__name__})"
+            ) from err
+        if not isinstance(config, GroundingDinoConfig):
+            raise WeightsFormatError(
+                f"'{source}' is a {type(config).__name__.removesuffix('Config')} model, not a "
+                f"Grounding DINO detector (e.g. {DEFAULT_GROUNDING_SOURCE})."
+            )
+        try:  # safetensors (or a weights-only .bin): transformers never unpickles here
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(source, config=config,
+                                                                        **kw)
+            processor = AutoProcessor.from_pretrained(source, **kw)
+        except OSError as err:
+            raise MissingWeightsError(
+                f"The detector weights or processor of '{source}' are missing or unreadable "
+                f"({err})."
+            ) from err
+        return cls(model, processor)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def to(self, device: Any) -> GroundingAnnotator:
+        self.model.to(device)
+        return self
+
+    def detect(self, image: ImageInput, text: Any, threshold: Any = 0.3,
+               text_threshold: Any = None) -> list[dict[str, Any]]:
+        """Objects the phrases of `text` name: `{box: [x0, y0, x1, y1], label, score}` in the
+        image's pixels, best first. `threshold` is the box score to keep (0..1);
+        `text_threshold` (default: the same) the score a word needs to name the label."""
+        import torch
+
+        arr = load_image(image)
+        phrases = phrases_of(text)
+        threshold = check_number(threshold, "threshold", 0.0, 1.0)
+        text_threshold = threshold if text_threshold is None else check_number(
+            text_threshold, "text threshold", 0.0, 1.0)
+        h, w = arr.shape[:2]
+        query = ". ".join(phrases) + "."
+        inputs = self.processor(images=Image.fromarray(arr), text=query, return_tensors="pt")
+        inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=threshold, text_threshold=text_threshold,
+            target_sizes=[(h, w)])[0]
+        labels = result.get("text_labels")
+        if labels is None:  # transformers before 4.51 names the words "labels"
+            labels = result.get("labels", [])
+        found = []
+        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(),
+                                     labels, strict=False):
+            x0, y0, x1, y1 = (float(np.clip(v, 0, lim)) for v, lim in zip(box, (w, h, w, h),
+                                                                            strict=True))
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                continue
+            found.append({"box": [round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)],
+                          "label": self._clean(label) or phrases[0], "score": round(score, 4)})
+        return sorted(found, key=lambda d: -d["score"])
+
+    def _clean(self, label: Any) -> str:
+        """The words of a label, without the tokenizer's special tokens or dots."""
+        special = set(getattr(self.processor.tokenizer, "all_special_tokens", ()))
+        words = [w for w in str(label).replace(".", " ").split() if w not in special]
+        return " ".join(words)
+
+    def annotate(self, image: ImageInput, text: Any = "", threshold: Any = 0.3,
+                 detect_resolution: int = 512, image_resolution: int = 512) -> AnnotatorOutput:
+        """The image with the boxes drawn and labelled; info has `objects`."""
+        objects = self.detect(image, text, threshold)
+        return AnnotatorOutput(image=draw_boxes(Image.fromarray(load_image(image)), objects),
+                               info={"objects": objects})
+
+
+def draw_boxes(image: Image.Image, objects: list[dict[str, Any]]) -> Image.Image:
+    """`image` with each object's box and "label score" drawn (a preview of a detection)."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    width = max(1, round(min(out.size) / 150))
+    for obj in objects:
+        x0, y0, x1, y1 = obj["box"]
+        draw.rectangle((x0, y0, x1, y1), outline=(255, 60, 60), width=width)
+        draw.text((x0 + 2, y0 + 1), f"{obj['label']} {obj['score']:.2f}", fill=(255, 60, 60))
+    return out

@@ -1,0 +1,67 @@
+"""Masks from words: "the dog" -> boxes from the open-vocabulary detector -> one SAM mask per
+box (the box is SAM's prompt) -> their union (the Grounded-SAM / Inpaint Anything pattern).
+
+The `/text_mask` endpoint and the Edit tab's "Describe it" call `text_mask`; picking or
+dropping found objects re-runs only SAM on the boxes kept (`mask_from_boxes`; its image
+embedding is cached, so only the light mask decoder runs again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..common import TaskContext
+from ..images import load_image
+from ..requests import RequestError, check_number
+from .inpaint import binary_array, from_binary, parse_box
+
+DEFAULT_THRESHOLD = 0.3  # Grounding DINO's usual box threshold
+MAX_OBJECTS = 32  # boxes kept from one detection (best first)
+
+
+def check_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip(" .\n\t"):
+        raise RequestError(
+            "text is empty: say what to select, e.g. 'the dog', or several things separated "
+            "by '.' as in 'a cat. a bowl'"
+        )
+    return text.strip()
+
+
+def text_mask(ctx: TaskContext, image: Any, text: Any, threshold: Any = DEFAULT_THRESHOLD
+              ) -> tuple[Image.Image, dict[str, Any]]:
+    """(0/255 L mask of the image's size, info) for what `text` names.
+
+    info: `boxes` ([x0, y0, x1, y1] in image pixels), `labels`, `scores` (best first),
+    `size`, `mask_pixels`. Nothing found is a RequestError naming the text and threshold.
+    """
+    img = load_image(image, "image")
+    text = check_text(text)
+    check_number("threshold", threshold, 0, 1)
+    threshold = float(threshold)
+    objects = ctx.annotators.detect(img, text, threshold)[:MAX_OBJECTS]
+    if not objects:
+        lower = max(0.05, round(threshold / 2, 2))
+        raise RequestError(
+            f"nothing matching {text!r} was found at threshold {threshold:g}: lower the "
+            f"threshold (e.g. {lower:g}) or describe it another way"
+        )
+    boxes = [o["box"] for o in objects]
+    mask = mask_from_boxes(ctx, img, boxes)
+    return mask, {"boxes": boxes, "labels": [o["label"] for o in objects],
+                  "scores": [o["score"] for o in objects], "text": text,
+                  "threshold": threshold, "size": list(img.size),
+                  "mask_pixels": int(binary_array(mask).sum())}
+
+
+def mask_from_boxes(ctx: TaskContext, image: Any, boxes: list[Any]) -> Image.Image:
+    """The union of SAM's masks for `boxes` (image pixels); an empty mask for no boxes."""
+    img = load_image(image, "image")
+    union = np.zeros((img.size[1], img.size[0]), bool)
+    for box in boxes:
+        mask, _ = ctx.annotators.sam_mask(img, None, parse_box(box, img.size))
+        union |= binary_array(mask)
+    return from_binary(union)
