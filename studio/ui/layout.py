@@ -21,8 +21,9 @@ from studio.backend.tasks.layout import (
     boxes_from_pixels,
     boxes_to_pixels,
 )
+from studio.backend.tasks.text_mask import layout_boxes
 
-from .common import PRIVATE, GenerationTab, labelled_input_errors, user_errors
+from .common import PRIVATE, GenerationTab, gpu_kwargs, labelled_input_errors, user_errors
 
 BLANK_COLOR = (250, 250, 250)
 MODE_CHOICES = [("Generate", "generate"), ("Regenerate inside boxes", "inside_boxes")]
@@ -103,6 +104,18 @@ def boxes_preview(value: dict[str, Any] | None) -> str:
         return "[]"
 
 
+def with_found_boxes(studio: Any, value: dict[str, Any] | None, text: str,
+                     threshold: float) -> dict[str, Any]:
+    """The canvas with a box added for each thing `text` names in its image (found by the
+    detector; labelled with what was found, for the user to retype), up to MAX_BOXES."""
+    picture, pixel_boxes = canvas_parts(value)
+    room = MAX_BOXES - len(pixel_boxes)
+    if room <= 0:
+        raise gr.Error(f"The canvas already has {MAX_BOXES} boxes, the most a layout takes.")
+    found = layout_boxes(studio, picture, text, threshold, limit=room)
+    return {**value, "boxes": pixel_boxes + boxes_to_pixels(found, *picture.size)}
+
+
 def without_boxes(value: dict[str, Any] | None) -> Any:
     """The canvas with its boxes deleted (nothing to do without an image)."""
     if not value or value.get("image") is None:
@@ -132,6 +145,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                  "[x0, y0, x1, y1]} normalised to 0-1. Returns [image, info JSON with seed and "
                  "file].")
     _wire_canvas(w, params)
+    _wire_find(studio, w)
 
 
 def _layout_request(data: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +168,13 @@ def _layout_widgets(studio: Any) -> dict[str, Any]:
     with gr.Row():
         w["blank"] = gr.Button("Blank canvas (output size)", size="sm", elem_id="layout-blank")
         w["clear"] = gr.Button("Delete all boxes", size="sm", elem_id="layout-clear")
+    with gr.Row():
+        w["find_text"] = gr.Textbox(
+            label="Find boxes by words", scale=3, elem_id="layout-find-text",
+            placeholder="the dog (on an uploaded image: a box where it is, to regenerate)")
+        w["find_threshold"] = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Threshold",
+                                        scale=1, elem_id="layout-find-threshold")
+        w["find"] = gr.Button("Add boxes", size="sm", scale=1, elem_id="layout-find")
     w["append_phrases"] = gr.Checkbox(
         label="Append the phrases to the prompt", value=False,
         info="GLIGEN follows boxes best when the prompt also mentions the objects.",
@@ -186,6 +207,13 @@ def _layout_widgets(studio: Any) -> dict[str, Any]:
         labelled_input_errors(w[name])
     w["is_blank"] = gr.State(True)
     return w
+
+
+def _wire_find(studio: Any, w: dict[str, Any]) -> None:
+    """'Add boxes': the detector's boxes for the words join the canvas's boxes."""
+    w["find"].click(user_errors(lambda v, t, thr: with_found_boxes(studio, v, t, thr)),
+                    [w["canvas"], w["find_text"], w["find_threshold"]], w["canvas"],
+                    **PRIVATE, **gpu_kwargs())
 
 
 def _wire_canvas(w: dict[str, Any], params: dict[str, Any]) -> None:

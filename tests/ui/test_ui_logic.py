@@ -114,6 +114,34 @@ def test_canvas_becomes_normalised_boxes_and_the_reference_only_inside_boxes():
 
 
 # ---------------------------------------------------------------------------- handlers
+def test_found_boxes_join_the_canvas_in_its_pixels():
+    found = [{"box": [20.0, 10.0, 60.0, 50.0], "label": "the dog", "score": 0.8},
+             {"box": [100.0, 0.0, 200.0, 100.0], "label": "the cup", "score": 0.5}]
+    studio = SimpleNamespace(annotators=SimpleNamespace(detect=lambda img, t, thr: found))
+    drawn = {"xmin": 0, "ymin": 0, "xmax": 10, "ymax": 10, "label": "a bird"}
+    canvas = {"image": Image.new("RGB", (200, 100)), "boxes": [drawn]}
+    out = layout.with_found_boxes(studio, canvas, "the dog. the cup", 0.3)
+    assert out["boxes"][0] == drawn
+    assert [(b["xmin"], b["ymin"], b["xmax"], b["ymax"], b["label"]) for b in out["boxes"][1:]]\
+        == [(20, 10, 60, 50, "the dog"), (100, 0, 200, 100, "the cup")]
+    full = {**canvas, "boxes": [drawn] * layout.MAX_BOXES}
+    with pytest.raises(gr.Error, match="already has"):
+        layout.with_found_boxes(studio, full, "the dog", 0.3)
+    nothing = SimpleNamespace(annotators=SimpleNamespace(detect=lambda img, t, thr: []))
+    with pytest.raises(RequestError, match="nothing matching 'the cat'"):
+        layout.with_found_boxes(nothing, canvas, "the cat", 0.3)
+
+
+def test_found_objects_are_listed_and_dropped_from_the_view():
+    info = {"boxes": [[1, 2, 30, 40], [5, 5, 20, 20]], "labels": ["the dog", "the cup"],
+            "scores": [0.91, 0.4]}
+    names = edit.object_choices(info)
+    assert names == ["1. the dog (0.91)", "2. the cup (0.40)"]
+    image, shown = edit.boxes_view("x.png", info, names[1:])
+    assert image == "x.png" and shown == [((5, 5, 20, 20), "2. the cup (0.40)")]
+    assert edit.boxes_view(None, info, names) is None
+
+
 def test_widget_values_become_the_request():
     data = request_values(["prompt", "negative_prompt", "steps", "guidance_scale", "instruction"],
                           ["a cat", None, 20.0, 7.5, "go"], rename={"instruction": "prompt2"})

@@ -65,3 +65,23 @@ def mask_from_boxes(ctx: TaskContext, image: Any, boxes: list[Any]) -> Image.Ima
         mask, _ = ctx.annotators.sam_mask(img, None, parse_box(box, img.size))
         union |= binary_array(mask)
     return from_binary(union)
+
+
+def layout_boxes(ctx: TaskContext, image: Any, text: Any, threshold: Any = DEFAULT_THRESHOLD,
+                 limit: int = MAX_OBJECTS) -> list[dict[str, Any]]:
+    """What `text` names in `image` as Layout boxes: `{"phrase": label, "box": [x0, y0, x1,
+    y1]}` normalised to 0..1, best first, at most `limit` (the Layout tab's "find boxes by
+    words", for regenerating inside them; the user then types what should be there)."""
+    img = load_image(image, "image")
+    text = check_text(text)
+    check_number("threshold", threshold, 0, 1)
+    objects = ctx.annotators.detect(img, text, float(threshold))[:max(0, int(limit))]
+    if not objects:
+        raise RequestError(
+            f"nothing matching {text!r} was found at threshold {float(threshold):g}: lower "
+            "the threshold or describe it another way"
+        )
+    w, h = img.size
+    return [{"phrase": o["label"],
+             "box": [round(o["box"][0] / w, 4), round(o["box"][1] / h, 4),
+                     round(o["box"][2] / w, 4), round(o["box"][3] / h, 4)]} for o in objects]
