@@ -25,6 +25,27 @@ MAX_PHRASES = 16  # phrases one request may name ("a cat. a dog. ...")
 MAX_TEXT_CHARS = 500
 
 
+# Grounding DINO finds phrase boundaries by BERT-base-uncased's token ids ([CLS] 101,
+# [SEP] 102, "." 1012, "?" 1029; transformers' SPECIAL_TOKENS), so a small vocabulary must
+# keep those ids: `bert_style_vocab` puts its words after them.
+BERT_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012,
+            "?": 1029}
+
+
+def bert_style_vocab(words: tuple[str, ...]) -> dict[str, int]:
+    """A WordPiece vocabulary of `words` with BERT's special-token ids (gaps: [unusedN])."""
+    vocab = dict(BERT_IDS)
+    extra = [w for w in words if w not in vocab]
+    size = max(BERT_IDS.values()) + 1 + len(extra)
+    taken = set(vocab.values())
+    free = iter(i for i in range(size) if i not in taken)
+    for word in extra:  # the words take the lowest free ids; the rest stay unused
+        vocab[word] = next(free)
+    for i in free:
+        vocab[f"[unused{i}]"] = i
+    return vocab
+
+
 def phrases_of(text: Any) -> list[str]:
     """The phrases of a detection query: separated by "." (Grounding DINO's own format),
     lower case, blanks dropped. A clear error for empty or oversized text."""

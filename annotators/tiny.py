@@ -125,7 +125,7 @@ def _tiny_sam(path: Path, seed: int) -> None:
 
 
 BUILT = ("depth", "openpose", "sam", "grounding")  # what build_tiny_annotator_weights writes
-VERSION = "2"  # bumped when a tiny annotator changes: cached builds are rebuilt
+VERSION = "3"  # bumped when a tiny annotator changes: cached builds are rebuilt
 # The tiny detector's words: what the tests and the toy world ask for (others are [UNK])
 _GROUNDING_WORDS = (
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "an", "the", "of", "and",
@@ -146,11 +146,14 @@ def _tiny_grounding(folder: Path, seed: int) -> None:
         GroundingDinoProcessor,
     )
 
+    from .grounding import bert_style_vocab
+
+    vocab = bert_style_vocab(_GROUNDING_WORDS)
     config = GroundingDinoConfig(
         backbone_config={"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1],
                          "num_heads": [1, 1, 1, 1], "window_size": 4, "image_size": 64,
                          "out_features": ["stage2", "stage3", "stage4"]},
-        text_config={"model_type": "bert", "vocab_size": len(_GROUNDING_WORDS),
+        text_config={"model_type": "bert", "vocab_size": len(vocab),
                      "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                      "intermediate_size": 37, "max_position_embeddings": 256},
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
@@ -160,8 +163,7 @@ def _tiny_grounding(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(_GROUNDING_WORDS)},
-                                  do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
     # 128 px at least: the smallest of its 4 feature levels stays 2x2 (GroupNorm needs > 1)
     images = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 256})
     GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)

@@ -566,6 +566,94 @@ def _eval_previews(studio: Any, n: int) -> Evaluation:
         "mean previews per image": float(np.mean(counts))}, timer.per_image)
 
 
+def eval_sam_click(studio: Any, n: int = 40) -> Evaluation:
+    """One click on a shape of a new scene of 1-3 shapes (a random pixel at least 2 px inside
+    it), through the Edit tab's SAM path: IoU of the mask with the shape's true mask; also
+    the shape's box as the prompt (what a text mask hands SAM)."""
+    from studio.backend.tasks.inpaint import binary_array, segment
+
+    timer, ious, box_ious = _Timer(), [], []
+    rng = np.random.default_rng(EVAL_SEED + 77)
+    for i in range(n):
+        scene = random_scene(EVAL_SEED + 5000 + i)
+        index = i % len(scene.shapes)
+        truth = scene.mask(index)
+        inner = _eroded(truth, 2)
+        ys, xs = np.nonzero(inner if inner.any() else truth)
+        j = int(rng.integers(len(xs)))
+        image = scene.render()
+        mask, _, _ = timer(segment, studio, image, [[int(xs[j]), int(ys[j]), 1]], None)
+        ious.append(_iou(binary_array(mask), truth))
+        box = [int(v) for v in scene.shapes[index].box]
+        box_mask_, _, _ = segment(studio, image, [], box)
+        box_ious.append(_iou(binary_array(box_mask_), truth))
+    return Evaluation("sam_click", n, {
+        "click IoU >= 0.7": float(np.mean([v >= 0.7 for v in ious])),
+        "box IoU >= 0.7": float(np.mean([v >= 0.7 for v in box_ious])),
+        "mean click IoU": float(np.mean(ious)), "mean box IoU": float(np.mean(box_ious))},
+        timer.per_image)
+
+
+def eval_text_mask(studio: Any, n: int = 30, inpaint_n: int = 8) -> Evaluation:
+    """"the <colour> <shape>" on new scenes of 2-3 shapes (the named one the only one of its
+    colour and kind), through `/text_mask` (detector boxes -> SAM, default threshold): IoU of
+    the mask with the named shape >= 0.6. On the first `inpaint_n`, the text mask is inpainted
+    with another colour: the other shapes' pixels stay exactly as they were."""
+    from studio.backend.requests import RequestError
+    from studio.backend.tasks.inpaint import binary_array
+    from studio.backend.tasks.text_mask import text_mask
+
+    timer, ious, kept, found = _Timer(), [], 0, 0
+    cases = 0
+    seed = EVAL_SEED + 6000
+    while cases < n:
+        seed += 1
+        scene = random_scene(seed, max_shapes=3)
+        if len(scene.shapes) < 2:
+            continue
+        index = cases % len(scene.shapes)
+        named = scene.shapes[index]
+        if sum(s.colour == named.colour and s.kind == named.kind for s in scene.shapes) > 1:
+            continue
+        image = scene.render()
+        try:
+            mask, _ = timer(text_mask, studio, image, f"the {named.colour} {named.kind}")
+            found += 1
+            ious.append(_iou(binary_array(mask), scene.mask(index)))
+        except RequestError:
+            ious.append(0.0)
+            mask = None
+        if cases < inpaint_n and mask is not None and binary_array(mask).any():
+            colour = next(c for c in COMMON_COLOURS if c != named.colour)
+            out = np.asarray(studio.inpaint(_params(seed, image=image, mask=mask,
+                                                    prompt=f"a {colour} {named.kind}")).image)
+            others = np.zeros_like(binary_array(mask))
+            for j in range(len(scene.shapes)):
+                if j != index:
+                    others |= scene.mask(j)
+            others &= ~binary_array(mask)
+            kept += bool(np.array_equal(out[others], np.asarray(image)[others]))
+        cases += 1
+    return Evaluation("text_mask", n, {
+        "IoU >= 0.6 with the named shape": float(np.mean([v >= 0.6 for v in ious])),
+        "found something": found / n, "mean IoU": float(np.mean(ious)),
+        "inpaint kept the other shapes": kept / max(1, min(inpaint_n, n))}, timer.per_image)
+
+
+def _eroded(mask: np.ndarray, px: int) -> np.ndarray:
+    """`mask` shrunk by `px` pixels (4-neighbourhood), without scipy."""
+    out = mask.copy()
+    for _ in range(px):
+        p = np.pad(out, 1)
+        out = out & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
 CHECKS: dict[str, Callable[..., Evaluation]] = {
     "txt2img": eval_txt2img,
     "control": eval_control,
@@ -583,6 +671,8 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "remix_variation": eval_remix_variation,
     "remix_interpolation": eval_remix_interpolation,
     "remix_text_diff": eval_remix_text_diff,
+    "sam_click": eval_sam_click,
+    "text_mask": eval_text_mask,
 }
 
 

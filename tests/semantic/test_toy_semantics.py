@@ -141,3 +141,13 @@ def test_live_previews_show_the_picture(toy_studio, report):
     assert ev.metrics["TAESD decode agrees"] >= 0.9
     assert ev.metrics["mean pixel error"] <= 0.05
     assert ev.metrics["last preview shows the colour"] >= 0.8
+
+
+def test_a_click_selects_the_shape(toy_studio, report):
+    """The trained toy SAM through the Edit tab's path: a click inside a shape gives its
+    mask (IoU >= 0.7) in at least 85% of cases; its box does too (what a text mask sends)."""
+    ev = evaluate.eval_sam_click(toy_studio)
+    report(ev)
+    assert ev.metrics["click IoU >= 0.7"] >= 0.85
+    assert ev.metrics["box IoU >= 0.7"] >= 0.85
+

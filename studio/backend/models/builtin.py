@@ -37,10 +37,17 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
             f"the toy models are missing from {root}: they ship with the project in "
             "assets/toy (rebuild them with `python -m toyworld.train` stages, see README)"
         )
+    annotators = tiny_annotator_sources(Path(cache_dir) / "toy-annotators")
+    # trained ones where they ship: clicks and words select the right shape
+    trained = {"sam": root / "sam" / "sam_toy.safetensors",
+               "grounding": root / "grounding-dino" / "config.json"}
+    if annotators is not None:
+        annotators = {**annotators, **{name: str(path if path.suffix != ".json" else path.parent)
+                                       for name, path in trained.items() if path.is_file()}}
     return ModelSet(
         name="toy",
         repos=local_repos(root, aliases={"controlnet:canny": "controlnet:scribble"}),
-        annotators=tiny_annotator_sources(Path(cache_dir) / "toy-annotators"),
+        annotators=annotators,
         offline_models=True,
         native_size=64,
         # the toy GLIGEN was trained to ground every step; handing the last 70% to the base
