@@ -83,17 +83,25 @@ def example(scene: Any, rng: random.Random) -> tuple[str, list[list[float]], lis
     return text, [norm(s.box) for s in picked], list(range(len(picked)))
 
 
-def train(steps: int, batch: int = 8, lr: float = 2e-4, seed: int = 0) -> tuple[Any, Any]:
+def train(steps: int, batch: int = 8, lr: float = 2e-4, seed: int = 0,
+          init: Path | None = None) -> tuple[Any, Any]:
+    """The trained detector and its processor; `init` continues from an exported one (its
+    scenes follow on from seed + its steps are not tracked: pass another `seed`)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model, processor = build()
+    if init is not None:
+        from transformers import GroundingDinoForObjectDetection
+
+        model = GroundingDinoForObjectDetection.from_pretrained(init)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     t0, ema = time.time(), None
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 200)
-        scenes = [random_scene(SEED_BASE + step * batch + i) for i in range(batch)]
+        scenes = [random_scene(SEED_BASE + (seed * 100_000 + step) * batch + i)
+                  for i in range(batch)]
         examples = [example(s, rng) for s in scenes]
         inputs = processor(images=[s.render() for s in scenes],
                            text=[e[0] + "." for e in examples], padding=True,
@@ -125,11 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", type=Path, default=ASSETS)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="continue from this exported detector")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    dest = export(*train(args.steps, args.batch), args.out)
+    dest = export(*train(args.steps, args.batch, args.lr, args.seed, args.init), args.out)
     log.info("exported %s", dest)
 
 
