@@ -46,6 +46,33 @@ def bert_style_vocab(words: tuple[str, ...]) -> dict[str, int]:
     return vocab
 
 
+def small_grounding_dino(words: tuple[str, ...], backbone: dict[str, Any],
+                         text: dict[str, Any], image_sizes: tuple[int, int],
+                         **detector: Any) -> tuple[Any, Any]:
+    """(untrained model, processor) of a miniature Grounding DINO in transformers' layout:
+    a Swin `backbone`, a BERT `text` encoder over `words` (BERT's special-token ids kept),
+    images resized to `image_sizes` (shortest, longest edge). The tiny random set and the
+    toy detector are both built here."""
+    from transformers import (
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    vocab = bert_style_vocab(words)
+    config = GroundingDinoConfig(
+        backbone_config={"model_type": "swin", "out_features": ["stage2", "stage3", "stage4"],
+                         **backbone},
+        text_config={"model_type": "bert", "vocab_size": len(vocab), **text}, **detector)
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    images = GroundingDinoImageProcessor(
+        size={"shortest_edge": image_sizes[0], "longest_edge": image_sizes[1]})
+    return (GroundingDinoForObjectDetection(config),
+            GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer))
+
+
 def phrases_of(text: Any) -> list[str]:
     """The phrases of a detection query: separated by "." (Grounding DINO's own format),
     lower case, blanks dropped. A clear error for empty or oversized text."""

@@ -138,35 +138,25 @@ def _tiny_grounding(folder: Path, seed: int) -> None:
     """A 0.4M-parameter Grounding DINO (Swin + BERT, 1 encoder and 2 decoder layers), saved
     with its processor in the layout of IDEA-Research/grounding-dino-tiny."""
     import torch
-    from transformers import (
-        BertTokenizerFast,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-    )
 
-    from .grounding import bert_style_vocab
+    from .grounding import small_grounding_dino
 
-    vocab = bert_style_vocab(_GROUNDING_WORDS)
-    config = GroundingDinoConfig(
-        backbone_config={"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1],
-                         "num_heads": [1, 1, 1, 1], "window_size": 4, "image_size": 64,
-                         "out_features": ["stage2", "stage3", "stage4"]},
-        text_config={"model_type": "bert", "vocab_size": len(vocab),
-                     "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "intermediate_size": 37, "max_position_embeddings": 256},
+    torch.manual_seed(seed)
+    model, processor = small_grounding_dino(
+        _GROUNDING_WORDS,
+        backbone={"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                  "window_size": 4, "image_size": 64},
+        text={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 37, "max_position_embeddings": 256},
+        # 128 px at least: the smallest of its 4 feature levels stays 2x2 (GroupNorm needs > 1)
+        image_sizes=(128, 256),
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
         encoder_attention_heads=2, decoder_attention_heads=2, num_queries=30,
         num_feature_levels=4, max_text_len=256,
     )
-    torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    # 128 px at least: the smallest of its 4 feature levels stays 2x2 (GroupNorm needs > 1)
-    images = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 256})
-    GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def build_tiny_annotator_weights(folder: Path, seed: int = 0) -> dict[str, str]:

@@ -583,10 +583,10 @@ def eval_sam_click(studio: Any, n: int = 40) -> Evaluation:
         j = int(rng.integers(len(xs)))
         image = scene.render()
         mask, _, _ = timer(segment, studio, image, [[int(xs[j]), int(ys[j]), 1]], None)
-        ious.append(_iou(binary_array(mask), truth))
+        ious.append(iou(binary_array(mask), truth))
         box = [int(v) for v in scene.shapes[index].box]
         box_mask_, _, _ = segment(studio, image, [], box)
-        box_ious.append(_iou(binary_array(box_mask_), truth))
+        box_ious.append(iou(binary_array(box_mask_), truth))
     return Evaluation("sam_click", n, {
         "click IoU >= 0.7": float(np.mean([v >= 0.7 for v in ious])),
         "box IoU >= 0.7": float(np.mean([v >= 0.7 for v in box_ious])),
@@ -619,7 +619,7 @@ def eval_text_mask(studio: Any, n: int = 30, inpaint_n: int = 8) -> Evaluation:
         try:
             mask, _ = timer(text_mask, studio, image, f"the {named.colour} {named.kind}")
             found += 1
-            ious.append(_iou(binary_array(mask), scene.mask(index)))
+            ious.append(iou(binary_array(mask), scene.mask(index)))
         except RequestError:
             ious.append(0.0)
             mask = None
@@ -647,11 +647,6 @@ def _eroded(mask: np.ndarray, px: int) -> np.ndarray:
         p = np.pad(out, 1)
         out = out & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 CHECKS: dict[str, Callable[..., Evaluation]] = {

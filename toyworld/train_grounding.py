@@ -34,32 +34,19 @@ WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "an", "the",
 
 def build() -> tuple[Any, Any]:
     """(untrained model, processor) of the toy detector."""
-    from transformers import (
-        BertTokenizerFast,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-    )
+    from annotators.grounding import small_grounding_dino
 
-    from annotators.grounding import bert_style_vocab
-
-    vocab = bert_style_vocab(WORDS)
-    config = GroundingDinoConfig(
-        backbone_config={"model_type": "swin", "embed_dim": 24, "depths": [1, 1, 2, 1],
-                         "num_heads": [1, 2, 2, 4], "window_size": 4, "image_size": 128,
-                         "out_features": ["stage2", "stage3", "stage4"]},
-        text_config={"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 128, "max_position_embeddings": 64},
+    return small_grounding_dino(
+        WORDS,
+        backbone={"embed_dim": 24, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 2, 4],
+                  "window_size": 4, "image_size": 128},
+        text={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 128, "max_position_embeddings": 64},
+        image_sizes=(128, 128),
         d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128,
         decoder_ffn_dim=128, encoder_attention_heads=4, decoder_attention_heads=4,
         num_queries=20, num_feature_levels=4, max_text_len=64,
     )
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    images = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
-    return (GroundingDinoForObjectDetection(config),
-            GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer))
 
 
 def example(scene: Any, rng: random.Random) -> tuple[str, list[list[float]], list[int]]:

@@ -441,10 +441,7 @@ class Studio:
                       cancel: CancelToken | None = None,
                       preview: PreviewFn | None = None) -> Result:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
-        if isinstance(req, dict):
-            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
-        req.validate()
-        self.check_budget(req)
+        req = self.prepare_concept(req)
         with self.exclusive("concept_train", progress, cancel, preview) as tracked:
             concept, training, image, image_req = self.concepts.train(req, tracked, cancel)
         extra_images = training.pop("extra_images", [])
@@ -464,6 +461,15 @@ class Studio:
         }, cancel=cancel, preview=preview)
         preview.info.update(info)
         return preview
+
+    def prepare_concept(self, req: Any) -> ConceptTrainRequest:
+        """A concept-training request checked and ready: from a dict with the models'
+        defaults, validated, within the job budget."""
+        if isinstance(req, dict):
+            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
+        req.validate()
+        self.check_budget(req)
+        return req
 
     def list_concepts(self) -> list[dict[str, Any]]:
         """Every concept of the library (name, token, method, files, thumbnails...)."""

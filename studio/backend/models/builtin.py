@@ -39,11 +39,10 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         )
     annotators = tiny_annotator_sources(Path(cache_dir) / "toy-annotators")
     # trained ones where they ship: clicks and words select the right shape
-    trained = {"sam": root / "sam" / "sam_toy.safetensors",
-               "grounding": root / "grounding-dino" / "config.json"}
+    trained = {"sam": root / "sam" / "sam_toy.safetensors", "grounding": root / "grounding-dino"}
     if annotators is not None:
-        annotators = {**annotators, **{name: str(path if path.suffix != ".json" else path.parent)
-                                       for name, path in trained.items() if path.is_file()}}
+        annotators = {**annotators, **{name: str(path) for name, path in trained.items()
+                                       if path.exists()}}
     return ModelSet(
         name="toy",
         repos=local_repos(root, aliases={"controlnet:canny": "controlnet:scribble"}),

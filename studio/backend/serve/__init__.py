@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..common import Cancelled, CancelToken, ProgressFn, Result, StudioError
-from ..concepts.library import MAX_IMPORT_BYTES, ConceptTrainRequest
+from ..concepts.library import MAX_IMPORT_BYTES
 from ..files import check_file
 from ..images import load_image
 from ..outputs import write_atomic
@@ -153,10 +153,7 @@ class RayStudio(Studio):
                       cancel: CancelToken | None = None,
                       preview: PreviewFn | None = None) -> Result:
         """As `Studio.concept_train`, on a replica (the library is on shared storage)."""
-        if isinstance(req, dict):
-            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
-        req.validate()
-        self.check_budget(req)
+        req = self.prepare_concept(req)
         req.images = [load_image(v, f"image {i}") for i, v in enumerate(req.images, 1)]
         return self._job("concept_train", "concept_train", (req,), progress, cancel, preview)
 

@@ -38,17 +38,7 @@ def text_mask(ctx: TaskContext, image: Any, text: Any, threshold: Any = DEFAULT_
     info: `boxes` ([x0, y0, x1, y1] in image pixels), `labels`, `scores` (best first),
     `size`, `mask_pixels`. Nothing found is a RequestError naming the text and threshold.
     """
-    img = load_image(image, "image")
-    text = check_text(text)
-    check_number("threshold", threshold, 0, 1)
-    threshold = float(threshold)
-    objects = ctx.annotators.detect(img, text, threshold)[:MAX_OBJECTS]
-    if not objects:
-        lower = max(0.05, round(threshold / 2, 2))
-        raise RequestError(
-            f"nothing matching {text!r} was found at threshold {threshold:g}: lower the "
-            f"threshold (e.g. {lower:g}) or describe it another way"
-        )
+    img, text, threshold, objects = _detected(ctx, image, text, threshold, MAX_OBJECTS)
     boxes = [o["box"] for o in objects]
     mask = mask_from_boxes(ctx, img, boxes)
     return mask, {"boxes": boxes, "labels": [o["label"] for o in objects],
@@ -72,16 +62,26 @@ def layout_boxes(ctx: TaskContext, image: Any, text: Any, threshold: Any = DEFAU
     """What `text` names in `image` as Layout boxes: `{"phrase": label, "box": [x0, y0, x1,
     y1]}` normalised to 0..1, best first, at most `limit` (the Layout tab's "find boxes by
     words", for regenerating inside them; the user then types what should be there)."""
-    img = load_image(image, "image")
-    text = check_text(text)
-    check_number("threshold", threshold, 0, 1)
-    objects = ctx.annotators.detect(img, text, float(threshold))[:max(0, int(limit))]
-    if not objects:
-        raise RequestError(
-            f"nothing matching {text!r} was found at threshold {float(threshold):g}: lower "
-            "the threshold or describe it another way"
-        )
+    img, _, _, objects = _detected(ctx, image, text, threshold, limit)
     w, h = img.size
     return [{"phrase": o["label"],
              "box": [round(o["box"][0] / w, 4), round(o["box"][1] / h, 4),
                      round(o["box"][2] / w, 4), round(o["box"][3] / h, 4)]} for o in objects]
+
+
+def _detected(ctx: TaskContext, image: Any, text: Any, threshold: Any, limit: int
+              ) -> tuple[Image.Image, str, float, list[dict[str, Any]]]:
+    """(image, text, threshold, the best `limit` objects found), all checked; finding
+    nothing is a RequestError naming the text and the threshold."""
+    img = load_image(image, "image")
+    text = check_text(text)
+    check_number("threshold", threshold, 0, 1)
+    threshold = float(threshold)
+    objects = ctx.annotators.detect(img, text, threshold)[:max(0, int(limit))]
+    if not objects:
+        lower = max(0.05, round(threshold / 2, 2))
+        raise RequestError(
+            f"nothing matching {text!r} was found at threshold {threshold:g}: lower the "
+            f"threshold (e.g. {lower:g}) or describe it another way"
+        )
+    return img, text, threshold, objects
