@@ -1,6 +1,7 @@
-"""Open-vocabulary detection from words (Grounding DINO through transformers): "the dog" ->
-boxes with labels and scores, in the image's own pixels. Its boxes are the prompts the SAM
-annotator turns into masks (the Grounded-SAM / Inpaint Anything pattern).
+"""Open-vocabulary detection from words (Grounding DINO, or OWL-ViT / OWLv2, through
+transformers): "the dog" -> boxes with labels and scores, in the image's own pixels. Its
+boxes are the prompts the SAM annotator turns into masks (the Grounded-SAM / Inpaint
+Anything pattern).
 
 Why transformers' `AutoModelForZeroShotObjectDetection` and not the `groundingdino` package:
 `IDEA-Research/grounding-dino-tiny` loads through `from_pretrained` (safetensors), needs no
@@ -18,11 +19,13 @@ from PIL import Image, ImageDraw
 
 from .base import Annotator, AnnotatorOutput, ImageInput, check_number, load_image
 from .errors import AnnotatorInputError, MissingWeightsError, WeightsFormatError
-from .weights import download_hint
+from .weights import download_hint, parse_hub_source
 
 DEFAULT_GROUNDING_SOURCE = "IDEA-Research/grounding-dino-tiny"
+DETECTOR_TYPES = ("grounding-dino", "owlvit", "owlv2")  # transformers' model_type names
 MAX_PHRASES = 16  # phrases one request may name ("a cat. a dog. ...")
 MAX_TEXT_CHARS = 500
+NMS_IOU = 0.5  # boxes of one label overlapping more than this are one object
 
 
 # Grounding DINO finds phrase boundaries by BERT-base-uncased's token ids ([CLS] 101,
@@ -96,7 +99,12 @@ def phrases_of(text: Any) -> list[str]:
 
 
 class GroundingAnnotator(Annotator):
-    """Boxes for phrases; `annotate` draws them (a preview), `detect` returns them."""
+    """Boxes for phrases; `annotate` draws them (a preview), `detect` returns them.
+
+    Two detector families load: Grounding DINO (the default; one text of "."-separated
+    phrases, scored per word) and OWL-ViT / OWLv2 (one query per phrase, a box at every
+    image patch; the toy world's detector). Overlapping boxes of one label are merged by
+    non-maximum suppression in both, so one object gives one box."""
 
     name = "grounding"
     default_source = DEFAULT_GROUNDING_SOURCE
@@ -114,13 +122,9 @@ class GroundingAnnotator(Annotator):
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
     ) -> GroundingAnnotator:
-        """Load a Grounding DINO model and its processor from a folder or a Hub repo."""
-        from transformers import (
-            AutoConfig,
-            AutoModelForZeroShotObjectDetection,
-            AutoProcessor,
-            GroundingDinoConfig,
-        )
+        """Load a Grounding DINO or OWL-ViT/OWLv2 detector and its processor from a folder
+        or a Hub repo."""
+        from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
 
         source = os.fspath(path_or_repo or DEFAULT_GROUNDING_SOURCE)
         kw: dict[str, Any] = {"cache_dir": os.fspath(cache_dir) if cache_dir else None,
@@ -133,6 +137,13 @@ class GroundingAnnotator(Annotator):
         try:
             config = AutoConfig.from_pretrained(source, **kw)
         except (OSError, ValueError) as err:
+            if parse_hub_source(source) is None or os.path.isabs(source):
+                raise MissingWeightsError(
+                    f"Selecting by words needs a detector, and '{source}' is not a model "
+                    "folder (config.json, model.safetensors and its processor files). Point "
+                    f"the grounding source at one, or at a Hub repo id such as "
+                    f"{DEFAULT_GROUNDING_SOURCE}. ({type(err).__name__})"
+                ) from err
             raise MissingWeightsError(
                 f"Selecting by words needs the detector '{source}' (config.json, "
                 f"model.safetensors and its processor), which is not available"
@@ -140,10 +151,11 @@ class GroundingAnnotator(Annotator):
                 f"{download_hint(source) if not os.path.isdir(source) else 'the Hub CLI'}, or "
                 f"set the grounding source to a local folder holding it. ({type(err).__name__})"
             ) from err
-        if not isinstance(config, GroundingDinoConfig):
+        if getattr(config, "model_type", None) not in DETECTOR_TYPES:
             raise WeightsFormatError(
                 f"'{source}' is a {type(config).__name__.removesuffix('Config')} model, not a "
-                f"Grounding DINO detector (e.g. {DEFAULT_GROUNDING_SOURCE})."
+                f"detector from words: use Grounding DINO (e.g. {DEFAULT_GROUNDING_SOURCE}) "
+                "or OWL-ViT / OWLv2 (e.g. google/owlv2-base-patch16-ensemble)."
             )
         try:  # safetensors (or a weights-only .bin): transformers never unpickles here
             model = AutoModelForZeroShotObjectDetection.from_pretrained(source, config=config,
@@ -157,6 +169,11 @@ class GroundingAnnotator(Annotator):
         return cls(model, processor)
 
     @property
+    def family(self) -> str:
+        """transformers' model_type of the detector: grounding-dino, owlvit or owlv2."""
+        return getattr(getattr(self.model, "config", None), "model_type", "grounding-dino")
+
+    @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
@@ -168,26 +185,18 @@ class GroundingAnnotator(Annotator):
                text_threshold: Any = None) -> list[dict[str, Any]]:
         """Objects the phrases of `text` name: `{box: [x0, y0, x1, y1], label, score}` in the
         image's pixels, best first. `threshold` is the box score to keep (0..1);
-        `text_threshold` (default: the same) the score a word needs to name the label."""
-        import torch
-
+        `text_threshold` (default: the same) the score a word needs to name the label
+        (Grounding DINO only)."""
         arr = load_image(image)
         phrases = phrases_of(text)
         threshold = check_number(threshold, "threshold", 0.0, 1.0)
         text_threshold = threshold if text_threshold is None else check_number(
             text_threshold, "text threshold", 0.0, 1.0)
         h, w = arr.shape[:2]
-        query = ". ".join(phrases) + "."
-        inputs = self.processor(images=Image.fromarray(arr), text=query, return_tensors="pt")
-        inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
-        with torch.inference_mode():
-            outputs = self.model(**inputs)
-        result = self.processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=threshold, text_threshold=text_threshold,
-            target_sizes=[(h, w)])[0]
-        labels = result.get("text_labels")
-        if labels is None:  # transformers before 4.51 names the words "labels"
-            labels = result.get("labels", [])
+        if self.family == "grounding-dino":
+            result, labels = self._grounding_dino(arr, phrases, threshold, text_threshold)
+        else:
+            result, labels = self._owl(arr, phrases, threshold)
         found = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(),
                                      labels, strict=False):
@@ -197,7 +206,44 @@ class GroundingAnnotator(Annotator):
                 continue
             found.append({"box": [round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)],
                           "label": self._clean(label) or phrases[0], "score": round(score, 4)})
-        return sorted(found, key=lambda d: -d["score"])
+        return nms(sorted(found, key=lambda d: -d["score"]), NMS_IOU)
+
+    def _inputs(self, **kw: Any) -> dict[str, Any]:
+        inputs = self.processor(return_tensors="pt", **kw)
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+    def _grounding_dino(self, arr: np.ndarray, phrases: list[str], threshold: float,
+                        text_threshold: float) -> tuple[dict[str, Any], list[Any]]:
+        """Grounding DINO: one text, "a cat. a dog.", each box labelled by its words."""
+        import torch
+
+        inputs = self._inputs(images=Image.fromarray(arr), text=". ".join(phrases) + ".")
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=threshold, text_threshold=text_threshold,
+            target_sizes=[arr.shape[:2]])[0]
+        labels = result.get("text_labels")
+        if labels is None:  # transformers before 4.51 names the words "labels"
+            labels = result.get("labels", [])
+        return result, list(labels)
+
+    def _owl(self, arr: np.ndarray, phrases: list[str], threshold: float
+             ) -> tuple[dict[str, Any], list[Any]]:
+        """OWL-ViT / OWLv2: one query per phrase; a box is labelled by its best query."""
+        import torch
+
+        h, w = arr.shape[:2]
+        inputs = self._inputs(images=Image.fromarray(arr), text=[phrases], truncation=True)
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        # OWLv2 pads the image to a square (bottom and right) before resizing, so its
+        # normalised boxes are fractions of that square; OWL-ViT stretches to its size
+        side = max(h, w) if self.family == "owlv2" else None
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, threshold=threshold, target_sizes=[(side, side) if side else (h, w)],
+            text_labels=[phrases])[0]
+        return result, list(result["text_labels"])
 
     def _clean(self, label: Any) -> str:
         """The words of a label, without the tokenizer's special tokens or dots."""
@@ -211,6 +257,27 @@ class GroundingAnnotator(Annotator):
         objects = self.detect(image, text, threshold)
         return AnnotatorOutput(image=draw_boxes(Image.fromarray(load_image(image)), objects),
                                info={"objects": objects})
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two [x0, y0, x1, y1] boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def nms(objects: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
+    """Greedy non-maximum suppression per label over objects sorted best first: a box that
+    overlaps a better one of the same label by more than `iou` is the same object. (A few
+    boxes per request: plain Python, no torchvision needed.)"""
+    kept: list[dict[str, Any]] = []
+    for obj in objects:
+        if all(k["label"] != obj["label"] or box_iou(k["box"], obj["box"]) <= iou
+               for k in kept):
+            kept.append(obj)
+    return kept
 
 
 def draw_boxes(image: Image.Image, objects: list[dict[str, Any]]) -> Image.Image:

@@ -1,13 +1,16 @@
 """CPU (or GPU) time of a text mask at 512 px: the detector, then SAM on its boxes.
 
     .venv/bin/python bench/text_mask.py                 # real-size random weights
+    .venv/bin/python bench/text_mask.py --family owlv2  # OWLv2 base (960 px) instead
     .venv/bin/python bench/text_mask.py --device cuda
     .venv/bin/python bench/text_mask.py --detector IDEA-Research/grounding-dino-tiny \\
         --sam path/to/sam_vit_b_01ec64.pth            # real weights (cached or downloaded)
 
 Without weights, the detector is Grounding DINO's tiny architecture (Swin-T + BERT-base,
 transformers' default GroundingDinoConfig) and SAM is ViT-B, both random, so the times are
-representative while nothing is downloaded. Reported: the first text mask on an image
+representative while nothing is downloaded. `--family owlv2` times OWLv2's base
+architecture instead (ViT-B/16 at 960 px, transformers' default Owlv2Config), the
+alternative detector the annotator also loads. Reported: the first text mask on an image
 (detector + SAM's image embedding + one mask per box) and a later one on the same image with
 other words (detector again; SAM's embedding is cached, only its mask decoder runs).
 """
@@ -49,12 +52,38 @@ def random_detector() -> Any:
     return GroundingAnnotator(GroundingDinoForObjectDetection(GroundingDinoConfig()), processor)
 
 
+def random_owlv2() -> Any:
+    import tempfile
+
+    import torch
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    from annotators.grounding import GroundingAnnotator
+    from studio.backend.models.tokenizer_vocab import write_tokenizer
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(Path(tmp), ("a", "the", "red", "ball", "green", "box", "dog", "cup"))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=16)
+    processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(), tokenizer=tokenizer)
+    config = Owlv2Config(vision_config={"image_size": 960})  # owlv2-base-patch16-ensemble
+    return GroundingAnnotator(Owlv2ForObjectDetection(config), processor)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--detector", help="Grounding DINO folder or Hub id (default: random)")
+    ap.add_argument("--detector", help="detector folder or Hub id (default: random)")
+    ap.add_argument("--family", choices=("grounding-dino", "owlv2"), default="grounding-dino",
+                    help="the random detector's architecture (without --detector)")
     ap.add_argument("--sam", help="SAM checkpoint (default: random ViT-B)")
     args = ap.parse_args(argv)
     from annotators import get_annotator
@@ -62,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     detector = (get_annotator("grounding", args.detector) if args.detector
-                else random_detector()).to(args.device)
+                else random_owlv2() if args.family == "owlv2" else random_detector()
+                ).to(args.device)
     sam = (get_annotator("sam", args.sam) if args.sam else _random_real_size("sam")
            ).to(args.device)
     load = time.perf_counter() - t0
@@ -85,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         firsts.append(first)
         laters.append(later)
         dets += [det, det2]
-    print(f"{args.size} px, {BOXES} boxes per text mask, device {args.device}, "
+    print(f"{args.detector or args.family}, {args.size} px, {BOXES} boxes per text mask, "
+          f"device {args.device}, "
           f"load {load:.1f} s, median of {args.repeats}")
     print("| step | seconds |\n|---|---|")
     print(f"| detector alone | {statistics.median(dets):.2f} |")

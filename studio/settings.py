@@ -55,6 +55,7 @@ class Settings:
     offline: bool = False
     queue_size: int = 64
     base_model: str | None = None  # overrides the base model of the sd15 set
+    detector: str | None = None  # the words -> boxes detector (default: the model set's)
     concepts_dir: Path | None = None  # the concept library (default: <cache_dir>/concepts)
     # Budgets; None = the default for where the studio listens (see PUBLIC_DEFAULTS).
     max_job_work: float | None = None  # megapixel-steps x UNet passes per job; 0 = no limit
@@ -189,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--base-model", help="Hub id, local folder or .safetensors used as the base model"
+    )
+    p.add_argument(
+        "--detector", help="Hub id or local folder of the detector that finds what words name "
+        "(Grounding DINO, OWL-ViT or OWLv2; default IDEA-Research/grounding-dino-tiny)"
     )
     p.add_argument("--device", choices=DEVICES, help="compute device (auto picks CUDA, MPS, CPU)")
     p.add_argument("--dtype", choices=DTYPES, help="weights dtype (auto: fp16 on GPU, fp32 on CPU)")

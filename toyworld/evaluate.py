@@ -594,7 +594,7 @@ def eval_sam_click(studio: Any, n: int = 40) -> Evaluation:
         timer.per_image)
 
 
-def eval_text_mask(studio: Any, n: int = 30, inpaint_n: int = 8) -> Evaluation:
+def eval_text_mask(studio: Any, n: int = 60, inpaint_n: int = 8) -> Evaluation:
     """"the <colour> <shape>" on new scenes of 2-3 shapes (the named one the only one of its
     colour and kind), through `/text_mask` (detector boxes -> SAM, default threshold): IoU of
     the mask with the named shape >= 0.6. On the first `inpaint_n`, the text mask is inpainted

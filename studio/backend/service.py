@@ -165,8 +165,11 @@ class Studio:
         if self._annotators is None:
             from .annotate import AnnotatorService
 
+            sources = dict(self.model_set.annotators or {})
+            if getattr(self.settings, "detector", None):
+                sources["grounding"] = str(self.settings.detector)
             self._annotators = AnnotatorService(
-                self.model_set.annotators, device=str(self.registry.device),
+                sources or None, device=str(self.registry.device),
                 cache_dir=None, offline=self.settings.offline,
             )
         return self._annotators

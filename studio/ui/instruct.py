@@ -129,6 +129,10 @@ def _edit_widgets(tab: GenerationTab) -> tuple[Any, dict[str, Any], Any, Any]:
     p: dict[str, Any] = {}
     p["instruction"] = gr.Textbox(label="Instruction", lines=2, value="",
                                   placeholder="make it winter / turn the cat into a fox")
+    tools = gr.Checkbox(
+        label="Tools", value=True,
+        info="'mark (highlight, outline) <what> in <colour>' is answered by a mask from the "
+             "words and a coloured overlay, without the model.")
     with gr.Row():
         p["text_guidance"] = gr.Slider(
             0, 30, value=7.5, step=0.5, label="Text guidance",
@@ -156,6 +160,7 @@ def _edit_widgets(tab: GenerationTab) -> tuple[Any, dict[str, Any], Any, Any]:
             label="Max side",
             info="Longest side of the output; aspect ratio kept, sides rounded to multiples "
                  "of 8, small images never upscaled.")
+    p["tools"] = tools  # last: a trailing API parameter, so older callers are unaffected
     for component in (image, p["text_guidance"], p["image_guidance"], p["steps"],
                       p["max_side"]):
         labelled_input_errors(component)

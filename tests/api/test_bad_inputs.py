@@ -138,6 +138,8 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
                        "image_guidance": -2}, "mage guidance"),
         ("/instruct", {"image": f(files, "good"), "instruction": "make it blue", "steps": 1,
                        "text_guidance": 99}, "ext guidance"),
+        ("/instruct", {"image": f(files, "good"), "instruction": "highlight the cat in teal",
+                       "steps": 1}, "not a colour"),
         # --- concepts
         ("/concept_train", {"name": "<dog>", "images": [], "method": "textual_inversion",
                             "steps": 1}, "image"),

@@ -32,7 +32,8 @@ def test_endpoint_parameters_are_named(client) -> None:
     info = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in info["named_endpoints"][API]["parameters"]]
     assert params == ["image", "instruction", "text_guidance", "image_guidance",
-                      "negative_prompt", "seed", "steps", "scheduler", "fast", "max_side"]
+                      "negative_prompt", "seed", "steps", "scheduler", "fast", "max_side",
+                      "tools"]
     assert len(info["named_endpoints"][API]["returns"]) == 2
 
 
@@ -50,7 +51,7 @@ def test_defaults_fill_everything_but_image_and_instruction(client, photo) -> No
                                   api_name=API)
     request = json.loads(info_text)["request"]
     assert request["guidance_scale"] == 7.5 and request["image_guidance_scale"] == 1.5
-    assert request["max_side"] == 512
+    assert request["max_side"] == 512 and request["tools"] is True
     assert (request["width"], request["height"]) == (128, 64)  # small inputs: not upscaled
 
 
@@ -63,6 +64,7 @@ def test_defaults_fill_everything_but_image_and_instruction(client, photo) -> No
         ({"text_guidance": "high"}, "Text guidance must be a number"),
         ({"image_guidance": 0.5}, "Image guidance: Value 0.5 is less than minimum value 1"),
         ({"max_side": 100}, "max side must be a multiple of 8"),
+        ({"instruction": "mark the cat in teal"}, "'teal' is not a colour the marker knows"),
     ],
 )
 def test_malformed_call_gives_clear_message_then_next_call_works(client, photo, kwargs,

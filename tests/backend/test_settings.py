@@ -35,6 +35,23 @@ def test_all_fields_parse():
     assert s.outputs_dir == Path("o")
 
 
+def test_detector_flag_chooses_the_text_mask_detector(tmp_path, tiny_settings,
+                                                       tiny_model_set):
+    from dataclasses import replace
+
+    from studio.backend.service import Studio
+
+    s = settings_from_args(["--detector", "google/owlv2-base-patch16-ensemble"], env={})
+    assert s.detector == "google/owlv2-base-patch16-ensemble"
+    assert settings_from_args([], env={"STUDIO_DETECTOR": "/models/owl"}).detector == (
+        "/models/owl")
+    studio = Studio(replace(tiny_settings, outputs_dir=tmp_path, detector=str(tmp_path)),
+                    model_set=tiny_model_set)
+    sources = studio.annotators.sources
+    assert sources["grounding"] == str(tmp_path)
+    assert sources["sam"] == tiny_model_set.annotators["sam"]  # the others kept
+
+
 def test_budget_flags_and_environment(monkeypatch):
     monkeypatch.delenv("SPACE_ID", raising=False)
     s = settings_from_args(["--max-job-work", "12.5", "--max-jobs-per-session", "3"],

@@ -151,3 +151,13 @@ def test_a_click_selects_the_shape(toy_studio, report):
     assert ev.metrics["click IoU >= 0.7"] >= 0.85
     assert ev.metrics["box IoU >= 0.7"] >= 0.85
 
+
+
+def test_words_select_the_named_shape(toy_studio, report):
+    """The trained toy detector and SAM through `/text_mask`: "the <colour> <shape>" in a
+    new scene of 2-3 shapes gives that shape's mask (IoU >= 0.6) in at least 80% of cases,
+    and inpainting that mask changes no pixel of the other shapes."""
+    ev = evaluate.eval_text_mask(toy_studio)
+    report(ev)
+    assert ev.metrics["IoU >= 0.6 with the named shape"] >= 0.8
+    assert ev.metrics["inpaint kept the other shapes"] == 1.0

@@ -39,7 +39,7 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         )
     annotators = tiny_annotator_sources(Path(cache_dir) / "toy-annotators")
     # trained ones where they ship: clicks and words select the right shape
-    trained = {"sam": root / "sam" / "sam_toy.safetensors", "grounding": root / "grounding-dino"}
+    trained = {"sam": root / "sam" / "sam_toy.safetensors", "grounding": root / "detector"}
     if annotators is not None:
         annotators = {**annotators, **{name: str(path) for name, path in trained.items()
                                        if path.exists()}}

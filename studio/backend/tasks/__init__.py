@@ -91,7 +91,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "`mode` (`inpaint` or `blend`)", InpaintRequest, inpaint_runner),
     Task("instruct", "instruct",
          "`image`, `instruction`, `text_guidance`, `image_guidance`, `max_side` (instead of "
-         "width/height)", InstructRequest, instruct_runner),
+         "width/height), `tools` (default true: 'mark the cat in red' is answered by a text "
+         "mask and an overlay, no model call)", InstructRequest, instruct_runner),
     Task("remix", "remix",
          "`images` (files, 1-4), `weights` (JSON list aligned with `images`, non-negative, "
          "not all zero; empty = equal), `text_from`, `text_to` (captions for a text diff, "

@@ -43,6 +43,7 @@ from ..requests import (
     check_prompt,
     check_side,
 )
+from .instruct_tools import route, run_mark
 
 MAX_IMAGE_GUIDANCE = 10.0
 MIN_IMAGE_GUIDANCE = 1.0
@@ -96,12 +97,16 @@ class InstructRequest(GenerationParams):
     image_guidance_scale: float = 1.5
     max_side: int = DEFAULT_MAX_SIDE
     steps: int = 20
+    tools: bool = True  # "mark the cat in red" is answered by a text mask (instruct_tools)
 
     task: ClassVar[str] = "instruct"
     image_fields: ClassVar[tuple[str, ...]] = ("image",)
 
     def unet_passes(self) -> int:
-        """InstructPix2Pix guides on text and image: three UNet evaluations per step."""
+        """InstructPix2Pix guides on text and image: three UNet evaluations per step (none
+        when a tool answers the instruction)."""
+        if self.tools and route(self.prompt) is not None:
+            return 0
         return 1 if self.fast or self.guidance_scale <= 1 else 3
 
     def validate(self) -> None:
@@ -125,6 +130,9 @@ class InstructRequest(GenerationParams):
             )
         check_side("max side", self.max_side)
         self.max_side = int(self.max_side)
+        self.tools = bool(self.tools)
+        if self.tools:
+            route(self.prompt)  # an unknown colour is refused before anything loads
         self.image = load_image(self.image, "image")
         self.width, self.height = output_size(*self.image.size, self.max_side)
         super().validate()
@@ -196,8 +204,13 @@ def run_instruct(
 
 def instruct_runner(ctx: TaskContext, req: InstructRequest, progress: ProgressFn | None,
                     cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
-    """Studio task runner: edit, and record the input so the request can be rerun."""
-    image, info = run_instruct(ctx.registry, req, progress, cancel)
+    """Studio task runner: edit (or answer with a tool, see instruct_tools), and record the
+    input so the request can be rerun."""
+    plan = route(req.prompt) if req.tools else None
+    if plan is not None:
+        image, info = run_mark(ctx, req.image, plan)
+    else:
+        image, info = run_instruct(ctx.registry, req, progress, cancel)
     req.record_inputs(ctx.outputs.record_input)
     info["input_file"] = req.image
     return image, info
