@@ -54,8 +54,7 @@ def small_grounding_dino(words: tuple[str, ...], backbone: dict[str, Any],
                          **detector: Any) -> tuple[Any, Any]:
     """(untrained model, processor) of a miniature Grounding DINO in transformers' layout:
     a Swin `backbone`, a BERT `text` encoder over `words` (BERT's special-token ids kept),
-    images resized to `image_sizes` (shortest, longest edge). The tiny random set and the
-    toy detector are both built here."""
+    images resized to `image_sizes` (shortest, longest edge): the tiny random set's detector."""
     from transformers import (
         BertTokenizerFast,
         GroundingDinoConfig,
