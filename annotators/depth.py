@@ -28,7 +28,7 @@ from .base import (
     load_image,
 )
 from .errors import MissingWeightsError, WeightsFormatError
-from .weights import download_hint
+from .weights import transformers_config
 
 DEFAULT_DEPTH_SOURCE = "Intel/dpt-hybrid-midas"
 
@@ -66,26 +66,14 @@ class DepthAnnotator(Annotator):
         local_files_only: bool = False,
     ) -> DepthAnnotator:
         """Load a DPT depth model (+ its image processor) from a folder or a Hub repo."""
-        from transformers import AutoConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+        from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
         source = os.fspath(path_or_repo or DEFAULT_DEPTH_SOURCE)
         kw: dict[str, Any] = {"cache_dir": os.fspath(cache_dir) if cache_dir else None,
                               "local_files_only": local_files_only}
-        if os.path.isfile(source):
-            raise WeightsFormatError(
-                f"The depth source must be a model folder (config.json + weights) or a Hub repo "
-                f"id such as {DEFAULT_DEPTH_SOURCE}, not a single file: {source}"
-            )
-        try:
-            config = AutoConfig.from_pretrained(source, **kw)
-        except (OSError, ValueError) as err:
-            raise MissingWeightsError(
-                f"The depth annotator needs the DPT model '{source}' (config.json and "
-                f"model.safetensors), which is not available"
-                f"{' offline' if local_files_only else ''}. Download it once with "
-                f"{download_hint(source) if not os.path.isdir(source) else 'the Hub CLI'}, or set "
-                f"the depth source to a local folder holding it. ({type(err).__name__})"
-            ) from err
+        config = transformers_config(source, kw, role="depth", example=DEFAULT_DEPTH_SOURCE,
+                                     needs="The depth annotator needs the DPT model",
+                                     files="config.json and model.safetensors")
         if not isinstance(config, DPTConfig):
             raise WeightsFormatError(
                 f"'{source}' is a {type(config).__name__.removesuffix('Config')} model, not a DPT "

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from .base import Annotator, AnnotatorOutput, ImageInput, check_number, load_image
 from .errors import AnnotatorInputError, MissingWeightsError, WeightsFormatError
-from .weights import download_hint, parse_hub_source
+from .weights import transformers_config
 
 DEFAULT_GROUNDING_SOURCE = "IDEA-Research/grounding-dino-tiny"
 DETECTOR_TYPES = ("grounding-dino", "owlvit", "owlv2")  # transformers' model_type names
@@ -123,33 +123,15 @@ class GroundingAnnotator(Annotator):
     ) -> GroundingAnnotator:
         """Load a Grounding DINO or OWL-ViT/OWLv2 detector and its processor from a folder
         or a Hub repo."""
-        from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         source = os.fspath(path_or_repo or DEFAULT_GROUNDING_SOURCE)
         kw: dict[str, Any] = {"cache_dir": os.fspath(cache_dir) if cache_dir else None,
                               "local_files_only": local_files_only}
-        if os.path.isfile(source):
-            raise WeightsFormatError(
-                "The grounding source must be a model folder (config.json + weights) or a Hub "
-                f"repo id such as {DEFAULT_GROUNDING_SOURCE}, not a single file: {source}"
-            )
-        try:
-            config = AutoConfig.from_pretrained(source, **kw)
-        except (OSError, ValueError) as err:
-            if parse_hub_source(source) is None or os.path.isabs(source):
-                raise MissingWeightsError(
-                    f"Selecting by words needs a detector, and '{source}' is not a model "
-                    "folder (config.json, model.safetensors and its processor files). Point "
-                    f"the grounding source at one, or at a Hub repo id such as "
-                    f"{DEFAULT_GROUNDING_SOURCE}. ({type(err).__name__})"
-                ) from err
-            raise MissingWeightsError(
-                f"Selecting by words needs the detector '{source}' (config.json, "
-                f"model.safetensors and its processor), which is not available"
-                f"{' offline' if local_files_only else ''}. Download it once with "
-                f"{download_hint(source) if not os.path.isdir(source) else 'the Hub CLI'}, or "
-                f"set the grounding source to a local folder holding it. ({type(err).__name__})"
-            ) from err
+        config = transformers_config(
+            source, kw, role="grounding", example=DEFAULT_GROUNDING_SOURCE,
+            needs="Selecting by words needs the detector",
+            files="config.json, model.safetensors and its processor")
         if getattr(config, "model_type", None) not in DETECTOR_TYPES:
             raise WeightsFormatError(
                 f"'{source}' is a {type(config).__name__.removesuffix('Config')} model, not a "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import MissingWeightsError, WeightsFormatError
 
@@ -35,6 +35,37 @@ def parse_hub_source(source: str) -> tuple[str, str | None] | None:
     if m.group("repo").endswith(WEIGHT_SUFFIXES):  # "models/sam.pth": a local path, not a repo
         return None
     return m.group("repo"), m.group("file")
+
+
+def transformers_config(source: str, kw: dict[str, Any], *, role: str, example: str,
+                        needs: str, files: str) -> Any:
+    """The transformers config of a model-folder annotator (`source`: a folder or a Hub
+    repo id; `kw`: from_pretrained's cache_dir and local_files_only), with clear errors: a
+    single file is the wrong format; a missing local folder is named as such; a repo that
+    is not there says how to download it. `needs` starts the message ("The depth annotator
+    needs the DPT model"), `files` lists what the folder holds."""
+    from transformers import AutoConfig
+
+    if os.path.isfile(source):
+        raise WeightsFormatError(
+            f"The {role} source must be a model folder (config.json + weights) or a Hub repo "
+            f"id such as {example}, not a single file: {source}"
+        )
+    try:
+        return AutoConfig.from_pretrained(source, **kw)
+    except (OSError, ValueError) as err:
+        if parse_hub_source(source) is None or os.path.isabs(source):
+            raise MissingWeightsError(
+                f"{needs}, and '{source}' is not a model folder ({files}). Point the {role} "
+                f"source at one, or at a Hub repo id such as {example}. "
+                f"({type(err).__name__})"
+            ) from err
+        offline = " offline" if kw.get("local_files_only") else ""
+        raise MissingWeightsError(
+            f"{needs} '{source}' ({files}), which is not available{offline}. Download it "
+            f"once with {download_hint(source) if not os.path.isdir(source) else 'the Hub CLI'}"
+            f", or set the {role} source to a local folder holding it. ({type(err).__name__})"
+        ) from err
 
 
 def resolve_weight_file(

@@ -169,7 +169,7 @@ class Studio:
             if getattr(self.settings, "detector", None):
                 sources["grounding"] = str(self.settings.detector)
             self._annotators = AnnotatorService(
-                sources or None, device=str(self.registry.device),
+                sources, device=str(self.registry.device),
                 cache_dir=None, offline=self.settings.offline,
             )
         return self._annotators

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.support.serve import serving
+
 from .conftest import block, no_error_toast, open_tab, set_slider, wait_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,15 +41,8 @@ def library_studio(tiny_settings, tiny_model_set, tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_url(library_studio):
     """This module's pages open a studio whose library is in the home cache."""
-    from studio.ui.app import build_app, launch_options
-
-    demo = build_app(library_studio)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                            **launch_options(library_studio.settings, server_port=None))
-    try:
+    with serving(library_studio) as url:
         yield url
-    finally:
-        demo.close()
 
 
 @pytest.fixture()

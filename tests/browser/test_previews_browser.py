@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import pytest
 
+from tests.support.serve import serving
+
 from .conftest import fetch_image, no_error_toast, open_tab, set_number
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -28,18 +30,13 @@ WATCH = """() => {
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The studio on the trained toy models, previews at most every 50 ms."""
-    from studio.ui.app import build_app, launch_options, page_style
+    from studio.ui.app import page_style
     from toyworld.evaluate import toy_studio
 
     studio = toy_studio(work=tmp_path_factory.mktemp("toy-previews"))
     studio.settings = replace(studio.settings, preview_interval=0.05)
-    demo = build_app(studio)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **page_style(studio),
-                            **launch_options(studio.settings, server_port=None))
-    try:
+    with serving(studio, **page_style(studio)) as url:
         yield url
-    finally:
-        demo.close()
 
 
 def test_previews_show_while_the_image_forms_then_the_final_image(page):

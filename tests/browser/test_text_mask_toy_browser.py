@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from tests.support.serve import serving
+
 from .conftest import (
     block,
     fetch_image,
@@ -25,17 +27,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The studio on the trained toy models (toy SAM and toy detector)."""
-    from studio.ui.app import build_app, launch_options
     from toyworld.evaluate import toy_studio
 
-    studio = toy_studio(work=tmp_path_factory.mktemp("toy-text-mask"))
-    demo = build_app(studio)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                            **launch_options(studio.settings, server_port=None))
-    try:
+    with serving(toy_studio(work=tmp_path_factory.mktemp("toy-text-mask"))) as url:
         yield url
-    finally:
-        demo.close()
 
 
 def test_the_blue_square_is_found_and_only_it_is_repainted(page, tmp_path):

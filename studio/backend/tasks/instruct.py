@@ -43,7 +43,7 @@ from ..requests import (
     check_prompt,
     check_side,
 )
-from .instruct_tools import route, run_mark
+from .instruct_tools import MarkPlan, route, run_mark
 
 MAX_IMAGE_GUIDANCE = 10.0
 MIN_IMAGE_GUIDANCE = 1.0
@@ -105,9 +105,14 @@ class InstructRequest(GenerationParams):
     def unet_passes(self) -> int:
         """InstructPix2Pix guides on text and image: three UNet evaluations per step (none
         when a tool answers the instruction)."""
-        if self.tools and route(self.prompt) is not None:
+        if self.tool_plan() is not None:
             return 0
         return 1 if self.fast or self.guidance_scale <= 1 else 3
+
+    def tool_plan(self) -> MarkPlan | None:
+        """The tool that answers this instruction (see instruct_tools), or None for the model.
+        An unknown colour is a RequestError."""
+        return route(self.prompt) if self.tools else None
 
     def validate(self) -> None:
         check_prompt("instruction", self.prompt, False)
@@ -131,8 +136,7 @@ class InstructRequest(GenerationParams):
         check_side("max side", self.max_side)
         self.max_side = int(self.max_side)
         self.tools = bool(self.tools)
-        if self.tools:
-            route(self.prompt)  # an unknown colour is refused before anything loads
+        self.tool_plan()  # an unknown colour is refused before anything loads
         self.image = load_image(self.image, "image")
         self.width, self.height = output_size(*self.image.size, self.max_side)
         super().validate()
@@ -206,7 +210,7 @@ def instruct_runner(ctx: TaskContext, req: InstructRequest, progress: ProgressFn
                     cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
     """Studio task runner: edit (or answer with a tool, see instruct_tools), and record the
     input so the request can be rerun."""
-    plan = route(req.prompt) if req.tools else None
+    plan = req.tool_plan()
     if plan is not None:
         image, info = run_mark(ctx, req.image, plan)
     else:
