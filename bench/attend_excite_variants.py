@@ -36,6 +36,7 @@ and a term the paper does not have (see bench/RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -43,49 +44,39 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studio.backend.steering import excite  # noqa: E402
+from studio.backend.steering import excite, tokens  # noqa: E402
 from toyworld.analyse import analyse  # noqa: E402
 from toyworld.evaluate import EVAL_SEED, THREE, _params, toy_studio  # noqa: E402
 
 NEED = {"red", "blue", "yellow"}
 
 
-def _smoothed(text: torch.Tensor, index: int, size: int) -> torch.Tensor:
-    m = text[:, index].view(1, 1, size, size)
-    kernel = excite._gaussian_kernel(text.device, text.dtype)
-    return F.conv2d(F.pad(m, (1, 1, 1, 1), mode="reflect"), kernel).flatten()
-
-
 def variant_loss(separation: float, pairs: list[tuple[int, ...]], combine: str) -> Any:
     """A replacement for AttendExcite.loss: the paper's loss (or its pair version) plus the
-    segregation term."""
+    segregation term, on the studio's own maps."""
 
     def loss(self: Any, unet: Any, latents: torch.Tensor, timestep: Any,
              call: dict[str, Any], scale: Any) -> torch.Tensor:
-        self.maps, self.active = [], True
-        try:
-            unet(scale(latents, timestep), timestep,
-                 **excite._conditional(call, latents.shape[0]))
-        finally:
-            self.active = False
-        maps = torch.stack(self.maps).mean(0)[0].float()
-        text = torch.softmax(maps[:, 1:self.last] * 100, dim=-1)
-        size = int(text.shape[0] ** 0.5)
+        text = self.text_maps(unet, latents, timestep, call, scale)
+
+        def smoothed(position: int) -> torch.Tensor:
+            return self.subject_map(text, position, latents).flatten()
+
         if pairs:
             subject_maps = []
             for a, b in pairs:
-                ma, mb = _smoothed(text, a - 1, size), _smoothed(text, b - 1, size)
+                ma, mb = smoothed(a), smoothed(b)
                 subject_maps.append(torch.maximum(ma, mb) if combine == "max" else
                                     torch.minimum(ma, mb) if combine == "min" else
                                     torch.sqrt(ma * mb + 1e-12))
         else:
-            subject_maps = [_smoothed(text, p - 1, size) for p in self.positions]
+            subject_maps = [smoothed(p) for p in self.positions]
         total = torch.stack([torch.clamp(1 - m.max(), min=0) for m in subject_maps]).max()
         if separation and len(subject_maps) > 1:
             overlap = [torch.minimum(a, b).sum() / (a + b).sum().clamp(min=1e-6)
@@ -96,9 +87,11 @@ def variant_loss(separation: float, pairs: list[tuple[int, ...]], combine: str) 
     return loss
 
 
-def pick_initial_noise(candidates: int, held: dict[str, Any]) -> None:
-    """Wrap the SD pipeline's noise draw: of `candidates` noises (the seed's own first),
-    return the one whose attention at the first timestep has the lowest loss."""
+def pick_initial_noise(candidates: int, held: dict[str, Any],
+                       stack: contextlib.ExitStack) -> None:
+    """Wrap the SD pipeline's noise draw (until `stack` closes): of `candidates` noises (the
+    seed's own first), return the one whose attention at the first timestep has the lowest
+    loss."""
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion as sd
 
     draw = sd.randn_tensor
@@ -131,8 +124,8 @@ def pick_initial_noise(candidates: int, held: dict[str, Any]) -> None:
         assert best is not None
         return best[1]
 
-    excite.Excitation.__init__ = remember
-    sd.randn_tensor = randn_tensor
+    stack.enter_context(mock.patch.object(excite.Excitation, "__init__", remember))
+    stack.enter_context(mock.patch.object(sd, "randn_tensor", randn_tensor))
 
 
 def blanked(studio: Any, blank: str, n: int, base: int) -> dict[str, Any]:
@@ -146,7 +139,7 @@ def blanked(studio: Any, blank: str, n: int, base: int) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
     full = pipe.encode_prompt(THREE, "cpu", 1, False)[0]
     empty = pipe.encode_prompt("", "cpu", 1, False)[0]
-    length = len(pipe.tokenizer(THREE).input_ids)  # BOS ... EOS
+    length = len(tokens.prompt_tokens(pipe.tokenizer, THREE))  # BOS ... EOS
     embeds = full.clone()
     if blank == "pad":
         embeds[:, length:] = empty[:, length:]
@@ -184,32 +177,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--blank", default="")
     args = p.parse_args(argv)
     pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.pairs.split(",") if pair]
-    import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion as sd
-
-    saved = (excite.AttendExcite.loss, excite.Excitation.__init__, sd.randn_tensor,
-             excite.ALTER_FRACTION, excite.SCALE_FACTOR, excite.MAX_REFINE, excite.REFINE_AT)
-    try:  # the variants patch the studio's module for this run only
-        return _measure(args, pairs)
-    finally:
-        (excite.AttendExcite.loss, excite.Excitation.__init__, sd.randn_tensor,
-         excite.ALTER_FRACTION, excite.SCALE_FACTOR, excite.MAX_REFINE,
-         excite.REFINE_AT) = saved
-
-
-def _measure(args: argparse.Namespace, pairs: list[tuple[int, ...]]) -> dict[str, Any]:
     studio = toy_studio()
     if args.blank:
         out = blanked(studio, args.blank, args.n, args.base)
         print(json.dumps(out))
         return out
-    excite.AttendExcite.loss = variant_loss(args.separation, pairs, args.combine)
-    excite.ALTER_FRACTION, excite.SCALE_FACTOR = args.alter, args.scale
-    excite.MAX_REFINE = max(1, args.max_refine)
-    if args.refine is not None:
-        excite.REFINE_AT = {float(f): float(t) for f, t in args.refine.items()}
+    with contextlib.ExitStack() as stack:  # the variants patch the studio for this run only
+        patch = {"ALTER_FRACTION": args.alter, "SCALE_FACTOR": args.scale,
+                 "MAX_REFINE": max(1, args.max_refine)}
+        if args.refine is not None:
+            patch["REFINE_AT"] = {float(f): float(t) for f, t in args.refine.items()}
+        for name, value in patch.items():
+            stack.enter_context(mock.patch.object(excite, name, value))
+        stack.enter_context(mock.patch.object(
+            excite.AttendExcite, "loss", variant_loss(args.separation, pairs, args.combine)))
+        return _measure(studio, args, stack)
+
+
+def _measure(studio: Any, args: argparse.Namespace, stack: contextlib.ExitStack
+             ) -> dict[str, Any]:
     held: dict[str, Any] = {}
     if args.candidates > 1:
-        pick_initial_noise(args.candidates, held)
+        pick_initial_noise(args.candidates, held, stack)
     plain = excited = 0
     misses = []
     t0 = time.perf_counter()

@@ -70,24 +70,33 @@ class AttendExcite:
             self.maps.append(probs.mean(1))  # (batch, queries, keys)
         return probs
 
-    def loss(self, unet: Any, latents: torch.Tensor, timestep: Any, call: dict[str, Any],
-             scale: Any) -> torch.Tensor:
-        """`1 - max attention` of the most neglected subject, differentiable in `latents`."""
+    def text_maps(self, unet: Any, latents: torch.Tensor, timestep: Any,
+                  call: dict[str, Any], scale: Any) -> torch.Tensor:
+        """The coarse cross-attention maps of the conditional UNet call on `latents`,
+        softmaxed over the text tokens without the start token (x100): (queries, tokens)."""
         self.maps, self.active = [], True
         try:
             unet(scale(latents, timestep), timestep, **_conditional(call, latents.shape[0]))
         finally:
             self.active = False
         maps = torch.stack(self.maps).mean(0)[0].float()  # (queries, keys)
-        text = torch.softmax(maps[:, 1:self.last] * 100, dim=-1)
+        return torch.softmax(maps[:, 1:self.last] * 100, dim=-1)
+
+    def subject_map(self, text: torch.Tensor, position: int, latents: torch.Tensor
+                    ) -> torch.Tensor:
+        """Token `position`'s map from `text_maps`, smoothed, shaped (1, 1, h, w)."""
         height, width = latents.shape[-2:]
         h, w = height // self.map_factor, width // self.map_factor
+        m = text[:, position - 1].view(1, 1, h, w)
         kernel = _gaussian_kernel(text.device, text.dtype)
-        worst = []
-        for position in self.positions:
-            m = text[:, position - 1].view(1, 1, h, w)
-            m = F.conv2d(F.pad(m, (1, 1, 1, 1), mode="reflect"), kernel)
-            worst.append(torch.clamp(1 - m.max(), min=0))
+        return F.conv2d(F.pad(m, (1, 1, 1, 1), mode="reflect"), kernel)
+
+    def loss(self, unet: Any, latents: torch.Tensor, timestep: Any, call: dict[str, Any],
+             scale: Any) -> torch.Tensor:
+        """`1 - max attention` of the most neglected subject, differentiable in `latents`."""
+        text = self.text_maps(unet, latents, timestep, call, scale)
+        worst = [torch.clamp(1 - self.subject_map(text, position, latents).max(), min=0)
+                 for position in self.positions]
         return torch.stack(worst).max()
 
     def update(self, unet: Any, latents: torch.Tensor, step: int, timestep: Any,
