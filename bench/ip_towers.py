@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from studio.backend.models.families.sd15 import MODEL_SET as SD15
 from studio.backend.models.ip_adapter import IP_ENCODER_SUBFOLDER
-from studio.backend.models.modelsets import SD15
 
 CAPTIONS = ["a red circle on a white background", "a blue square on a white background",
             "a yellow triangle on a white background", "a green star on a white background"]

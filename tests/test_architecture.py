@@ -158,3 +158,60 @@ def test_no_function_is_longer_than_120_lines():
 def test_backend_has_at_most_twelve_flat_modules():
     flat = [p.name for p in (ROOT / "studio" / "backend").glob("*.py") if p.name != "__init__.py"]
     assert len(flat) <= MAX_FLAT_BACKEND_MODULES, sorted(flat)
+
+
+# The model-family seam: only a family's own module (and the builders of its tiny test set)
+# names its classes and Hub repo ids; every task reaches them through `registry.family`.
+FAMILY_PACKAGE = "studio.backend.models.families"
+FAMILY_BUILDERS = ("studio.backend.models.tiny",)  # the tiny set's builder names its classes
+
+
+def _family_names() -> tuple[set[str], set[str]]:
+    """(class names, repo ids) the families declare."""
+    from studio.backend.models.families import all_families
+
+    classes, repos = set(), set()
+    for family in all_families():
+        paths = [c.cls for c in family.components.values()] + list(family.pipelines.values())
+        paths.append(family.single_file)
+        classes |= {p.rpartition(".")[2] for p in paths if p}
+        repos |= {v for v in family.model_set.repos.values() if "/" in v}
+    return classes, repos
+
+
+def test_only_family_modules_name_family_classes_and_repo_ids():
+    """A pipeline class, a component class or a repo id of a family, named in code anywhere
+    but the family's module, is an SD1.5 (or SDXL ...) assumption the seam should hold."""
+    classes, repos = _family_names()
+    assert {"StableDiffusionPipeline", "UNet2DConditionModel", "CLIPTextModel"} <= classes
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in repos
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith(FAMILY_PACKAGE) or name in FAMILY_BUILDERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = None
+            if isinstance(node, ast.alias):
+                named = node.name.rpartition(".")[2]
+            elif isinstance(node, ast.Name):
+                named = node.id
+            elif isinstance(node, ast.Attribute):
+                named = node.attr
+            if named in classes:
+                offenders.append(f"{name}:{node.lineno} names {named}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                offenders += [f"{name}:{node.lineno} names {r}" for r in repos
+                              if r in node.value]
+    assert offenders == []
+
+
+def test_every_family_says_how_it_does_each_generating_task():
+    """Each task with a request (what a tab generates) has a method or a reason per family,
+    so the capability matrix has no blank cell and an unsupported pair is refused early."""
+    from studio.backend.models.families import all_families
+    from studio.backend.tasks import TASKS
+
+    tasks = {name for name, t in TASKS.items() if t.request is not None}
+    missing = [f"{f.name}: {sorted(tasks - set(f.tasks))}" for f in all_families()
+               if tasks - set(f.tasks)]
+    assert missing == []

@@ -23,3 +23,10 @@ def test_the_two_commands_are_there():
     assert "bash scripts/setup.sh && .venv/bin/python launch.py" in README
     assert "bash scripts/setup.sh && .venv/bin/python -m pytest" in README
     assert '-m "not slow"' in README  # the fast tier
+
+
+def test_capability_matrix_is_the_families_own():
+    """Regenerate it with `python -m studio.backend.models` after changing a family."""
+    from studio.backend.models.families import capability_matrix
+
+    assert capability_matrix() in README

@@ -32,7 +32,7 @@ from studio.backend.images import load_image
 from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
 from studio.backend.outputs import read_metadata
 from studio.backend.requests import RequestError
-from studio.backend.tasks.control import annotate_image
+from studio.settings import Settings
 
 from . import a1111_map as m
 
@@ -49,17 +49,17 @@ def _title(studio: Any) -> str:
 class A1111Api:
     """The routes, bound to one Studio and its settings."""
 
-    def __init__(self, studio: Any, settings: Any) -> None:
+    def __init__(self, studio: Any, settings: Settings) -> None:
         self.studio, self.settings = studio, settings
-        self.max_bytes = int(getattr(settings, "max_file_mb", 50) * 1024 * 1024)
+        self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.jobs_done = 0
 
     # ------------------------------------------------------------------ access
     def _guard(self) -> Callable[..., None]:
-        auth = getattr(self.settings, "api_auth", None)
+        auth = self.settings.api_auth
         basic = HTTPBasic(auto_error=False)
-        public = bool(getattr(self.settings, "public", False))
-        open_public = bool(getattr(self.settings, "a1111_api_public", False))
+        public = bool(self.settings.public)
+        open_public = bool(self.settings.a1111_api_public)
 
         def guard(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
             if auth:
@@ -162,7 +162,7 @@ class A1111Api:
             for i, value in enumerate(images):
                 image = m.decode_image(value, f"controlnet_input_images[{i}]", self.max_bytes)
                 with self.studio.exclusive("detect"):
-                    cmap, _ = annotate_image(self.studio, image, m.MODULES[module], resolution)
+                    cmap, _ = self.studio.annotate(image, m.MODULES[module], resolution)
                 out.append(m.encode_png(cmap))
             return JSONResponse({"images": out, "info": "Success"})
 

@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 
 class AnnotatorService:
-    """Builds, caches and runs annotators by name; one lock guards building."""
+    """Builds, caches and runs annotators by name; one lock guards building.
+
+    Every run holds `device_lock` (the Studio's: one job on the device at a time), so a tool
+    call waits for a running generation wherever it comes from (a tab, the gradio API, the
+    A1111 API, a Ray replica) instead of each caller having to remember the lock.
+    """
 
     names: list[str] = list(ANNOTATOR_NAMES)
 
@@ -39,6 +44,7 @@ class AnnotatorService:
         cache_dir: Path | None = None,
         offline: bool = False,
         sam_cache_size: int = 4,
+        device_lock: threading.RLock | None = None,
     ) -> None:
         unknown = set(sources or {}) - set(ANNOTATOR_NAMES)
         if unknown:
@@ -56,6 +62,7 @@ class AnnotatorService:
         self.sam_cache_size = sam_cache_size
         self._annotators: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.device_lock = device_lock or threading.RLock()
         self.load_counts: dict[str, int] = {}
 
     def get(self, name: str) -> Any:
@@ -85,6 +92,12 @@ class AnnotatorService:
         sides are multiples of 64); `detect_resolution=` in options overrides the first. For
         "sam", options are `points` and `box` (see `sam_mask`).
         """
+        with self.device_lock:
+            return self._annotate(image, annotator, resolution, **options)
+
+    def _annotate(
+        self, image: Any, annotator: str, resolution: int, **options: Any,
+    ) -> tuple[Image.Image, dict[str, Any]]:
         name = check_name(annotator)
         if name == "sam":
             extra = set(options) - {"points", "box"}
@@ -114,20 +127,23 @@ class AnnotatorService:
         box [x0, y0, x1, y1]; JSON strings accepted. Returns an L mask (255 = selected) of the
         image's size; info has 'score', 'candidates' and 'embedding_computations'.
         """
-        out = self.get("sam").annotate(image, points=points, box=box)
+        with self.device_lock:
+            out = self.get("sam").annotate(image, points=points, box=box)
         return out.image, {"annotator": "sam", **out.info}
 
     def detect(self, image: Any, text: str, threshold: float = 0.3
                ) -> list[dict[str, Any]]:
         """Objects that the phrases of `text` name (Grounding DINO): `{box, label, score}`
         each, in image pixels, best first."""
-        return self.get("grounding").detect(image, text, threshold)
+        with self.device_lock:
+            return self.get("grounding").detect(image, text, threshold)
 
     def sam_candidates(self, image: Any, points: list[list[float]] | None,
                        box: list[float] | None) -> list[np.ndarray]:
         """Every mask SAM proposed for these prompts (bool arrays), best first as it ranks
         them; the image embedding is cached, so this reruns only the mask decoder."""
-        pred = self.get("sam").predict(image, points=points, box=box)
+        with self.device_lock:
+            pred = self.get("sam").predict(image, points=points, box=box)
         return [np.asarray(m, dtype=bool) for m in pred.masks]
 
     def draw_pose(self, keypoints_json: str | dict[str, Any], width: int, height: int

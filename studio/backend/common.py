@@ -99,20 +99,10 @@ class Result:
     extra_images: list[Image.Image] = field(default_factory=list)
 
 
-def base_pipeline(registry: ModelRegistry) -> Any:
-    """StableDiffusionPipeline assembled from the shared registry components (txt2img, and the
-    view concepts, SeedSelect and the GLIGEN adapters load into)."""
-    from diffusers import StableDiffusionPipeline
-
-    def factory(c: dict[str, Any]) -> Any:
-        return StableDiffusionPipeline(
-            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-
-    return registry.pipeline(
-        "txt2img", factory, {**registry.base_components(), "unet": "unet"}
-    )
+def base_pipeline(registry: ModelRegistry, unet_role: str = "unet") -> Any:
+    """The family's text-to-image pipeline on the shared components (txt2img, and the view
+    that concepts, SeedSelect and the GLIGEN adapters load into)."""
+    return registry.family.pipeline(registry, "txt2img", unet_role)
 
 
 def cpu_generator(seed: int) -> torch.Generator:

@@ -21,6 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from studio.settings import Settings
+
 from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
@@ -29,13 +31,23 @@ from .history import HistoryIndex, Page
 from .images import limit_decoded_pixels
 from .models.builtin import resolve_model_set
 from .models.devices import pick_device, pick_dtype
+from .models.families import UnsupportedTask
 from .models.modelsets import ModelSet
 from .models.registry import ModelRegistry
 from .models.speed import SpeedOptions, compiled_forward
 from .outputs import OutputStore, read_metadata
-from .previews import MIN_INTERVAL_S, Previewer, PreviewFn, previewing
+from .previews import Previewer, PreviewFn, previewing
 from .requests import GenerationParams, RequestError
 from .tasks import TASKS, generating_tasks
+from .tasks.control import annotate_image
+from .tasks.inpaint import segment
+from .tasks.text_mask import (
+    DEFAULT_THRESHOLD,
+    MAX_OBJECTS,
+    layout_boxes,
+    mask_from_boxes,
+    text_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +64,7 @@ class Studio:
 
     concurrency = 1  # jobs it runs at once (one device); the UI's GPU queue follows it
 
-    def __init__(self, settings: Any, model_set: ModelSet | None = None,
+    def __init__(self, settings: Settings, model_set: ModelSet | None = None,
                  registry: ModelRegistry | None = None) -> None:
         self.settings = settings
         self.model_set = model_set or resolve_model_set(settings)
@@ -61,7 +73,7 @@ class Studio:
             registry = ModelRegistry(
                 self.model_set, device=device, dtype=pick_dtype(settings.dtype, device),
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
-                max_loras=getattr(settings, "max_loras", 8),
+                max_loras=settings.max_loras,
                 speed=SpeedOptions.from_settings(settings, device),
             )
         self.registry = registry
@@ -101,7 +113,7 @@ class Studio:
     def exposure_warning(self) -> str | None:
         """Shown loudly (log and page) when anyone on the network can use this studio."""
         s = self.settings
-        if not getattr(s, "public", False) or getattr(s, "auth", None):
+        if not s.public or s.auth:
             return None
         where = "a public share link" if s.share else f"{s.host}:{s.port}"
         return (
@@ -113,8 +125,8 @@ class Studio:
     def _check_history_shown(self) -> None:
         """Refuse to list the outputs where anyone may ask: every visitor's prompts."""
         s = self.settings
-        if (getattr(s, "public", False) and not getattr(s, "auth", None)
-                and not getattr(s, "public_history", False)):
+        if (s.public and not s.auth
+                and not s.public_history):
             raise RequestError(
                 "The history is off on this public studio: it would show every visitor's "
                 "images and prompts to everyone. Start it with --auth user:password (a team "
@@ -124,7 +136,7 @@ class Studio:
     @property
     def shared_library(self) -> bool:
         """True when other people use this studio too, so they share its concept library."""
-        return bool(getattr(self.settings, "public", False))
+        return bool(self.settings.public)
 
     @property
     def native_size(self) -> int:
@@ -166,13 +178,40 @@ class Studio:
             from .annotate import AnnotatorService
 
             sources = dict(self.model_set.annotators or {})
-            if getattr(self.settings, "detector", None):
+            if self.settings.detector:
                 sources["grounding"] = str(self.settings.detector)
             self._annotators = AnnotatorService(
                 sources, device=str(self.registry.device),
-                cache_dir=None, offline=self.settings.offline,
+                cache_dir=None, offline=self.settings.offline, device_lock=self._device,
             )
         return self._annotators
+
+    # ------------------------------------------------------------------ tools
+    # The tool endpoints: quick calls that save no image. Every caller (tabs, the gradio API,
+    # the A1111 API) goes through these; the annotators hold the device lock while they run.
+    def annotate(self, image: Any, annotator: str, resolution: Any = 512
+                 ) -> tuple[Image.Image, dict[str, Any]]:
+        """`/annotate`: a control map (Canny, depth, OpenPose, scribble) from a picture."""
+        return annotate_image(self, image, annotator, resolution)
+
+    def segment(self, image: Any, points: Any, box: Any
+                ) -> tuple[Image.Image, dict[str, Any], list[Image.Image]]:
+        """`/sam_mask`: SAM's mask for clicks and/or a box, its info and the candidates."""
+        return segment(self, image, points, box)
+
+    def text_mask(self, image: Any, text: Any, threshold: Any = DEFAULT_THRESHOLD
+                  ) -> tuple[Image.Image, dict[str, Any]]:
+        """`/text_mask`: the mask of what `text` names (detector boxes -> SAM)."""
+        return text_mask(self, image, text, threshold)
+
+    def mask_from_boxes(self, image: Any, boxes: list[Any]) -> Image.Image:
+        """SAM's masks for boxes kept from a text mask, united."""
+        return mask_from_boxes(self, image, boxes)
+
+    def layout_boxes(self, image: Any, text: Any, threshold: Any = DEFAULT_THRESHOLD,
+                     limit: int = MAX_OBJECTS) -> list[dict[str, Any]]:
+        """What `text` names in `image`, as Layout boxes (normalised)."""
+        return layout_boxes(self, image, text, threshold, limit)
 
     # ------------------------------------------------------------------ cancel
     def job_token(self, session: str = "default", submitted: float | None = None
@@ -183,7 +222,7 @@ class Studio:
         the queue while its session pressed Stop starts cancelled, so Stop stops the work the
         user asked for, not only the one that happened to be running.
         """
-        budget = float(getattr(self.settings, "max_job_seconds", 0) or 0)
+        budget = float(self.settings.max_job_seconds or 0)
         token = CancelToken(deadline=time.monotonic() + budget if budget else None,
                             budget_s=budget or None)
         with self._lock:
@@ -245,12 +284,20 @@ class Studio:
         spec = TASKS.get(task)
         if spec is None or spec.runner is None or spec.request is None:
             raise RequestError(f"unknown task {task!r}")
+        self.check_family(task)
         if isinstance(req, dict):
             req = spec.request.from_dict(self.model_defaults(spec.request, req))
         req.validate()
         self.check_budget(req)
         req.resolve_seed()
         return spec, req
+
+    def check_family(self, task: str) -> None:
+        """Refuse, before anything loads, a task the current models' family cannot do."""
+        try:
+            self.registry.family.check(task)
+        except UnsupportedTask as err:
+            raise RequestError(str(err)) from None
 
     @contextlib.contextmanager
     def exclusive(self, task: str, progress: ProgressFn | None = None,
@@ -281,14 +328,14 @@ class Studio:
 
     def _previewer(self, job: dict[str, Any], preview: PreviewFn | None) -> Previewer | None:
         """The job's live previews: None when nobody watches or previews are off."""
-        if preview is None or not getattr(self.settings, "previews", True):
+        if preview is None or not self.settings.previews:
             return None
 
         def emit(image: Image.Image, step: int, total: int) -> None:
             job["preview"] = image
             preview(image, step, total)
 
-        interval = float(getattr(self.settings, "preview_interval", MIN_INTERVAL_S))
+        interval = float(self.settings.preview_interval)
         return Previewer(self._preview_decoder, emit, min_interval=interval)
 
     def _preview_decoder(self) -> Any:
@@ -306,7 +353,7 @@ class Studio:
 
     def check_budget(self, req: Any) -> None:
         """Refuse a validated request whose work is over the server's per-job budget."""
-        limit = float(getattr(self.settings, "max_job_work", 0) or 0)
+        limit = float(self.settings.max_job_work or 0)
         work = req.work()
         if limit and work > limit:
             raise RequestError(
@@ -319,7 +366,7 @@ class Studio:
         """Seconds of GPU a request may need (ZeroGPU's per-call window), from its work at a
         conservative rate, within the per-job time budget; 60 s if it cannot be told."""
         spec = TASKS.get(task)
-        cap = float(getattr(self.settings, "max_job_seconds", 0) or 0) or 600.0
+        cap = float(self.settings.max_job_seconds or 0) or 600.0
         try:
             req = spec.request.from_dict(self.model_defaults(spec.request, data))
             req.validate()
@@ -430,7 +477,7 @@ class Studio:
     @property
     def concepts_dir(self) -> Path:
         """The concept library folder (--concepts-dir, default <cache_dir>/concepts)."""
-        folder = getattr(self.settings, "concepts_dir", None)
+        folder = self.settings.concepts_dir
         return Path(folder) if folder else Path(self.settings.cache_dir) / "concepts"
 
     @property
@@ -468,6 +515,7 @@ class Studio:
     def prepare_concept(self, req: Any) -> ConceptTrainRequest:
         """A concept-training request checked and ready: from a dict with the models'
         defaults, validated, within the job budget."""
+        self.check_family("concept_train")
         if isinstance(req, dict):
             req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
         req.validate()

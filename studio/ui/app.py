@@ -16,6 +16,7 @@ import gradio as gr
 from studio.backend.files import allow_root
 from studio.backend.history import INDEX_DIR
 from studio.backend.tasks import SAVED_IMAGE_TABS, TABS
+from studio.settings import Settings
 
 from . import outputs, pnginfo
 from .common import session_of, set_gpu_jobs
@@ -41,7 +42,7 @@ def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
     return hook
 
 
-def launch_options(settings: Any, **overrides: Any) -> dict[str, Any]:
+def launch_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """`demo.launch` arguments from the settings: where to listen, login, upload size, and
     the one folder gradio may serve files from besides its own cache (the outputs), less
     the history index inside it (every prompt: not for download)."""
@@ -77,10 +78,10 @@ def page_style(studio: Any) -> dict[str, Any]:
     return {"css": ENLARGED_CSS} if studio.native_size < SMALL_SIDE else {}
 
 
-def api_routes(studio: Any, settings: Any) -> dict[str, Any]:
+def api_routes(studio: Any, settings: Settings) -> dict[str, Any]:
     """`demo.launch` arguments that serve the A1111-compatible API next to the UI (its
     routes go first in gradio's app; `--no-a1111-api` leaves them out)."""
-    if not getattr(settings, "a1111_api", True):
+    if not settings.a1111_api:
         return {}
     from studio.api.a1111 import A1111Api
 

@@ -383,7 +383,7 @@ class GenerationTab:
         """
         runner = run or self._runner()
         studio = self.studio
-        previews = bool(getattr(studio.settings, "previews", True))
+        previews = bool(studio.settings.previews)
         unchanged = [gr.skip() for _ in range(extra_outputs)]
 
         def handler(*values: Any, request: gr.Request | None = None,

@@ -23,7 +23,6 @@ from studio.backend.tasks.control import (
     ANNOTATORS,
     MAX_UNITS,
     RESIZE_MODES,
-    annotate_image,
     render_pose,
     units_from_api,
 )
@@ -166,7 +165,7 @@ def annotate_handler(studio: Any) -> Any:
     def annotate(image: str, annotator: str, resolution: float = 512) -> tuple[str, str]:
         """Run an annotator (canny, depth, openpose, scribble) on an image.
         Returns [control_map, info JSON] (info has "keypoints" for openpose)."""
-        cmap, meta = annotate_image(studio, image, annotator, whole_number(resolution))
+        cmap, meta = studio.annotate(image, annotator, whole_number(resolution))
         path = studio.outputs.save_aux(cmap, f"annotate-{annotator}")
         full = {"annotator": annotator, "resolution": whole_number(resolution),
                 "width": cmap.width, "height": cmap.height,
@@ -285,7 +284,7 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
             cmap = load_image(photo, "control map")
             meta: dict[str, Any] = {}
         else:
-            cmap, meta = annotate_image(studio, image, annotator, whole_number(resolution))
+            cmap, meta = studio.annotate(image, annotator, whole_number(resolution))
         path = studio.outputs.save_aux(cmap, f"preview-{annotator}")
         text = _pretty_json(meta["keypoints"]) if meta.get("keypoints") else gr.update()
         return str(path), text, True

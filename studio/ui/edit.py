@@ -25,11 +25,8 @@ from studio.backend.tasks.inpaint import (
     mask_overlay,
     parse_box,
     parse_points,
-    segment,
     shrink_mask,
 )
-from studio.backend.tasks.text_mask import mask_from_boxes
-from studio.backend.tasks.text_mask import text_mask as find_by_text
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, spaces_gpu, user_errors
 
@@ -282,7 +279,7 @@ def _wire_sam(studio: Any, w: dict[str, Any]) -> None:
     def sam_mask(image: dict | None, points: str, box: str) -> tuple[Any, str, list]:
         """Segment with SAM from clicks `[[x, y, label], ...]` (label 1 = object, 0 = not)
         and an optional box `[x0, y0, x1, y1]`, in image pixels. Returns [mask, info]."""
-        m, sinfo, cands = segment(studio, image, points, box)
+        m, sinfo, cands = studio.segment(image, points, box)
         return m, info_json(sinfo), cands
 
     seg = w["segment"].click(sam_mask, prompts, [w["mask"], w["sam_info"], w["candidates"]],
@@ -300,7 +297,7 @@ def _wire_sam(studio: Any, w: dict[str, Any]) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if not has_prompt(points, box):
             return gr.skip(), gr.skip(), sam_view(image, points, box, None, None), [], []
-        m, sinfo, cands = segment(studio, image, points, box)
+        m, sinfo, cands = studio.segment(image, points, box)
         return (m, info_json(sinfo), sam_view(image, points, box, None, m),
                 candidate_gallery(cands, sinfo), cands)
 
@@ -363,7 +360,7 @@ def _wire_text(studio: Any, w: dict[str, Any]) -> None:
         from the open-vocabulary detector, a SAM mask for each, their union. Returns
         [mask, info]; info has `boxes` ([x0, y0, x1, y1] in image pixels), `labels` and
         `scores`."""
-        mask, info = find_by_text(studio, image, text, threshold)
+        mask, info = studio.text_mask(image, text, threshold)
         return mask, info_json(info)
 
     found = w["find"].click(text_mask, [w["image"], w["text"], w["threshold"]],
@@ -386,7 +383,7 @@ def _wire_text(studio: Any, w: dict[str, Any]) -> None:
             return gr.skip(), gr.skip()
         names = object_choices(info)
         boxes = [b for b, n in zip(info["boxes"], names, strict=False) if n in chosen]
-        return mask_from_boxes(studio, image, boxes), boxes_view(image, info, chosen)
+        return studio.mask_from_boxes(image, boxes), boxes_view(image, info, chosen)
 
     w["objects"].input(pick, [w["image"], w["found"], w["objects"]],
                        [w["mask"], w["boxes_view"]], **PRIVATE, **gpu_kwargs())

@@ -21,7 +21,6 @@ from studio.backend.tasks.layout import (
     boxes_from_pixels,
     boxes_to_pixels,
 )
-from studio.backend.tasks.text_mask import layout_boxes
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, labelled_input_errors, user_errors
 
@@ -112,7 +111,7 @@ def with_found_boxes(studio: Any, value: dict[str, Any] | None, text: str,
     room = MAX_BOXES - len(pixel_boxes)
     if room <= 0:
         raise gr.Error(f"The canvas already has {MAX_BOXES} boxes, the most a layout takes.")
-    found = layout_boxes(studio, picture, text, threshold, limit=room)
+    found = studio.layout_boxes(picture, text, threshold, limit=room)
     return {**value, "boxes": pixel_boxes + boxes_to_pixels(found, *picture.size)}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studio.backend.models.modelsets import SD15
+from studio.backend.models.families.sd15 import MODEL_SET as SD15
 from studio.backend.models.registry import LORA_WEIGHT_NAME, ModelRegistry
 from tests.support.hubcache import hub_cache_of
 

@@ -9,15 +9,8 @@ from studio.backend.models.registry import ModelRegistry, ModelUnavailableError,
 
 
 def _stable_diffusion_like(registry: ModelRegistry, unet_role: str):
-    from diffusers import StableDiffusionPipeline
-
-    return registry.pipeline(
-        f"test-{unet_role}",
-        lambda c: StableDiffusionPipeline(**c, scheduler=registry.new_scheduler("DDIM"),
-                                          safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False),
-        {**registry.base_components(), "unet": unet_role},
-    )
+    """A text-to-image pipeline of the family on another UNet role."""
+    return base_pipeline(registry, unet_role)
 
 
 def test_nothing_loads_until_first_use(tiny_model_set):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from studio.backend.models.modelsets import SD15, ModelSet
+from studio.backend.models.families.sd15 import MODEL_SET as SD15
+from studio.backend.models.modelsets import ModelSet
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

@@ -114,10 +114,19 @@ def test_canvas_becomes_normalised_boxes_and_the_reference_only_inside_boxes():
 
 
 # ---------------------------------------------------------------------------- handlers
+def _detecting(found: list) -> SimpleNamespace:
+    """A studio whose detector finds `found`; its tool methods are the Studio's own."""
+    from studio.backend.service import Studio
+
+    studio = SimpleNamespace(annotators=SimpleNamespace(detect=lambda img, t, thr: found))
+    studio.layout_boxes = lambda *args, **kw: Studio.layout_boxes(studio, *args, **kw)
+    return studio
+
+
 def test_found_boxes_join_the_canvas_in_its_pixels():
     found = [{"box": [20.0, 10.0, 60.0, 50.0], "label": "the dog", "score": 0.8},
              {"box": [100.0, 0.0, 200.0, 100.0], "label": "the cup", "score": 0.5}]
-    studio = SimpleNamespace(annotators=SimpleNamespace(detect=lambda img, t, thr: found))
+    studio = _detecting(found)
     drawn = {"xmin": 0, "ymin": 0, "xmax": 10, "ymax": 10, "label": "a bird"}
     canvas = {"image": Image.new("RGB", (200, 100)), "boxes": [drawn]}
     out = layout.with_found_boxes(studio, canvas, "the dog. the cup", 0.3)
@@ -127,7 +136,7 @@ def test_found_boxes_join_the_canvas_in_its_pixels():
     full = {**canvas, "boxes": [drawn] * layout.MAX_BOXES}
     with pytest.raises(gr.Error, match="already has"):
         layout.with_found_boxes(studio, full, "the dog", 0.3)
-    nothing = SimpleNamespace(annotators=SimpleNamespace(detect=lambda img, t, thr: []))
+    nothing = _detecting([])
     with pytest.raises(RequestError, match="nothing matching 'the cat'"):
         layout.with_found_boxes(nothing, canvas, "the cat", 0.3)
 

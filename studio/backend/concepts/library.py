@@ -475,6 +475,8 @@ class ConceptManager:
         tmp.mkdir()
         try:
             meta = write(tmp)
+            # the family it was trained on or checked against: it applies to that one only
+            meta.setdefault("family", self.registry.family.name)
             meta.update(version=FORMAT_VERSION, name=name, uid=uuid.uuid4().hex,
                         created=time.strftime("%Y-%m-%dT%H:%M:%S"))
             (tmp / CONCEPT_FILE).write_text(json.dumps(meta, indent=2, default=str))
@@ -515,6 +517,15 @@ class ConceptManager:
 
     def apply(self, concept: Concept, pipe: Any, unet_role: str = "unet") -> dict[str, float]:
         """Make `concept` usable by `pipe` (load once into the shared models)."""
+        family = self.registry.family
+        made_for = str(concept.details.get("family", "sd15"))  # older concepts: SD1.5
+        if made_for != family.name:
+            raise RequestError(
+                f"concept {concept.token} was made for {made_for} models and these are "
+                f"{family.label} ({family.name}): an embedding or LoRA only fits the family it "
+                "was trained for. Train or import it again for these models, or leave it out "
+                "of the prompt."
+            )
         with self._lock:
             if concept.method == "textual_inversion":
                 self._ensure_embedding(concept, pipe)
@@ -610,9 +621,8 @@ class ConceptManager:
                 registry.model_set.templates), cancel)
 
             def write(tmp: Path) -> dict[str, Any]:
-                from diffusers import StableDiffusionPipeline
-
-                StableDiffusionPipeline.save_lora_weights(
+                # the family's pipeline class writes LoRAs in its own layout
+                type(pipe).save_lora_weights(
                     tmp, unet_lora_layers=result.lora_state, weight_name=LORA_FILE,
                     safe_serialization=True)
                 return {"files": {"lora": LORA_FILE}, "lora": result.lora_config,

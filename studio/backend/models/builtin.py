@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from .modelsets import SD15, ModelSet, local_repos
+from ...settings import Settings
+from .families.sd15 import MODEL_SET as SD15
+from .modelsets import ModelSet, local_repos
 from .tiny import build_lock, ensure_tiny_set
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def tiny_annotator_sources(root: Path) -> dict[str, str] | None:
     return json.loads(marker.read_text())
 
 
-def sd15_available(settings: Any) -> bool:
+def sd15_available(settings: Settings) -> bool:
     """True when the SD1.5 base weights are cached, or the Hub answers (and we may use it)."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -129,7 +130,7 @@ def sd15_available(settings: Any) -> bool:
         return False
 
 
-def resolve_model_set(settings: Any) -> ModelSet:
+def resolve_model_set(settings: Settings) -> ModelSet:
     """Turn `--models` into a ModelSet ("auto" falls back to built-in offline models)."""
     choice = settings.models
     if choice == "tiny":

@@ -1,10 +1,12 @@
-"""Where each model comes from, per model set: SD1.5 Hub ids, or folders in the Hub layout.
+"""Where each model comes from, per model set: Hub ids, or folders in the Hub layout.
 
 A model set maps *repos* (what a Hub repository provides: "base", "inpaint", "controlnet:depth",
 ...) to sources (a Hub id or a local path). The registry asks for *roles* ("unet", "vae",
 "unet_inpaint", "controlnet:depth"), and `ROLE_REPOS` says which repo each role comes from.
-Adding a model to the studio is one repo entry here (and in the built-in sets' folders), one
-role if the registry loads it, and its loading code in the registry.
+A set belongs to one model family (`models.families`), which says how each role loads; the
+real sets (the Hub ids) live in the family modules. Adding a model to the studio is one repo
+entry here (and in the built-in sets' folders), one role if the registry loads it, and its
+loading in the family (`Family.components`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class ModelSet:
 
     name: str
     repos: Mapping[str, str]  # repo key (see REPOS) -> Hub id or local path
+    family: str = "sd15"  # the model family (`models.families`) its models belong to
     annotators: dict[str, str] | None = None  # None = the annotators' own Hub defaults
     offline_models: bool = False  # True for built-in test/toy models: the UI shows a banner
     native_size: int = 512  # the image side the models were trained at (UI default)
@@ -124,28 +127,3 @@ def local_repos(root: Path, aliases: Mapping[str, str] | None = None) -> dict[st
         out[key] = str(root / REPOS[other])
     return out
 
-
-SD15 = ModelSet(
-    name="sd15",
-    repos={
-        "base": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
-        "instruct": "timbrooks/instruct-pix2pix",
-        "gligen": "masterful/gligen-1-4-generation-text-box",
-        "gligen_inpaint": "masterful/gligen-1-4-inpainting-text-box",
-        "controlnet:scribble": "lllyasviel/control_v11p_sd15_scribble",
-        "controlnet:openpose": "lllyasviel/control_v11p_sd15_openpose",
-        "controlnet:depth": "lllyasviel/control_v11f1p_sd15_depth",
-        "controlnet:canny": "lllyasviel/control_v11p_sd15_canny",
-        "lcm_lora": "latent-consistency/lcm-lora-sdv1-5",
-        # SD1.5's text encoder is CLIP ViT-L/14; its image tower embeds images in that space.
-        "image_encoder": "openai/clip-vit-large-patch14",
-        # TAESD: a distilled decoder of SD1.5's latents (~5 MB), for live previews only
-        "taesd": "madebyollin/taesd",
-        # IP-Adapter for SD1.5 (plain `ip-adapter_sd15`: one pooled image embedding, so text
-        # diffs work); its image encoder is OpenCLIP ViT-H/14, whose text tower is here
-        "ip_adapter": "h94/IP-Adapter",
-        "ip_text": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
-    },
-    description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
-)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .families import get_family
 from .modelsets import ModelSet
 from .speed import SpeedOptions, prepare_component
 
@@ -108,6 +109,7 @@ class ModelRegistry:
         speed: SpeedOptions | None = None,
     ) -> None:
         self.model_set = model_set
+        self.family = get_family(model_set.family)
         self.device = torch.device(device)
         self.dtype = dtype
         self.budget_bytes = budget_bytes
@@ -136,7 +138,7 @@ class ModelRegistry:
         # callables (pipe, request, unet_role) -> {adapter: weight}, run before every call
         self.hooks: list[Callable[[Any, Any, str], dict[str, float] | None]] = []
         # the GPU speed path (channels_last, SDPA, compile, VAE policy), applied on load
-        self.speed = speed or SpeedOptions.from_settings(None, self.device)
+        self.speed = speed or SpeedOptions.for_device(self.device)
         self.speed_report: dict[str, dict[str, Any]] = {}  # component key -> what was applied
 
     # ------------------------------------------------------------------ components
@@ -189,33 +191,15 @@ class ModelRegistry:
         return kw
 
     def _build(self, role: str, source: str) -> Any:
-        """Load one component from a Hub id, a local folder or a single file."""
-        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
+        """Load one component from a Hub id, a local folder or a single file: the family
+        says how its roles load; the family-independent ones (preview decoder, image
+        encoders, IP-Adapter) load here."""
+        spec = self.family.component(role)
+        if spec is not None:
+            if is_single_file(source) and role in self._single_file_roles():
+                return self._from_single_file(role, source)
+            return spec.load(source, self.dtype, self._hub_kwargs())
         kw = self._hub_kwargs()
-        if role in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") and is_single_file(
-            source
-        ):
-            return self._from_single_file(role, source)
-        if role == "tokenizer":
-            return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
-        if role == "scheduler":
-            from diffusers import DDIMScheduler
-
-            return DDIMScheduler.load_config(source, subfolder="scheduler", **kw)
-        if role == "text_encoder":
-            return CLIPTextModel.from_pretrained(
-                source, subfolder="text_encoder", dtype=self.dtype, **kw
-            )
-        if role == "vae":
-            return AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=self.dtype, **kw)
-        if role.startswith("unet"):
-            return UNet2DConditionModel.from_pretrained(
-                source, subfolder="unet", dtype=self.dtype, **kw
-            )
-        if role.startswith("controlnet:"):
-            return ControlNetModel.from_pretrained(source, dtype=self.dtype, **kw)
         if role == "taesd":
             from diffusers import AutoencoderTiny
 
@@ -230,10 +214,16 @@ class ModelRegistry:
             return self._build_ip(role, source)
         raise ValueError(f"don't know how to load role {role!r}")
 
+    def _single_file_roles(self) -> tuple[str, ...]:
+        """The roles an original-layout checkpoint holds: the base denoiser, the family's
+        shared components and the scheduler config."""
+        return ("unet", *self.family.shared.values(), "scheduler")
+
     def _build_ip(self, role: str, source: str) -> Any:
         """IP-Adapter roles (Remix): the adapter weights, its image encoder (in the adapter
-        repo's `models/image_encoder`, as h94/IP-Adapter has it) and that encoder's CLIP text
-        tower with projection (a full CLIPModel repo such as laion's, or a text model)."""
+        repo's `models/image_encoder`, as the reference IP-Adapter repo has it) and that
+        encoder's CLIP text tower with projection (a full CLIPModel repo such as laion's, or
+        a text model)."""
         from .ip_adapter import IP_ENCODER_SUBFOLDER, load_ip_adapter_weights
 
         kw = self._hub_kwargs()
@@ -252,7 +242,7 @@ class ModelRegistry:
             model.image_processor = processor
             return model
         if role == "ip_text_encoder":
-            from transformers import AutoConfig, CLIPTextModelWithProjection, CLIPTokenizer
+            from transformers import AutoConfig, AutoTokenizer, CLIPTextModelWithProjection
 
             config = AutoConfig.from_pretrained(source, **kw)
             if config.model_type == "clip":  # a whole CLIP model: its text half
@@ -261,7 +251,7 @@ class ModelRegistry:
                 config = text_config
             model = CLIPTextModelWithProjection.from_pretrained(
                 source, config=config, dtype=self.dtype, **kw)
-            model.tokenizer = CLIPTokenizer.from_pretrained(source, **kw)
+            model.tokenizer = AutoTokenizer.from_pretrained(source, use_fast=False, **kw)
             return model
         raise ValueError(f"don't know how to load role {role!r}")
 
@@ -278,23 +268,14 @@ class ModelRegistry:
         if role not in self._single_file_parts:
             # (Re)read the file and keep the parts not yet taken; each part is handed out
             # once, so a dropped component really frees its memory (no hidden pipeline copy).
-            from diffusers import StableDiffusionPipeline
-
             extra: dict[str, Any] = {}
             config = self.model_set.extra.get("single_file_config")
             if config:
                 extra["config"] = config
             if self.hub_cache_dir:
                 extra["cache_dir"] = self.hub_cache_dir
-            pipe = StableDiffusionPipeline.from_single_file(
-                source, dtype=self.dtype, safety_checker=None,
-                local_files_only=self.offline, **extra,
-            )
-            self._single_file_parts = {
-                "unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
-                "tokenizer": pipe.tokenizer, "scheduler": dict(pipe.scheduler.config),
-            }
-            del pipe
+            self._single_file_parts = self.family.single_file_parts(
+                source, self.dtype, self.offline, extra)
         return self._single_file_parts.pop(role)
 
     # ------------------------------------------------------------------ memory budget
@@ -421,10 +402,6 @@ class ModelRegistry:
                 self._pipeline_keys[cache_key] = keys
                 self.stats["pipeline_build"] += 1
             return pipe
-
-    def base_components(self) -> dict[str, str]:
-        """The roles every SD1.5-family pipeline shares."""
-        return {"vae": "vae", "text_encoder": "text_encoder", "tokenizer": "tokenizer"}
 
     def new_scheduler(self, name: str) -> Any:
         """A fresh scheduler `name` for one call: a deep copy of a prototype built once per

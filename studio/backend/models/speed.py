@@ -27,9 +27,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,22 @@ class SpeedOptions:
     vae_upcast: str = "auto"
 
     @classmethod
-    def from_settings(cls, settings: Any, device: torch.device) -> SpeedOptions:
+    def for_device(cls, device: torch.device) -> SpeedOptions:
+        """The defaults (every option "auto") resolved for `device`."""
+        return cls(channels_last=device.type == "cuda")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: torch.device) -> SpeedOptions:
         """Resolve the settings' "auto" values for `device`."""
-        channels_last = getattr(settings, "channels_last", "auto")
+        channels_last = settings.channels_last
         return cls(
             channels_last=(device.type == "cuda") if channels_last == "auto"
             else channels_last == "on",
-            compile=bool(getattr(settings, "compile", False)),
-            compile_mode=getattr(settings, "compile_mode", "default"),
-            vae_slicing=bool(getattr(settings, "vae_slicing", True)),
-            vae_tiling=getattr(settings, "vae_tiling", "auto"),
-            vae_upcast=getattr(settings, "vae_upcast", "auto"),
+            compile=bool(settings.compile),
+            compile_mode=settings.compile_mode,
+            vae_slicing=bool(settings.vae_slicing),
+            vae_tiling=settings.vae_tiling,
+            vae_upcast=settings.vae_upcast,
         )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ...settings import Settings
 from ..common import Cancelled, CancelToken, ProgressFn, Result, StudioError
 from ..concepts.library import MAX_IMPORT_BYTES
 from ..files import check_file
@@ -62,12 +63,12 @@ class ScaleOut:
         return self.max_replicas or self.replicas
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ScaleOut:
-        return cls(replicas=int(getattr(settings, "replicas", 1) or 1),
-                   min_replicas=int(getattr(settings, "min_replicas", 0) or 0),
-                   max_replicas=int(getattr(settings, "max_replicas", 0) or 0),
-                   address=getattr(settings, "ray_address", None) or None,
-                   threads=int(getattr(settings, "replica_threads", 0) or 0))
+    def from_settings(cls, settings: Settings) -> ScaleOut:
+        return cls(replicas=int(settings.replicas or 1),
+                   min_replicas=int(settings.min_replicas or 0),
+                   max_replicas=int(settings.max_replicas or 0),
+                   address=settings.ray_address or None,
+                   threads=int(settings.replica_threads or 0))
 
 
 def deployment_options(scale: ScaleOut, gpus: float) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def deployment_options(scale: ScaleOut, gpus: float) -> dict[str, Any]:
 class RayStudio(Studio):
     """The Studio of the Gradio process when the work runs on Ray Serve replicas."""
 
-    def __init__(self, settings: Any, scale: ScaleOut | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, scale: ScaleOut | None = None, **kwargs: Any) -> None:
         import ray
         from ray import serve
 
@@ -211,7 +212,7 @@ class RayStudio(Studio):
         if cancel is not None and cancel.deadline is not None:
             budget = (max(0.001, cancel.deadline - time.monotonic()),
                       float(cancel.budget_s or 0))
-        want_previews = preview is not None and bool(getattr(self.settings, "previews", True))
+        want_previews = preview is not None and bool(self.settings.previews)
         stream = self.handle.options(stream=True).stream.remote(
             method, args, job_id, budget, want_previews)
         job = {"task": task, "step": 0, "total": 0, "started": time.monotonic()}

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from ...settings import Settings
 from ..common import CancelToken, Result, StudioError
 from ..files import allow_root
 from ..outputs import OutputStore
@@ -111,7 +112,7 @@ def portable_error(err: BaseException) -> BaseException:
 class StudioReplica:
     """What a Serve replica runs: a Studio whose outputs go back to the front as bytes."""
 
-    def __init__(self, settings: Any, front_root: str, threads: int = 0,
+    def __init__(self, settings: Settings, front_root: str, threads: int = 0,
                  namespace: str | None = None) -> None:
         import ray
         import torch

@@ -367,23 +367,10 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- pipeline
 def control_pipeline(registry: ModelRegistry, types: tuple[str, ...], img2img: bool) -> Any:
-    """ControlNet (img2img) pipeline: shared base UNet/VAE/text encoder + chosen ControlNets."""
-    from diffusers import (
-        StableDiffusionControlNetImg2ImgPipeline,
-        StableDiffusionControlNetPipeline,
-    )
-
-    cls = StableDiffusionControlNetImg2ImgPipeline if img2img else StableDiffusionControlNetPipeline
-    roles: dict[str, Any] = {**registry.base_components(), "unet": "unet"}
-    nets = tuple(f"controlnet:{t}" for t in types)
-    # One net is passed as is; a list is wrapped in MultiControlNetModel by the pipeline.
-    roles["controlnet"] = nets if len(nets) > 1 else nets[0]
-
-    def factory(c: dict[str, Any]) -> Any:
-        return cls(**c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-                   feature_extractor=None, requires_safety_checker=False)
-
-    return registry.pipeline("control_img2img" if img2img else "control", factory, roles)
+    """The family's ControlNet (img2img) pipeline: shared base UNet/VAE/text encoder + the
+    chosen ControlNets."""
+    return registry.family.pipeline(registry, "control_img2img" if img2img else "control",
+                                    controlnets=tuple(f"controlnet:{t}" for t in types))
 
 
 def run_control(

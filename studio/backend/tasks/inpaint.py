@@ -437,19 +437,10 @@ class InpaintRequest(GenerationParams):
 
 # ---------------------------------------------------------------------------- pipelines
 def inpaint_pipeline(registry: Any, mode: str) -> Any:
-    """StableDiffusionInpaintPipeline on the inpainting UNet ("inpaint") or the base UNet."""
-    from diffusers import StableDiffusionInpaintPipeline
-
-    def factory(c: dict[str, Any]) -> Any:
-        return StableDiffusionInpaintPipeline(
-            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-
-    unet_role = "unet_inpaint" if mode == "inpaint" else "unet"
-    return registry.pipeline(
-        f"inpaint_{mode}", factory, {**registry.base_components(), "unet": unet_role}
-    )
+    """The family's inpainting pipeline on the inpainting UNet ("inpaint") or the base UNet
+    ("blend")."""
+    return registry.family.pipeline(registry, "inpaint", "unet_inpaint" if mode == "inpaint"
+                                    else "unet")
 
 
 def inpaint_runner(ctx: TaskContext, req: InpaintRequest, progress: ProgressFn | None,

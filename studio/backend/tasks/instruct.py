@@ -144,24 +144,14 @@ class InstructRequest(GenerationParams):
 
 
 def instruct_pipeline(registry: ModelRegistry) -> Any:
-    """StableDiffusionInstructPix2PixPipeline on the shared VAE/text encoder + the 8-ch UNet."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
-    def factory(c: dict[str, Any]) -> Any:
-        return StableDiffusionInstructPix2PixPipeline(
-            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-
-    pipe = registry.pipeline(
-        "instruct", factory, {**registry.base_components(), "unet": UNET_ROLE}
-    )
+    """The family's InstructPix2Pix pipeline on the shared components + the 8-ch UNet."""
+    pipe = registry.family.pipeline(registry, "instruct", UNET_ROLE)
     channels = pipe.unet.config.in_channels
     if channels != INSTRUCT_CHANNELS:
         raise StudioError(
             f"the instruction-editing UNet '{registry.model_set.source(UNET_ROLE)}' has "
             f"{channels} input channels; InstructPix2Pix needs {INSTRUCT_CHANNELS} (e.g. "
-            "timbrooks/instruct-pix2pix)."
+            f"{registry.family.model_set.source(UNET_ROLE)})."
         )
     return pipe
 

@@ -39,6 +39,7 @@ from ..common import (
     ProgressFn,
     StudioError,
     TaskContext,
+    base_pipeline,
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
@@ -278,53 +279,35 @@ def _quiet_gligen() -> Iterator[None]:
 
 
 def layout_pipeline(registry: ModelRegistry, mode: str = "generate") -> Any:
-    """StableDiffusionGLIGENPipeline on the shared VAE/text encoder + the mode's GLIGEN UNet."""
-    from diffusers import StableDiffusionGLIGENPipeline
-
+    """The family's GLIGEN pipeline on the shared VAE/text encoder + the mode's GLIGEN UNet."""
     role = UNET_ROLES[mode]
-
-    def factory(c: dict[str, Any]) -> Any:
-        with _quiet_gligen():
-            return StableDiffusionGLIGENPipeline(
-                **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-                feature_extractor=None, requires_safety_checker=False,
-            )
-
-    roles = {**registry.base_components(), "unet": role}
-    pipe = registry.pipeline(f"layout-{mode}", factory, roles)
+    with _quiet_gligen():
+        pipe = registry.family.pipeline(registry, "gligen", role)
     source = registry.model_set.source(role)
+    example = registry.family.model_set.source(role)  # the family's reference GLIGEN UNet
     if getattr(pipe.unet, "position_net", None) is None:
         raise StudioError(
             f"the UNet '{source}' is not a GLIGEN UNet (it has no grounding layers); box layouts "
-            "need e.g. masterful/gligen-1-4-generation-text-box."
+            f"need e.g. {example}."
         )
     channels, need = pipe.unet.config.in_channels, UNET_CHANNELS[mode]
     if channels != need:
         kind = "inpainting" if mode == "inside_boxes" else "generation"
         raise StudioError(
             f"the GLIGEN UNet '{source}' has {channels} input channels; GLIGEN {kind} needs "
-            f"{need} (e.g. masterful/gligen-1-4-{kind}-text-box)."
+            f"{need} (e.g. {example})."
         )
     return pipe
 
 
 def _adapter_pipeline(registry: ModelRegistry, role: str) -> Any:
-    """A StableDiffusionPipeline view of the same components, for LoRA and concept hooks.
+    """A text-to-image view of the same components, for LoRA and concept hooks.
 
     The GLIGEN pipeline has no LoRA/textual-inversion loaders; this view (no extra weights:
     the very same UNet, text encoder, tokenizer and VAE objects) loads adapters into the shared
     models, so the GLIGEN pipeline uses them too.
     """
-    from diffusers import StableDiffusionPipeline
-
-    def factory(c: dict[str, Any]) -> Any:
-        return StableDiffusionPipeline(
-            **c, scheduler=registry.new_scheduler("Euler a"), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-
-    return registry.pipeline(f"layout-adapters-{role}", factory,
-                             {**registry.base_components(), "unet": role})
+    return base_pipeline(registry, role)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,73 @@
+"""Model families: the one seam through which every task reaches the models.
+
+A family (SD1.5 today; SDXL and FLUX.1 next) is everything that differs between model
+generations: which classes load each registry role and from which subfolder, which components
+every pipeline shares, which diffusers pipeline each kind of job runs on, the defaults a model
+of the family was trained for, how a single-file checkpoint of it is read, its real model set
+(the Hub ids), and, per task of the task table, the method it uses or why it has none.
+
+Tasks and runners ask the family (`registry.family.pipeline(registry, "control", ...)`);
+only a family's own module names its classes and repo ids (`tests/test_architecture.py`
+enforces it). Class names are strings here and are imported on first use, so importing a
+family costs nothing. `python -m studio.backend.models` prints the capability matrix.
+
+Adding a family: one module beside `sd15.py` that builds a `Family`, one entry in `FAMILIES`,
+its tiny and toy builders, and tests (README "Adding a model family").
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Component,
+    Defaults,
+    Family,
+    Method,
+    Unsupported,
+    UnsupportedTask,
+    load_class,
+)
+from .sd15 import FAMILY as SD15
+
+__all__ = ["FAMILIES", "Component", "Defaults", "Family", "Method", "Unsupported",
+           "UnsupportedTask", "all_families", "capability_matrix", "get_family", "load_class"]
+
+# every family, by name (the capability matrix's columns, in this order)
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15,)}
+
+
+def get_family(name: str) -> Family:
+    """The family called `name`; an unknown name lists the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def all_families() -> list[Family]:
+    return list(FAMILIES.values())
+
+
+def matrix_tasks() -> list[str]:
+    """The matrix's rows: every task some family declares, in the first family's order."""
+    rows: list[str] = []
+    for fam in all_families():
+        rows += [t for t in fam.tasks if t not in rows]
+    return rows
+
+
+def capability_matrix() -> str:
+    """The README's capability matrix (task x family) as a Markdown table."""
+    families = all_families()
+    rows = ["| task | " + " | ".join(f.label for f in families) + " |",
+            "|---|" + "---|" * len(families)]
+    for task in matrix_tasks():
+        cells = []
+        for fam in families:
+            method = fam.tasks.get(task)
+            if isinstance(method, Method):
+                cells.append(method.how)
+            elif isinstance(method, Unsupported):
+                cells.append(f"no: {method.why}")
+            else:
+                cells.append("not declared")
+        rows.append(f"| `/{task}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
