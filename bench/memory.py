@@ -52,7 +52,7 @@ def build_base(base: Path, dtype) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from studio.backend.models.tiny import _save_pipeline_index, _scheduler_config
+    from studio.backend.models.tiny import _scheduler_config, save_pipeline_index
     from studio.backend.models.tokenizer_vocab import write_tokenizer
 
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def build_base(base: Path, dtype) -> None:
     )), base / "text_encoder", dtype)
     (base / "scheduler").mkdir(parents=True, exist_ok=True)
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
-    _save_pipeline_index(base, "StableDiffusionPipeline", {})
+    save_pipeline_index(base, "StableDiffusionPipeline", {})
 
 
 def build_controlnet(folder: Path, dtype) -> None:

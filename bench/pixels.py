@@ -69,7 +69,7 @@ def requests(side: int) -> list[tuple[str, dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="toy", choices=("toy", "tiny"))
+    parser.add_argument("--models", default="toy", choices=("toy", "tiny", "tiny-xl"))
     parser.add_argument("--cache-dir", default=None, help="built-in sets' cache (tiny)")
     args = parser.parse_args()
 

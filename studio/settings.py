@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-MODEL_SETS = ("auto", "sd15", "toy", "tiny")
+MODEL_SETS = ("auto", "sd15", "sdxl", "toy", "tiny", "tiny-xl")
 # Budgets when anyone can reach the studio (a share link, a non-local host, a Space): one
 # visitor must not hold the GPU. 60 megapixel-steps is e.g. 512x512 x 50 steps with
 # guidance (2 UNet passes) with room to spare, or 1024x1024 x 28 steps.
@@ -37,8 +37,8 @@ def _default_cache_dir() -> Path:
 class Settings:
     """Everything the studio needs to know before it starts.
 
-    `models` is a model-set name (auto, sd15, toy, tiny) or a path to a local diffusers folder
-    or a single-file `.safetensors` checkpoint used as the base model of the sd15 set.
+    `models` is a model-set name (see MODEL_SETS) or a path to a local diffusers folder or a
+    single-file `.safetensors` checkpoint, used as the base model of its family's set.
     """
 
     models: str = "auto"
@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         help="model set: auto (real SD1.5 weights when cached or the Hub is reachable, "
-        "otherwise the trained toy world), sd15, toy (built-in miniature world of coloured "
-        "shapes), tiny (random test models), or a path "
-        "to a diffusers folder / single .safetensors file",
+        "otherwise the trained toy world), sd15, sdxl, toy (built-in miniature world of "
+        "coloured shapes), tiny / tiny-xl (random SD1.5 / SDXL test models), or a path "
+        "to a diffusers folder / single .safetensors file (SD1.5 or SDXL)",
     )
     p.add_argument(
         "--base-model", help="Hub id, local folder or .safetensors used as the base model"

@@ -42,6 +42,14 @@ def tiny_model_set(tiny_settings):
 
 
 @pytest.fixture(scope="session")
+def tiny_xl_model_set(tiny_settings):
+    """The random tiny SDXL set (`--models tiny-xl`), built once per run."""
+    from studio.backend.models.builtin import tiny_xl_model_set as build
+
+    return build(tiny_settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
 def studio(tiny_settings, tiny_model_set):
     """One shared Studio on the tiny set (like the real app: one backend for every tab)."""
     from studio.backend.service import Studio

@@ -163,7 +163,11 @@ def test_backend_has_at_most_twelve_flat_modules():
 # The model-family seam: only a family's own module (and the builders of its tiny test set)
 # names its classes and Hub repo ids; every task reaches them through `registry.family`.
 FAMILY_PACKAGE = "studio.backend.models.families"
-FAMILY_BUILDERS = ("studio.backend.models.tiny",)  # the tiny set's builder names its classes
+FAMILY_BUILDERS = ("studio.backend.models.tiny", "studio.backend.models.tiny_xl")  # tiny sets
+# Classes a family-independent role loads too: the IP-Adapter image encoder's CLIP text tower
+# (text diffs, `ModelRegistry._build_ip`) is a CLIPTextModelWithProjection like SDXL's second
+# text encoder.
+SHARED_CLASSES = {"CLIPTextModelWithProjection"}
 
 
 def _family_names() -> tuple[set[str], set[str]]:
@@ -174,7 +178,7 @@ def _family_names() -> tuple[set[str], set[str]]:
     for family in all_families():
         paths = [c.cls for c in family.components.values()] + list(family.pipelines.values())
         paths.append(family.single_file)
-        classes |= {p.rpartition(".")[2] for p in paths if p}
+        classes |= {p.rpartition(".")[2] for p in paths if p} - SHARED_CLASSES
         repos |= {v for v in family.model_set.repos.values() if "/" in v}
     return classes, repos
 

@@ -1123,7 +1123,7 @@ def export(work: Path, out: Path, only: str = "") -> None:
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from studio.backend.models.tiny import _save_pipeline_index
+    from studio.backend.models.tiny import save_pipeline_index
 
     if only:
         {"taesd": export_taesd, "clip_text": export_clip_text,
@@ -1141,7 +1141,7 @@ def export(work: Path, out: Path, only: str = "") -> None:
     shutil.copytree(work / "tokenizer", base / "tokenizer")
     (base / "scheduler").mkdir(parents=True)
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config()))
-    _save_pipeline_index(base, "StableDiffusionPipeline", {
+    save_pipeline_index(base, "StableDiffusionPipeline", {
         "unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
         "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "CLIPTokenizer"),

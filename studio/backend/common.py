@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -171,6 +172,19 @@ def step_callback(
         return kwargs
 
     return _cb
+
+
+def step_kwargs(pipe: Any, callback: Callable[..., dict]) -> dict[str, Any]:
+    """`callback_on_step_end=callback`, or, for a pipeline that only has diffusers' older
+    per-step `callback(step, timestep, latents)` (SDXL's InstructPix2Pix), the same callback
+    adapted to it."""
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        return {"callback_on_step_end": callback}
+
+    def legacy(step: int, timestep: Any, latents: Any) -> None:
+        callback(pipe, step, timestep, {"latents": latents})
+
+    return {"callback": legacy, "callback_steps": 1}
 
 
 def run_guarded(registry: ModelRegistry, fn: Callable[[], Any], cancel: CancelToken | None) -> Any:

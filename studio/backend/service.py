@@ -105,7 +105,7 @@ class Studio:
             return (
                 f"Offline mode: images come from the built-in {self.model_set.name} models "
                 f"({self.model_set.description}), not Stable Diffusion. Start with --models sd15 "
-                "on a machine with the weights for real images."
+                "or --models sdxl on a machine with the weights for real images."
             )
         return None
 
@@ -291,6 +291,18 @@ class Studio:
         self.check_budget(req)
         req.resolve_seed()
         return spec, req
+
+    def family_notes(self, tab: str) -> list[str]:
+        """Why the current models' family cannot do some of a tab's tasks (shown on the tab;
+        the tasks themselves refuse with the same words)."""
+        notes = []
+        for spec in TASKS.values():
+            if spec.tab == tab and spec.request is not None:
+                try:
+                    self.registry.family.check(spec.name)
+                except UnsupportedTask as err:
+                    notes.append(str(err))
+        return notes
 
     def check_family(self, task: str) -> None:
         """Refuse, before anything loads, a task the current models' family cannot do."""

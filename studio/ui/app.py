@@ -111,6 +111,8 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
             built: dict[str, Any] = {}
             for name, title in TABS.items():
                 with gr.Tab(title, id=name):
+                    for note in studio.family_notes(name):  # what these models cannot do
+                        gr.Markdown(f"> **{note}**", elem_classes="family-note")
                     module = importlib.import_module(f"{__package__}.{name}")
                     built[name] = module.build(studio, hook)
             with gr.Tab(SAVED_IMAGE_TABS["pnginfo"], id="pnginfo"):

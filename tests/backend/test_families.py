@@ -126,3 +126,53 @@ def test_a_concept_applies_only_to_the_family_it_was_made_for(
                                            "these are No-layout"):
         other.txt2img(small)
     assert other.txt2img({**small, "prompt": "a photo of a cat"}).image  # the next one works
+
+
+# ---------------------------------------------------------------------------- recognising
+def test_a_folder_or_single_file_says_its_family(tiny_model_set, tiny_xl_model_set, tmp_path):
+    from studio.backend.models.families import detect_family
+    from tests.support.convert import save_single_file
+
+    assert detect_family(tiny_model_set.base) == "sd15"
+    assert detect_family(tiny_xl_model_set.base) == "sdxl"
+    checkpoint = save_single_file(tiny_model_set.base, tmp_path / "sd15.safetensors")
+    assert detect_family(str(checkpoint)) == "sd15"
+
+
+def test_a_local_path_as_models_takes_its_familys_set(tiny_settings, tiny_xl_model_set):
+    from studio.backend.models.builtin import resolve_model_set
+
+    model_set = resolve_model_set(replace(tiny_settings, models=tiny_xl_model_set.base))
+    assert model_set.family == "sdxl" and model_set.base == tiny_xl_model_set.base
+
+
+def test_unknown_or_pickled_checkpoints_are_refused_unopened(tmp_path):
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from studio.backend.models.families import detect_family
+
+    pickled = tmp_path / "model.ckpt"
+    os.mkfifo(pickled)  # opening it would block: the refusal must come from the name alone
+    with pytest.raises(ValueError, match="Pickled checkpoints"):
+        detect_family(str(pickled))
+    save_file({"foo.weight": torch.zeros(2)}, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(ValueError, match="not a checkpoint layout the studio knows"):
+        detect_family(str(tmp_path / "odd.safetensors"))
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="no model_index.json"):
+        detect_family(str(tmp_path / "folder"))
+    (tmp_path / "folder" / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+    with pytest.raises(ValueError, match="WanPipeline pipeline, which no model family"):
+        detect_family(str(tmp_path / "folder"))
+
+
+def test_a_base_model_of_another_family_is_refused_by_name(tiny_settings, tiny_xl_model_set):
+    from studio.backend.models.builtin import resolve_model_set
+
+    with pytest.raises(ValueError, match="is a sdxl model but the sd15 set is sd15: start "
+                                         "with --models sdxl"):
+        resolve_model_set(replace(tiny_settings, models="sd15",
+                                  base_model=tiny_xl_model_set.base))

@@ -1,4 +1,4 @@
-"""A Hugging Face Hub cache built from the tiny models, under the real SD1.5 repo ids.
+"""A Hugging Face Hub cache built from the tiny models, under the real repo ids.
 
 Real users load `stable-diffusion-v1-5/stable-diffusion-v1-5` and friends from the cache,
 often offline; a local folder path skips that code. This writes the cache layout the Hub
@@ -29,8 +29,10 @@ def add_repo(cache: Path, repo_id: str, folder: Path) -> Path:
     return snapshot
 
 
-def hub_cache_of(tiny: ModelSet, cache: Path, repos: tuple[str, ...]) -> Path:
-    """A Hub cache holding the tiny set's `repos` under SD1.5's repo ids."""
+def hub_cache_of(tiny: ModelSet, cache: Path, repos: tuple[str, ...],
+                 real: ModelSet = SD15) -> Path:
+    """A Hub cache holding the tiny set's `repos` under the real set's repo ids (SD1.5's by
+    default; the tiny SDXL set under SDXL's)."""
     for key in repos:
-        add_repo(cache, SD15.get(key), Path(tiny.get(key)))
+        add_repo(cache, real.get(key), Path(tiny.get(key)))
     return Path(cache)

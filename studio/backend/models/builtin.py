@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 from ...settings import Settings
+from .families import detect_family, get_family
 from .families.sd15 import MODEL_SET as SD15
+from .families.sdxl import MODEL_SET as SDXL
 from .modelsets import ModelSet, local_repos
 from .tiny import build_lock, ensure_tiny_set
 
@@ -69,6 +71,22 @@ def tiny_model_set(cache_dir: Path) -> ModelSet:
         annotators=tiny_annotator_sources(root),
         offline_models=True,
         description="random weights: images are noise, for wiring and tests",
+    )
+
+
+def tiny_xl_model_set(cache_dir: Path) -> ModelSet:
+    """The random tiny SDXL set (`--models tiny-xl`), built on first use under `cache_dir`."""
+    from .tiny_xl import ensure_tiny_xl_set
+
+    root = ensure_tiny_xl_set(cache_dir)
+    return ModelSet(
+        name="tiny-xl",
+        family="sdxl",
+        repos=local_repos(root),
+        annotators=tiny_annotator_sources(Path(cache_dir) / "toy-annotators"),
+        offline_models=True,
+        native_size=64,
+        description="random SDXL-architecture weights: images are noise, for wiring and tests",
     )
 
 
@@ -137,7 +155,11 @@ def resolve_model_set(settings: Settings) -> ModelSet:
         return tiny_model_set(settings.cache_dir)
     if choice == "toy":
         return toy_model_set(settings.cache_dir)
-    if choice == "sd15":
+    if choice == "tiny-xl":
+        return tiny_xl_model_set(settings.cache_dir)
+    if choice == "sdxl":
+        ms = SDXL
+    elif choice == "sd15":
         ms = SD15
     elif choice == "auto":
         if sd15_available(settings):
@@ -147,8 +169,16 @@ def resolve_model_set(settings: Settings) -> ModelSet:
             if toy_available():
                 return toy_model_set(settings.cache_dir)
             return tiny_model_set(settings.cache_dir)
-    else:  # a local path used as the base model
-        ms = SD15.with_base(str(Path(choice).resolve()))
+    else:  # a local path used as the base model, of the family its files say
+        path = str(Path(choice).resolve())
+        ms = get_family(detect_family(path)).model_set.with_base(path)
     if settings.base_model:
+        if Path(settings.base_model).exists():  # a local folder or file says its family
+            family = detect_family(str(settings.base_model))
+            if family != ms.family:
+                raise ValueError(
+                    f"--base-model {settings.base_model} is a {family} model but the "
+                    f"{ms.name} set is {ms.family}: start with --models {family} (or "
+                    f"--models {settings.base_model})")
         ms = ms.with_base(settings.base_model)
     return ms

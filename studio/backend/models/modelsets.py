@@ -50,7 +50,7 @@ REPOS: dict[str, str] = {
 # Registry roles -> the repo providing them (ControlNet roles are their own repo keys).
 ROLE_REPOS: dict[str, str] = {
     "unet": "base", "vae": "base", "text_encoder": "base", "tokenizer": "base",
-    "scheduler": "base",
+    "scheduler": "base", "text_encoder_2": "base", "tokenizer_2": "base",
     "unet_inpaint": "inpaint", "unet_instruct": "instruct",
     "unet_gligen": "gligen", "unet_gligen_inpaint": "gligen_inpaint",
     "lcm_lora": "lcm_lora", "image_encoder": "image_encoder", "taesd": "taesd",

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -62,22 +62,26 @@ def _scheduler_config() -> dict:
     }
 
 
-def _save_pipeline_index(folder: Path, cls: str, components: dict[str, tuple[str, str]]) -> None:
+def save_pipeline_index(folder: Path, cls: str, components: dict[str, tuple[str, str]]) -> None:
     index = {"_class_name": cls, "_diffusers_version": "0.42.1"}
     index.update({k: list(v) for k, v in components.items()})
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def build_tiny_set(root: Path, seed: int = 0) -> Path:
+Builder = Callable[[Path, int], None]
+
+
+def build_tiny_set(root: Path, seed: int = 0, builders: tuple[Builder, ...] | None = None,
+                   version: str = TINY_VERSION) -> Path:
     """Build every tiny model under `root` (atomic: a half-built set is never visible)."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root.parent))
     log.info("building tiny model set in %s", root)
     try:
-        for build in BUILDERS:
+        for build in builders or BUILDERS:
             build(tmp, seed)
-        (tmp / "TINY_VERSION").write_text(TINY_VERSION)
+        (tmp / "TINY_VERSION").write_text(version)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -87,16 +91,11 @@ def build_tiny_set(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def _build_base(root: Path, seed: int) -> None:
-    """The base repo: UNet, VAE, CLIP text encoder + offline tokenizer, scheduler config."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_vae() -> torch.nn.Module:
+    """A tiny 4-channel VAE, 8x smaller latents (the SD and SDXL families' layout)."""
+    from diffusers import AutoencoderKL
 
-    base = root / REPOS["base"]
-    torch.manual_seed(seed)
-    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=(8, 16, 16, 16),
         in_channels=3,
         out_channels=3,
@@ -107,7 +106,18 @@ def _build_base(root: Path, seed: int) -> None:
         norm_num_groups=4,
         sample_size=64,
     )
-    vae.save_pretrained(base / "vae")
+
+
+def _build_base(root: Path, seed: int) -> None:
+    """The base repo: UNet, VAE, CLIP text encoder + offline tokenizer, scheduler config."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    base = root / REPOS["base"]
+    torch.manual_seed(seed)
+    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
+    torch.manual_seed(seed)
+    tiny_vae().save_pretrained(base / "vae")
     vocab_size = write_tokenizer(base / "tokenizer")
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
@@ -128,7 +138,7 @@ def _build_base(root: Path, seed: int) -> None:
     text_encoder.save_pretrained(base / "text_encoder")
     (base / "scheduler").mkdir(parents=True)
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
-    _save_pipeline_index(base, "StableDiffusionPipeline", {
+    save_pipeline_index(base, "StableDiffusionPipeline", {
         "unet": ("diffusers", "UNet2DConditionModel"),
         "vae": ("diffusers", "AutoencoderKL"),
         "text_encoder": ("transformers", "CLIPTextModel"),
@@ -250,7 +260,7 @@ def _build_lcm_lora(root: Path, seed: int) -> None:
         folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
 
 
-def _build_taesd(root: Path, seed: int) -> None:
+def build_taesd(root: Path, seed: int) -> None:
     """A tiny random TAESD (live previews) for the tiny VAE's 8x smaller latents."""
     from diffusers import AutoencoderTiny
 
@@ -320,7 +330,7 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
 
 # One builder per group of repos; a new model role adds its builder here.
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora,
-            _build_image_encoder, _build_taesd, _build_ip_adapter)
+            _build_image_encoder, build_taesd, _build_ip_adapter)
 
 
 @contextlib.contextmanager
@@ -335,12 +345,14 @@ def build_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_tiny_set(cache_dir: Path) -> Path:
-    """Return the tiny set's folder under `cache_dir`, building it on first use."""
-    root = Path(cache_dir) / f"tiny-{TINY_VERSION}"
+def ensure_tiny_set(cache_dir: Path, name: str = "tiny", version: str = TINY_VERSION,
+                    builders: tuple[Builder, ...] | None = None) -> Path:
+    """Return a tiny set's folder under `cache_dir`, building it on first use (`builders`:
+    another family's, for its tiny set)."""
+    root = Path(cache_dir) / f"{name}-{version}"
     if (root / "TINY_VERSION").exists():
         return root
     with build_lock(Path(cache_dir)):
         if not (root / "TINY_VERSION").exists():  # another process may have built it
-            build_tiny_set(root)
+            build_tiny_set(root, builders=builders, version=version)
     return root

@@ -30,6 +30,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    step_kwargs,
 )
 from ..images import load_image
 from ..models.registry import ModelRegistry
@@ -182,7 +183,7 @@ def run_instruct(
             guidance_scale=guidance,
             image_guidance_scale=req.image_guidance_scale,
             generator=cpu_generator(req.seed),
-            callback_on_step_end=step_callback(steps, progress, cancel),
+            **step_kwargs(pipe, step_callback(steps, progress, cancel)),
         )
 
     out = run_guarded(registry, call, cancel)

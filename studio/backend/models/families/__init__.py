@@ -17,6 +17,9 @@ its tiny and toy builders, and tests (README "Adding a model family").
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .base import (
     Component,
     Defaults,
@@ -27,12 +30,14 @@ from .base import (
     load_class,
 )
 from .sd15 import FAMILY as SD15
+from .sdxl import FAMILY as SDXL
 
 __all__ = ["FAMILIES", "Component", "Defaults", "Family", "Method", "Unsupported",
-           "UnsupportedTask", "all_families", "capability_matrix", "get_family", "load_class"]
+           "UnsupportedTask", "all_families", "capability_matrix", "detect_family", "get_family",
+           "load_class"]
 
 # every family, by name (the capability matrix's columns, in this order)
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15,)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SDXL)}
 
 
 def get_family(name: str) -> Family:
@@ -44,6 +49,47 @@ def get_family(name: str) -> Family:
 
 def all_families() -> list[Family]:
     return list(FAMILIES.values())
+
+
+# Telling state-dict key prefixes of original-layout (single-file) checkpoints, first match
+# wins, as diffusers' single-file loader tells them apart: SDXL's second text encoder
+# (OpenCLIP bigG) is embedder 1; SD1.x keeps its CLIP ViT-L as `cond_stage_model.transformer`
+# (SD2.x has OpenCLIP there, `cond_stage_model.model`, which no family here runs).
+_SINGLE_FILE_KEYS = (
+    ("sdxl", "conditioner.embedders.1.model.transformer.resblocks."),
+    ("sd15", "cond_stage_model.transformer."),
+)
+
+
+def detect_family(source: str) -> str:
+    """The family of a local diffusers folder (its `model_index.json` names the pipeline) or
+    a single-file `.safetensors` checkpoint (its state-dict keys; only the header is read).
+    Unknown layouts get a clear refusal."""
+    path = Path(source)
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ValueError(f"'{source}' has no model_index.json: it is not a diffusers "
+                             "model folder (the Hub layout)")
+        cls = str(json.loads(index.read_text()).get("_class_name", ""))
+        for fam in all_families():
+            if cls in {p.rpartition(".")[2] for p in fam.pipelines.values()}:
+                return fam.name
+        raise ValueError(f"'{source}' holds a {cls or 'unnamed'} pipeline, which no model "
+                         f"family of the studio runs (known: {', '.join(FAMILIES)})")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"'{source}' is not a .safetensors file. Pickled checkpoints "
+                         "(.ckpt/.pt/.bin) can run arbitrary code when loaded, so the studio "
+                         "refuses them; convert it to safetensors first.")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:  # reads the header only
+        keys = set(fh.keys())
+    for name, prefix in _SINGLE_FILE_KEYS:
+        if any(k.startswith(prefix) for k in keys):
+            return name
+    raise ValueError(f"'{source}' is not a checkpoint layout the studio knows (SD1.5 or SDXL "
+                     "in the original single-file layout)")
 
 
 def matrix_tasks() -> list[str]:

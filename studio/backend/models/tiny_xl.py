@@ -1,0 +1,158 @@
+"""The `tiny-xl` model set: random miniature SDXL models, built like the `tiny` set.
+
+SDXL's architecture at toy width: two CLIP text encoders (the second with a projection, whose
+pooled output joins the size/crop micro-conditioning through the UNet's `text_time`
+embedding), a UNet whose cross-attention reads both encoders' states side by side, its
+inpainting (9 ch) and InstructPix2Pix (8 ch) UNets, ControlNets with the same conditioning,
+a TAESD and an LCM-LoRA. Saved in the Hub layout of the real repos and loaded through the same
+`from_pretrained` code; the images are noise (wiring only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .modelsets import CONTROL_TYPES, REPOS
+from .tiny import build_taesd, ensure_tiny_set, save_pipeline_index, tiny_vae
+from .tokenizer_vocab import write_tokenizer
+
+TINY_XL_VERSION = "xl1"  # bump when the configs below change, so caches are rebuilt
+TEXT_DIM = 32  # each text encoder's width; the UNet attends to both: 2 x TEXT_DIM
+TIME_DIM = 8  # addition_time_embed_dim: each of the 6 size/crop numbers embeds to this
+
+
+def _unet_kwargs(**extra: object) -> dict:
+    kw = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * TEXT_DIM,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_DIM,
+        transformer_layers_per_block=(1, 2),
+        # 6 micro-conditioning numbers + the second encoder's pooled, projected embedding
+        projection_class_embeddings_input_dim=6 * TIME_DIM + TEXT_DIM,
+        norm_num_groups=8,
+    )
+    kw.update(extra)
+    return kw
+
+
+def _scheduler_config() -> dict:
+    """SDXL base's own scheduler config (Euler, SD's noise schedule, leading spacing)."""
+    return {
+        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+        "prediction_type": "epsilon", "interpolation_type": "linear", "sample_max_value": 1.0,
+        "steps_offset": 1, "timestep_spacing": "leading", "use_karras_sigmas": False,
+        "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
+    }
+
+
+def _text_encoders(base: Path, seed: int) -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    vocab_size = write_tokenizer(base / "tokenizer")
+    write_tokenizer(base / "tokenizer_2")
+    config = CLIPTextConfig(
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        hidden_size=TEXT_DIM, intermediate_size=37, layer_norm_eps=1e-05,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size,
+        max_position_embeddings=77, projection_dim=TEXT_DIM, hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    CLIPTextModel(config).save_pretrained(base / "text_encoder")
+    torch.manual_seed(seed + 1)
+    CLIPTextModelWithProjection(config).save_pretrained(base / "text_encoder_2")
+
+
+def _build_base(root: Path, seed: int) -> None:
+    """The base repo, laid out as stabilityai/stable-diffusion-xl-base-1.0."""
+    from diffusers import UNet2DConditionModel
+
+    base = root / REPOS["base"]
+    torch.manual_seed(seed)
+    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
+    torch.manual_seed(seed)
+    tiny_vae().save_pretrained(base / "vae")
+    _text_encoders(base, seed)
+    (base / "scheduler").mkdir(parents=True)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
+    save_pipeline_index(base, "StableDiffusionXLPipeline", {
+        "unet": ("diffusers", "UNet2DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"),
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "tokenizer_2": ("transformers", "CLIPTokenizer"),
+        "scheduler": ("diffusers", "EulerDiscreteScheduler"),
+    })
+
+
+def _build_task_unets(root: Path, seed: int) -> None:
+    """The inpainting (9 ch) and InstructPix2Pix (8 ch) UNets, each its own repo."""
+    from diffusers import UNet2DConditionModel
+
+    for key, channels in (("inpaint", 9), ("instruct", 8)):
+        torch.manual_seed(seed + 1)
+        UNet2DConditionModel(**_unet_kwargs(in_channels=channels)).save_pretrained(
+            root / REPOS[key] / "unet")
+
+
+def _build_controlnets(root: Path, seed: int) -> None:
+    """One SDXL ControlNet per type (text_time conditioning too), with open zero convs so a
+    control map visibly changes the output."""
+    from diffusers import ControlNetModel
+
+    keep = ("block_out_channels", "layers_per_block", "in_channels", "down_block_types",
+            "cross_attention_dim", "attention_head_dim", "use_linear_projection",
+            "addition_embed_type", "addition_time_embed_dim", "transformer_layers_per_block",
+            "projection_class_embeddings_input_dim", "norm_num_groups")
+    kwargs = {k: v for k, v in _unet_kwargs().items() if k in keep}
+    for i, ctype in enumerate(CONTROL_TYPES):
+        torch.manual_seed(seed + 10 + i)
+        cn = ControlNetModel(**kwargs, conditioning_embedding_out_channels=(16, 32, 64, 64))
+        with torch.no_grad():
+            for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
+                torch.nn.init.normal_(block.weight, std=0.3)
+            emb = cn.controlnet_cond_embedding
+            for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+                torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(conv.bias)
+        cn.save_pretrained(root / REPOS[f"controlnet:{ctype}"])
+
+
+def _build_lcm_lora(root: Path, seed: int) -> None:
+    """A tiny LCM-LoRA in the diffusers SDXL LoRA format, training-free but non-zero."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(seed + 100)
+    unet = UNet2DConditionModel(**_unet_kwargs())
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    folder = root / REPOS["lcm_lora"]
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionXLPipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
+
+
+BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd)
+
+
+def ensure_tiny_xl_set(cache_dir: Path) -> Path:
+    """The tiny SDXL set's folder under `cache_dir`, built on first use."""
+    return ensure_tiny_set(cache_dir, "tiny-xl", TINY_XL_VERSION, BUILDERS)

@@ -1,0 +1,198 @@
+"""SDXL through the family seam, on the random tiny SDXL set (`tiny-xl`) and on the real SDXL
+repo ids in an offline Hub cache: every tab the capability matrix lists for SDXL runs and
+behaves (seeds reproduce, a control map matters, unmasked pixels survive), the others are
+refused with their reason before anything loads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from studio.backend.common import Cancelled, CancelToken
+from studio.backend.models.families import get_family
+from studio.backend.models.families.sdxl import MODEL_SET as SDXL
+from studio.backend.models.registry import ModelRegistry
+from studio.backend.requests import RequestError
+from tests.support.hubcache import hub_cache_of
+
+BASE = {"prompt": "a red circle and a blue square", "seed": 3, "steps": 3, "width": 64,
+        "height": 64}
+
+
+def px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def scene() -> Image.Image:
+    img = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(img).ellipse((16, 16, 48, 48), fill="red")
+    return img
+
+
+def sketch() -> Image.Image:
+    img = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(img).rectangle((12, 12, 52, 52), outline="white", width=3)
+    return img
+
+
+def box_mask() -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 32, 40), fill=255)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def xl(tiny_settings, tiny_xl_model_set, tmp_path_factory):
+    from studio.backend.service import Studio
+
+    tmp = tmp_path_factory.mktemp("xl")
+    settings = replace(tiny_settings, models="tiny-xl", outputs_dir=tmp / "out",
+                       concepts_dir=tmp / "concepts")
+    return Studio(settings, model_set=tiny_xl_model_set)
+
+
+def test_the_tiny_xl_set_is_sdxl_with_two_text_encoders(xl):
+    registry = xl.registry
+    assert registry.family.name == "sdxl" and xl.native_size == 64
+    pipe = registry.family.pipeline(registry, "txt2img")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    assert pipe.text_encoder_2 is registry.component("text_encoder_2")
+    assert pipe.unet.config.addition_embed_type == "text_time"
+    assert pipe.unet.config.cross_attention_dim == (
+        pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size)
+
+
+def test_txt2img_seed_reproduces_and_the_prompt_matters(xl):
+    first, again = xl.txt2img(BASE), xl.txt2img(BASE)
+    assert np.array_equal(px(first.image), px(again.image))
+    other = xl.txt2img({**BASE, "prompt": "a green triangle"})
+    assert not np.array_equal(px(first.image), px(other.image))
+    assert first.info["model"].startswith("tiny-xl:")
+
+
+def test_txt2img_draws_what_diffusers_own_sdxl_pipeline_draws(xl, tiny_xl_model_set):
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline
+
+    ours = px(xl.txt2img(BASE).image)
+    raw = StableDiffusionXLPipeline.from_pretrained(
+        tiny_xl_model_set.base, dtype=torch.float32, local_files_only=True,
+        add_watermarker=False)
+    raw.scheduler = EulerAncestralDiscreteScheduler.from_config(raw.scheduler.config)
+    raw.set_progress_bar_config(disable=True)
+    theirs = raw(prompt=BASE["prompt"], num_inference_steps=3, guidance_scale=7.5, width=64,
+                 height=64, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.array_equal(ours, px(theirs))
+
+
+def test_a_control_map_steers_and_weight_zero_is_plain_generation(xl):
+    plain = px(xl.txt2img(BASE).image)
+    unit = {"type": "scribble", "image": sketch()}
+    steered = xl.control({**BASE, "units": [unit]})
+    assert np.abs(px(steered.image) - plain).mean() > 1
+    other = xl.control({**BASE, "units": [{**unit, "image": scene()}]})
+    assert not np.array_equal(px(other.image), px(steered.image))
+    zero = xl.control({**BASE, "units": [{**unit, "weight": 0}]})
+    assert np.abs(px(zero.image) - plain).max() <= 2
+    stacked = xl.control({**BASE, "units": [unit, {"type": "depth", "image": scene()}]})
+    assert not np.array_equal(px(stacked.image), px(steered.image))
+    img2img = xl.control({**BASE, "units": [unit], "init_image": scene(), "strength": 0.5})
+    assert not np.array_equal(px(img2img.image), px(steered.image))
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("inpaint", 9), ("blend", 4)])
+def test_inpainting_keeps_every_unmasked_pixel(xl, mode, channels):
+    image, mask = scene(), box_mask()
+    out = xl.inpaint({**BASE, "image": image, "mask": mask, "mode": mode, "mask_blur": 0})
+    changed = (px(out.image) != px(image)).any(-1)
+    inside = np.asarray(mask) > 127
+    assert not changed[~inside].any() and changed[inside].mean() > 0.9
+    from studio.backend.tasks.inpaint import inpaint_pipeline
+
+    pipe = inpaint_pipeline(xl.registry, mode)
+    assert type(pipe).__name__ == "StableDiffusionXLInpaintPipeline"
+    assert pipe.unet.config.in_channels == channels
+
+
+def test_instruct_follows_the_image_reports_progress_and_stops(xl):
+    steps: list[tuple[int, int]] = []
+    req = {**BASE, "prompt": "make it blue", "image": scene(), "max_side": 64}
+    out = xl.run("instruct", req, progress=lambda s, t: steps.append((s, t)))
+    assert steps[-1] == (3, 3)  # the older per-step callback of SDXL's pipeline reports too
+    other = xl.run("instruct", {**req, "image": sketch()})
+    assert not np.array_equal(px(out.image), px(other.image))
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        xl.run("instruct", req, progress=lambda s, t: token.cancel(), cancel=token)
+
+
+def test_prompt_to_prompt_and_attend_and_excite_run_on_the_sdxl_unet(xl):
+    plain = px(xl.txt2img(BASE).image)
+    unet = xl.registry.component("unet")
+    before = dict(unet.attn_processors)
+    edit = xl.run("prompt_edit", {**BASE, "edited_prompt": "a red circle and a green square"})
+    assert not np.array_equal(px(edit.image), plain)
+    excited = xl.txt2img({**BASE, "attend_excite": True})
+    assert not np.array_equal(px(excited.image), plain)
+    assert np.array_equal(px(xl.txt2img({**BASE, "attend_excite": True}).image),
+                          px(excited.image))
+    after = unet.attn_processors
+    assert before.keys() == after.keys() and all(after[k] is v for k, v in before.items())
+
+
+def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
+    plain = px(xl.txt2img(BASE).image)
+    fast = xl.txt2img({**BASE, "fast": True})
+    assert fast.info["guidance_run"] == 1.0
+    assert np.abs(px(fast.image) - plain).mean() > 1
+
+
+@pytest.mark.parametrize(("task", "data", "reason"), [
+    ("layout", {"boxes": [{"phrase": "a cat", "box": [0.1, 0.1, 0.5, 0.5]}]},
+     "layout is not available for SDXL models: GLIGEN has no SDXL weights"),
+    ("remix", {"images": [scene()]}, "remix is not available for SDXL models: IP-Adapter"),
+    ("seedselect", {"images": [scene()]}, "seedselect is not available for SDXL models"),
+])
+def test_what_sdxl_cannot_do_is_refused_before_anything_loads(
+        tiny_settings, tiny_xl_model_set, tmp_path, task, data, reason):
+    from studio.backend.service import Studio
+
+    studio = Studio(replace(tiny_settings, outputs_dir=tmp_path / "out"),
+                    model_set=tiny_xl_model_set)
+    with pytest.raises(RequestError, match=reason):
+        studio.run(task, {**BASE, **data})
+    with pytest.raises(RequestError, match="concept_train is not available for SDXL"):
+        studio.concept_train({"name": "<x>", "images": [scene()] * 3})
+    assert studio.registry.stats["load"] == 0
+
+
+# ---------------------------------------------------------------------------- the real path
+@pytest.fixture(scope="module")
+def hub(tiny_xl_model_set, tmp_path_factory):
+    """The tiny SDXL models under the real SDXL repo ids, in a Hugging Face cache."""
+    return hub_cache_of(tiny_xl_model_set, tmp_path_factory.mktemp("hub-xl"),
+                        ("base", "inpaint", "instruct", "controlnet:canny", "lcm_lora"),
+                        real=SDXL)
+
+
+def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_path,
+                                                       monkeypatch):
+    from studio.backend.service import Studio
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert SDXL is get_family("sdxl").model_set
+    registry = ModelRegistry(SDXL, offline=True, cache_dir=hub)
+    settings = replace(tiny_settings, models="sdxl", outputs_dir=tmp_path / "out")
+    studio = Studio(settings, model_set=SDXL, registry=registry)
+    plain = studio.txt2img(BASE)
+    assert registry.key("text_encoder_2") == f"text_encoder_2@{SDXL.base}"
+    assert plain.info["model"] == "sdxl:stable-diffusion-xl-base-1.0"
+    canny = studio.control({**BASE, "units": [{"type": "canny", "image": sketch()}]})
+    assert not np.array_equal(px(canny.image), px(plain.image))
+    assert studio.inpaint({**BASE, "image": scene(), "mask": box_mask()}).image.size == (64, 64)
+    assert studio.run("instruct", {**BASE, "image": scene(), "max_side": 64}).image
+    assert studio.txt2img({**BASE, "fast": True}).info["guidance_run"] == 1.0
+    assert registry.stats[f"load:unet_inpaint@{SDXL.get('inpaint')}"] == 1
