@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("studio").warning("--compile is off on ZeroGPU (no GPU at start-up)")
         settings = replace(settings, compile=False)
 
-    from studio.ui.app import api_routes, build_app, launch_options, page_style
+    from studio.ui.app import build_app, launch_options, page_style
 
     log = logging.getLogger("studio")
     try:
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         studio.warm_up()
     demo = build_app(studio, queue_size=settings.queue_size,
                      max_jobs_per_session=settings.max_jobs_per_session)
-    demo.launch(**launch_options(settings), **api_routes(studio, settings),
-                **page_style(studio))
+    demo.launch(**launch_options(settings, studio), **page_style(studio))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from .weights import load_state_dict, resolve_weight_file
 
 DEFAULT_SAM_SOURCE = "ybelkada/segment-anything"
 DEFAULT_SAM_FILE = "checkpoints/sam_vit_b_01ec64.pth"
+MAX_CLICKS = 64  # per prediction: the decoder's memory grows with the square of their count
 SAM_FILE_NAMES = ("sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.safetensors", "sam.safetensors",
                   "sam.pth")
 
@@ -206,6 +207,10 @@ def parse_prompts(
     coords = labels = box_arr = None
     if points is not None and (not isinstance(points, (list, tuple))):
         raise AnnotatorInputError("Clicks must be a list of [x, y, label] items.")
+    if points is not None and len(points) > MAX_CLICKS:
+        raise AnnotatorInputError(
+            f"{len(points)} clicks; at most {MAX_CLICKS} are taken (SAM finds an object from a "
+            "few clicks: add a box instead of more).")
     if points:
         xy, lab = [], []
         for i, p in enumerate(points, start=1):

@@ -69,6 +69,9 @@ class Settings:
     preview_interval: float = 0.25  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
+    # proxies whose X-Forwarded-For names the visitor (comma-separated addresses); on a
+    # Hugging Face Space the platform's proxy is trusted
+    trusted_proxies: str = ""
     # GPU speed path (README "Speed on a GPU")
     channels_last: str = "auto"  # UNets and ControlNets in channels_last; auto = on CUDA only
     compile: bool = False  # torch.compile the shared UNet (warm-up run at start-up)
@@ -246,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", help="require HTTP basic auth user:password for that API")
     p.add_argument("--a1111-api-public", action="store_true", default=None,
                    help="serve that API without --api-auth even when the studio is public")
+    p.add_argument("--trusted-proxies",
+                   help="comma-separated addresses of reverse proxies in front of the studio: "
+                        "their X-Forwarded-For names the visitor (per-visitor job limits)")
     _add_speed_flags(p)
     _add_scale_out_flags(p)
     return p

@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +39,10 @@ from . import a1111_map as m
 
 log = logging.getLogger(__name__)
 
-SESSION = "a1111-api"  # the cancel session of every job sent through this API
+# Each job sent through this API gets its own cancel session, an unguessable name: a gradio
+# client chooses its session name freely, so a fixed one would let anyone stop these jobs.
+# Only this API's /interrupt (behind its credentials) reaches them.
+SESSION_PREFIX = "a1111-"
 USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
 
 
@@ -53,8 +57,32 @@ class A1111Api:
         self.studio, self.settings = studio, settings
         self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.jobs_done = 0
+        self._sessions: set[str] = set()  # the cancel sessions of this API's running jobs
+        self._sessions_lock = threading.Lock()
 
     # ------------------------------------------------------------------ access
+    def access_refusal(self, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+        """(status, message, headers) refusing a request to this API from its headers alone
+        (the request middleware asks before the body is read), or None to let it in."""
+        auth = self.settings.api_auth
+        if auth:
+            user, _, password = auth.partition(":")
+            scheme, _, encoded = headers.get("authorization", "").partition(" ")
+            try:
+                given = base64.b64decode(encoded.strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                given = ""
+            name, sep, secret = given.partition(":")
+            ok = scheme.lower() == "basic" and bool(sep) and secrets.compare_digest(
+                name, user) and secrets.compare_digest(secret, password)
+            if not ok:
+                return 401, "the A1111 API needs the --api-auth login", {
+                    "WWW-Authenticate": "Basic"}
+        elif self.settings.public and not self.settings.a1111_api_public:
+            return 403, ("this studio is public: its A1111 API needs a login (--api-auth "
+                         "user:pass) or --a1111-api-public"), {}
+        return None
+
     def _guard(self) -> Callable[..., None]:
         auth = self.settings.api_auth
         basic = HTTPBasic(auto_error=False)
@@ -105,7 +133,10 @@ class A1111Api:
     def _generate(self, plan: m.Plan, payload: dict[str, Any]) -> JSONResponse:
         """Run every image of the plan, in order, and answer in A1111's shape."""
         studio, images, infotexts, seeds, files = self.studio, [], [], [], []
-        cancel = studio.job_token(SESSION)
+        session = SESSION_PREFIX + secrets.token_hex(16)
+        cancel = studio.job_token(session)
+        with self._sessions_lock:
+            self._sessions.add(session)
         try:
             for request in plan.requests:
                 # previews kept in the job's state: /progress answers them as current_image
@@ -119,6 +150,9 @@ class A1111Api:
         except Cancelled:
             if not images:
                 return _error(422, "interrupted before the first image finished")
+        finally:
+            with self._sessions_lock:
+                self._sessions.discard(session)
         self.jobs_done += 1
         first = plan.requests[0]
         info = {
@@ -184,8 +218,12 @@ class A1111Api:
                 "textinfo": None}
 
     def interrupt(self) -> dict[str, Any]:
-        """Stop the job sent through this API at its next step (UI jobs are not touched)."""
-        return {"interrupted": self.studio.cancel(SESSION)}
+        """Stop the jobs sent through this API at their next step (UI jobs are not touched;
+        as in A1111, it names no job)."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        stopped = [self.studio.cancel(s) for s in sessions]
+        return {"interrupted": any(stopped)}
 
     def sd_models(self) -> list[dict[str, Any]]:
         name = self.studio.model_name

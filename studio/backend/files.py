@@ -23,16 +23,20 @@ from typing import Any
 from .requests import RequestError
 
 _roots: list[Path] = []
+_given: list[str] = []  # the same folders as registered (absolute, links not resolved)
 _lock = threading.Lock()
 
 
 def allow_root(folder: str | Path) -> Path:
     """Allow reading files under `folder` (created if missing); returns its real path."""
-    real = Path(os.path.realpath(Path(folder).expanduser()))
+    given = os.path.normpath(os.path.abspath(Path(folder).expanduser()))
+    real = Path(os.path.realpath(given))
     real.mkdir(parents=True, exist_ok=True)
     with _lock:
         if real not in _roots:
             _roots.append(real)
+        if given not in _given:
+            _given.append(given)
     return real
 
 
@@ -40,6 +44,13 @@ def allowed_roots() -> list[Path]:
     """The folders files may be read from (real paths)."""
     with _lock:
         return list(_roots)
+
+
+def allowed_prefixes() -> list[str]:
+    """The allowed folders as path strings, both as registered and resolved (a client names
+    a file by the path the server gave it, which may run through a linked folder)."""
+    with _lock:
+        return [*_given, *(str(r) for r in _roots if str(r) not in _given)]
 
 
 def is_allowed(path: str | Path) -> bool:

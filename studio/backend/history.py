@@ -44,6 +44,7 @@ INDEX_FILE = "index.sqlite"
 SCHEMA_VERSION = "2"
 DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_LIMIT = 500
+MAX_OFFSET = 10**9  # past any real folder; SQLite's integers end at 2**63
 MAX_QUERY_CHARS = 200
 MAX_FIELD_CHARS = {"task": 64, "model": 256, "prompt": 4000}
 SETTLE_NS = 2_000_000_000  # a day folder changed this lately is listed again on the next call
@@ -85,8 +86,8 @@ class Page:
         if not 1 <= limit <= MAX_LIMIT:
             raise RequestError(f"limit must be from 1 to {MAX_LIMIT}, got {limit}; page "
                                "through more with offset")
-        if offset < 0:
-            raise RequestError(f"offset must be 0 or more, got {offset}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise RequestError(f"offset must be from 0 to {MAX_OFFSET}, got {offset}")
         if query is None:
             query = ""
         if not isinstance(query, str):

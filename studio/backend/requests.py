@@ -12,6 +12,7 @@ keeps its name relative to the outputs folder, so `to_dict()` is the request as 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -68,6 +69,17 @@ def check_prompt(name: str, value: Any, required: bool) -> None:
             f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS} "
             "(the text encoder only reads the first 77 tokens anyway)"
         )
+
+
+def loads_json(text: str, name: str) -> Any:
+    """`json.loads` for a client's JSON text: nesting too deep for the parser (thousands of
+    brackets in a small request) is refused by name instead of failing as an internal error.
+    Malformed JSON still raises `json.JSONDecodeError`, which callers word for their value."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RequestError(f"{name} is nested too deeply to read; the studio's JSON values are "
+                           "a few levels deep at most") from None
 
 
 def request_from_dict(cls: type, data: dict[str, Any], task: str) -> Any:

@@ -26,6 +26,7 @@ from studio.settings import Settings
 from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
+from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page
 from .images import limit_decoded_pixels
@@ -331,7 +332,7 @@ class Studio:
             if cancel is not None:
                 cancel.running = True
             try:
-                with previewing(self._previewer(job, preview)):
+                with previewing(self._previewer(job, preview)), watching(cancel):
                     yield tracked
             finally:
                 self.current_job = outer

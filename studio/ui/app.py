@@ -20,6 +20,7 @@ from studio.settings import Settings
 
 from . import outputs, pnginfo
 from .common import session_of, set_gpu_jobs
+from .file_guard import install_file_guard
 from .queue_guard import install_queue_guard
 
 TITLE = "Controllable Studio"
@@ -42,10 +43,11 @@ def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
     return hook
 
 
-def launch_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """`demo.launch` arguments from the settings: where to listen, login, upload size, and
-    the one folder gradio may serve files from besides its own cache (the outputs), less
-    the history index inside it (every prompt: not for download)."""
+def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> dict[str, Any]:
+    """`demo.launch` arguments from the settings: where to listen, login, upload size, the
+    one folder gradio may serve files from besides its own cache (the outputs), less the
+    history index inside it (every prompt: not for download), the request limits, and, with
+    `studio`, the A1111-compatible API's routes (unless `--no-a1111-api`)."""
     outputs_dir = Path(settings.outputs_dir).resolve()
     options = {
         "server_name": settings.host, "server_port": settings.port, "share": settings.share,
@@ -53,10 +55,46 @@ def launch_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "allowed_paths": [str(outputs_dir)],
         "blocked_paths": [str(outputs_dir / INDEX_DIR)],
         "max_file_size": int(settings.max_file_mb * 1024 * 1024),
+        "app_kwargs": app_kwargs(settings, studio),
     }
     return {**options, **overrides}
 
 
+# Body limits per route (see studio.api.limits): the A1111 API takes images as base64 JSON
+# (4/3 of their size, several per request); gradio's upload route takes a request's files;
+# every other route takes JSON values and file references only.
+JSON_BODY_MB = 4
+A1111_PREFIXES = ("/sdapi/", "/controlnet/")
+
+
+def body_limits(settings: Settings) -> tuple[int, list[tuple[str, int]]]:
+    """(default, [(route prefix, bytes)]) body limits for these settings."""
+    file_bytes = int(settings.max_file_mb * MB)
+    routes = [(prefix, 4 * file_bytes) for prefix in A1111_PREFIXES]
+    routes.append(("/gradio_api/upload", 8 * file_bytes + MB))
+    return JSON_BODY_MB * MB, routes
+
+
+def app_kwargs(settings: Settings, studio: Any = None) -> dict[str, Any]:
+    """The FastAPI app's arguments: the request limits' middleware and the A1111 routes."""
+    from starlette.middleware import Middleware
+
+    from studio.api.limits import RequestLimits
+
+    default, routes = body_limits(settings)
+    limits: dict[str, Any] = {"default": default, "routes": routes}
+    kwargs: dict[str, Any] = {}
+    if studio is not None and settings.a1111_api:
+        from studio.api.a1111 import A1111Api
+
+        api = A1111Api(studio, settings)
+        kwargs["routes"] = api.routes()
+        limits.update(guarded=A1111_PREFIXES, access=api.access_refusal)
+    kwargs["middleware"] = [Middleware(RequestLimits, **limits)]
+    return kwargs
+
+
+MB = 1024 * 1024
 SMALL_SIDE = 256  # models drawing below this show their images enlarged, pixel for pixel
 # Enlarge small results, gallery items and previews on the page only (nearest neighbour:
 # crisp pixels, not blur); the saved files and API results keep their true size.
@@ -76,16 +114,6 @@ def page_style(studio: Any) -> dict[str, Any]:
     """`demo.launch` arguments for the page's look: small native sizes (the toy world's
     64 px) are shown enlarged instead of as postage stamps."""
     return {"css": ENLARGED_CSS} if studio.native_size < SMALL_SIDE else {}
-
-
-def api_routes(studio: Any, settings: Settings) -> dict[str, Any]:
-    """`demo.launch` arguments that serve the A1111-compatible API next to the UI (its
-    routes go first in gradio's app; `--no-a1111-api` leaves them out)."""
-    if not settings.a1111_api:
-        return {}
-    from studio.api.a1111 import A1111Api
-
-    return {"app_kwargs": {"routes": A1111Api(studio, settings).routes()}}
 
 
 def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) -> gr.Blocks:
@@ -129,7 +157,10 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
         # Not queued: it must run while the GPU queue is busy with the run it stops.
         gr.api(cancel, api_name="cancel", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
-    install_queue_guard(demo, max_jobs_per_session)
+    settings = studio.settings
+    install_queue_guard(demo, max_jobs_per_session, per_address=settings.public,
+                        trusted_proxies=settings.trusted_proxies)
+    install_file_guard(demo)
     # uploads land in gradio's upload folder: the only client files the backend may open
     allow_root(demo.GRADIO_CACHE)
     return demo

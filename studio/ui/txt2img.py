@@ -85,6 +85,7 @@ def _prompt_edit_panel(studio: Any, gallery_hook: Any, params: dict[str, Any]) -
     for widget in w.values():
         labelled_input_errors(widget)
     event = edit.wire(run.click, {**params, **w}, api_name="prompt_edit",
+                      optional=("reweight", "cross_replace", "self_replace", "local_blend"),
                       doc="Prompt-to-prompt: render prompt and edited_prompt from the same "
                           "noise, the edit keeping the source's attention. Returns [edited "
                           "image, info JSON with source (the source image's file)].")

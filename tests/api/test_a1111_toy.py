@@ -21,13 +21,12 @@ def params(seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    from studio.ui.app import api_routes, build_app, launch_options
+    from studio.ui.app import build_app, launch_options
 
     studio = evaluate.toy_studio(work=tmp_path_factory.mktemp("a1111-toy"))
     demo = build_app(studio)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                            **launch_options(studio.settings, server_port=None),
-                            **api_routes(studio, studio.settings))
+                            **launch_options(studio.settings, studio, server_port=None))
     try:
         yield webuiapi.WebUIApi(host="127.0.0.1", port=int(url.rstrip("/").rsplit(":", 1)[1]))
     finally:

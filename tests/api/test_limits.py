@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
-from tests.support.raw import fn_index, join, run
+from tests.support.raw import call, fn_index, join, run
 
 pytestmark = pytest.mark.slow  # long jobs stopped by budgets and Stop: ~40 s
 SMALL = {"prompt": "a red circle", "seed": 3, "steps": 2, "width": 64, "height": 64}
@@ -172,3 +172,74 @@ def test_regenerate_can_be_stopped(served, studio):
         [{"path": str(upload), "meta": {"_type": "gradio.FileData"}}],
         stop_of(demo, "pnginfo")._id)
     assert kind == "error" and "Cancelled" in json.dumps(answer)
+
+
+@pytest.fixture(scope="module")
+def public_limited(tiny_settings, tiny_model_set, tmp_path_factory):
+    """start(trusted_proxies) -> URL of a public studio (one job per visitor), served on
+    the loopback address."""
+    from studio.backend.service import Studio
+    from studio.ui.app import build_app, launch_options
+
+    demos = []
+
+    def start(trusted: str = "") -> str:
+        settings = replace(tiny_settings, host="0.0.0.0", trusted_proxies=trusted,
+                           outputs_dir=tmp_path_factory.mktemp("public"), max_job_work=0.0,
+                           max_job_seconds=0.0, max_jobs_per_session=1, a1111_api=False)
+        studio = Studio(settings, model_set=tiny_model_set)
+        demo = build_app(studio, max_jobs_per_session=1)
+        demos.append(demo)
+        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                                **launch_options(settings, server_port=None,
+                                                 server_name="127.0.0.1"))
+        return url
+
+    yield start
+    for demo in demos:
+        demo.close()
+
+
+def small_data(client: Client) -> list:
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][
+        "/txt2img"]["parameters"]
+    return [SMALL.get(p["parameter_name"], p["parameter_default"]) for p in params]
+
+
+def test_fresh_session_names_do_not_reset_a_public_visitors_limit(public_limited):
+    url = public_limited()
+    me = Client(url, verbose=False)
+    job = me.submit(**LONG, api_name="/txt2img")
+    wait_running(job)
+    data = small_data(me)
+    refused = [call(url, "/txt2img", data, session=uuid.uuid4().hex, timeout=30)
+               for _ in range(20)]
+    refused.append(call(url, "/txt2img", data, timeout=30))  # no session named at all
+    accepted = [i for i, (kind, answer) in enumerate(refused) if kind not in ("error", "refused")
+                or "already have 1 job" not in json.dumps(answer)]
+    assert accepted == [], (accepted, [refused[i] for i in accepted][:1])
+    me.predict(api_name="/cancel")
+    with pytest.raises(AppError, match="Cancelled"):
+        job.result(timeout=60)
+    kind, _ = call(url, "/txt2img", data, session=uuid.uuid4().hex, timeout=60)
+    assert kind == "complete"  # its job done, the visitor is welcome again
+
+
+def test_a_trusted_proxy_names_the_visitor(public_limited):
+    """Visitors behind one proxy (here on this machine, which the web server trusts by
+    default; --trusted-proxies names others) are told apart by the address it forwards."""
+    url = public_limited(trusted="10.0.0.2")
+    me = Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.7"})
+    job = me.submit(**LONG, api_name="/txt2img")
+    wait_running(job)
+    same = call(url, "/txt2img", small_data(me), session=uuid.uuid4().hex, timeout=30,
+                headers={"X-Forwarded-For": "198.51.100.7"})
+    assert "already have 1 job" in json.dumps(same[1])
+    # another visitor behind the same proxy may queue (behind the running job)
+    other = Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.8"})
+    queued = other.submit(**SMALL, api_name="/txt2img")
+    time.sleep(0.5)
+    me.predict(api_name="/cancel")
+    with pytest.raises(AppError, match="Cancelled"):
+        job.result(timeout=60)
+    assert json.loads(queued.result(timeout=60)[1])["seed"] == 3

@@ -77,13 +77,12 @@ def twin(ray_settings, tiny_model_set):
 @pytest.fixture(scope="module")
 def app_url(ray_studio):
     """The whole UI on the Ray backend (the browser tests' page opens it)."""
-    from studio.ui.app import api_routes, build_app, launch_options
+    from studio.ui.app import build_app, launch_options
     from studio.ui.common import set_gpu_jobs
 
     demo = build_app(ray_studio, queue_size=64)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                            **launch_options(ray_studio.settings, server_port=None),
-                            **api_routes(ray_studio, ray_studio.settings))
+                            **launch_options(ray_studio.settings, ray_studio, server_port=None))
     try:
         yield url
     finally:

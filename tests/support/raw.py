@@ -29,12 +29,18 @@ def _events(response: httpx.Response) -> list[tuple[str, Any]]:
     return out
 
 
-def call(url: str, api_name: str, data: list[Any], timeout: float = 120) -> tuple[str, Any]:
-    """POST data to /gradio_api/call/<api_name> and read the result stream: ("complete",
-    outputs), ("error", message) or ("refused", http detail) when the queue turned it away."""
+def call(url: str, api_name: str, data: list[Any], timeout: float = 120,
+         session: str | None = None, headers: dict[str, str] | None = None
+         ) -> tuple[str, Any]:
+    """POST data to /gradio_api/call/<api_name> (as `session`, which a client may choose
+    freely) and read the result stream: ("complete", outputs), ("error", message) or
+    ("refused", http detail) when the queue turned it away."""
     base = url.rstrip("/") + f"/gradio_api/call/{api_name.strip('/')}"
+    body: dict[str, Any] = {"data": data}
+    if session is not None:
+        body["session_hash"] = session
     with httpx.Client(timeout=timeout) as http:
-        posted = http.post(base, json={"data": data})
+        posted = http.post(base, json=body, headers=headers)
         if posted.status_code != 200:
             return "refused", posted.json().get("detail", posted.text)
         event_id = posted.json()["event_id"]

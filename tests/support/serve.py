@@ -16,7 +16,7 @@ def serving(studio: Any, **launch: Any) -> Iterator[str]:
 
     demo = build_app(studio)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch,
-                            **launch_options(studio.settings, server_port=None))
+                            **launch_options(studio.settings, studio, server_port=None))
     try:
         yield url
     finally:

@@ -248,3 +248,23 @@ def test_an_error_of_the_job_reaches_the_stream(tmp_path):
 
     with pytest.raises(ValueError, match="bad"):
         list(streamed(work, CancelToken()))
+
+
+def test_the_visitor_address_comes_from_trusted_proxies_only(monkeypatch):
+    from studio.ui.queue_guard import client_address
+
+    def request(host: str, forwarded: str = "") -> SimpleNamespace:
+        headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        return SimpleNamespace(client=SimpleNamespace(host=host), headers=headers)
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    proxies = frozenset({"10.0.0.2", "10.0.0.3"})
+    assert client_address(request("203.0.113.5", "1.2.3.4"), proxies) == "203.0.113.5"
+    assert client_address(request("10.0.0.2", "1.2.3.4"), proxies) == "1.2.3.4"
+    # a client's own forged entries come first; the proxies append what they saw last
+    assert client_address(request("10.0.0.2", "6.6.6.6, 1.2.3.4, 10.0.0.3"), proxies) \
+        == "1.2.3.4"
+    assert client_address(request("10.0.0.2"), proxies) == "10.0.0.2"
+    monkeypatch.setenv("SPACE_ID", "me/studio")  # behind the platform's proxy
+    assert client_address(request("10.9.9.9", "1.2.3.4"), frozenset()) == "1.2.3.4"
+    assert client_address(None, proxies) == ""

@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
+from ..deadline import watch_blocks
 from .families import get_family
 from .modelsets import ModelSet
-from .speed import SpeedOptions, prepare_component
+from .speed import COMPILED_ROLES, SpeedOptions, prepare_component
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ def module_bytes(obj: Any) -> int:
     for t in list(obj.parameters()) + list(obj.buffers()):
         total += t.numel() * t.element_size()
     return total
+
+
+def _watched(role: str) -> bool:
+    """Roles whose blocks check the job's deadline: denoisers, ControlNets, the VAE."""
+    return role.startswith(("unet", "controlnet")) or role == "vae"
 
 
 def is_single_file(source: str) -> bool:
@@ -176,6 +182,8 @@ class ModelRegistry:
             obj.requires_grad_(False)
             obj.eval()
             self.speed_report[key] = prepare_component(role, obj, self.speed, self.device)
+            if _watched(role) and not (self.speed.compile and role in COMPILED_ROLES):
+                watch_blocks(obj)  # deadlines and Stop hold inside a step
             self._make_room(nbytes, keep=())
             self._to_device(obj, key, keep=())
         entry = _Entry(key, role, obj, nbytes, on_device=True)

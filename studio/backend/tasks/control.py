@@ -31,7 +31,15 @@ from ..common import (
 from ..images import load_image
 from ..models.modelsets import CONTROL_TYPES
 from ..models.registry import ModelRegistry
-from ..requests import FAST_STEPS, GenerationParams, InputFn, RequestError, check_number, jsonable
+from ..requests import (
+    FAST_STEPS,
+    GenerationParams,
+    InputFn,
+    RequestError,
+    check_number,
+    jsonable,
+    loads_json,
+)
 from .remix import check_references, referenced
 
 MAX_UNITS = 3
@@ -229,7 +237,7 @@ def units_from_api(images: Any, units: Any) -> list[dict[str, Any]]:
                 '[{"type": "canny", "weight": 1, "start": 0, "end": 1, "preprocess": true}]'
             )
         try:
-            units = json.loads(units)
+            units = loads_json(units, "units")
         except json.JSONDecodeError as err:
             raise RequestError(f"units is not valid JSON ({err.msg} at character {err.pos})") \
                 from err
@@ -335,7 +343,7 @@ def render_pose(ctx: TaskContext, keypoints: Any, width: Any = None, height: Any
             raise RequestError("keypoints are empty: preview a photo with openpose first, or "
                                "paste keypoints JSON")
         try:
-            data = json.loads(keypoints)
+            data = loads_json(keypoints, "keypoints")
         except json.JSONDecodeError as err:
             raise RequestError(
                 f"keypoints are not valid JSON ({err.msg} at line {err.lineno}, column "

@@ -54,6 +54,7 @@ from ..requests import (
     GenerationParams,
     RequestError,
     check_number,
+    loads_json,
 )
 
 MODES = ("inpaint", "blend")
@@ -224,6 +225,8 @@ def load_mask(value: Any, size: tuple[int, int]) -> tuple[Image.Image, list[str]
 
 
 # ---------------------------------------------------------------------------- SAM prompts
+MAX_POINTS = 64  # SAM clicks per request: memory grows with their square in the decoder
+
 def parse_points(points: Any, size: tuple[int, int] | None = None) -> list[list[float]]:
     """SAM clicks from JSON text or a list: `[[x, y, label], ...]`, label 1 = object, 0 = not.
 
@@ -233,13 +236,16 @@ def parse_points(points: Any, size: tuple[int, int] | None = None) -> list[list[
         return []
     if isinstance(points, str):
         try:
-            points = json.loads(points)
+            points = loads_json(points, "points")
         except json.JSONDecodeError as err:
             raise RequestError(
                 f"points is not valid JSON ({err.msg}); use [[x, y, 1], ...]"
             ) from err
     if not isinstance(points, (list, tuple)):
         raise RequestError("points must be a list like [[x, y, 1], [x, y, 0]]")
+    if len(points) > MAX_POINTS:
+        raise RequestError(f"points has {len(points)} clicks; at most {MAX_POINTS} are taken "
+                           "(SAM finds an object from a few clicks: add a box instead of more)")
     out: list[list[float]] = []
     for i, p in enumerate(points, 1):
         if not isinstance(p, (list, tuple)) or len(p) != 3:
@@ -265,7 +271,7 @@ def parse_box(box: Any, size: tuple[int, int] | None = None) -> list[float] | No
         return None
     if isinstance(box, str):
         try:
-            box = json.loads(box)
+            box = loads_json(box, "box")
         except json.JSONDecodeError as err:
             raise RequestError(f"box is not valid JSON ({err.msg}); use [x0, y0, x1, y1]") from err
     if box is None or (isinstance(box, (list, tuple)) and len(box) == 0):

@@ -49,7 +49,13 @@ from ..images import load_image
 from ..models.modelsets import GLIGEN_FRACTION
 from ..models.registry import ModelRegistry
 from ..previews import show as show_preview
-from ..requests import ExciteParams, GenerationParams, RequestError, check_number
+from ..requests import (
+    ExciteParams,
+    GenerationParams,
+    RequestError,
+    check_number,
+    loads_json,
+)
 from ..steering.excite import excitation_for, excited
 
 MAX_BOXES = 30  # GLIGEN's position net has 30 grounding slots
@@ -74,7 +80,7 @@ def parse_boxes(value: Any) -> list[dict[str, Any]]:
     elif isinstance(value, str):
         text = value.strip()
         try:
-            items = json.loads(text) if text else []
+            items = loads_json(text, "boxes") if text else []
         except json.JSONDecodeError as err:
             raise RequestError(
                 f"boxes is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "

@@ -23,7 +23,13 @@ from ..common import (
     run_guarded,
     step_callback,
 )
-from ..requests import GenerationParams, RequestError, check_number, check_prompt
+from ..requests import (
+    GenerationParams,
+    RequestError,
+    check_number,
+    check_prompt,
+    loads_json,
+)
 from ..steering import tokens
 from ..steering.p2p import EditPlan, PromptToPrompt
 from ..steering.processors import map_factor, steered
@@ -73,7 +79,7 @@ def parse_reweight(value: Any) -> dict[str, float]:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads_json(value, "reweight")
         except json.JSONDecodeError as err:
             raise RequestError(f'reweight must be a JSON object like {{"snow": 2.0}} ({err.msg} '
                                f"at character {err.pos})") from None

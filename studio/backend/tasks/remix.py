@@ -36,7 +36,13 @@ from ..common import (
 from ..images import load_image
 from ..models.ip_adapter import guided_embeds, ip_adapted
 from ..models.registry import ModelRegistry
-from ..requests import GenerationParams, RequestError, check_number, check_prompt
+from ..requests import (
+    GenerationParams,
+    RequestError,
+    check_number,
+    check_prompt,
+    loads_json,
+)
 from .remix_space import interpolate, text_diff
 
 MAX_REMIX_IMAGES = 4
@@ -57,7 +63,7 @@ def parse_weights(value: Any, count: int) -> list[float]:
         return [1.0] * count
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads_json(value, "weights")
         except json.JSONDecodeError as err:
             raise RequestError(
                 f"weights must be a JSON list of numbers such as [0.7, 0.3], got {value!r} "

@@ -20,6 +20,7 @@ from .inpaint import binary_array, from_binary, parse_box
 
 DEFAULT_THRESHOLD = 0.3  # Grounding DINO's usual box threshold
 MAX_OBJECTS = 32  # boxes kept from one detection (best first)
+MAX_TEXT_CHARS = 500  # the detector reads 256 tokens at most
 
 
 def check_text(text: Any) -> str:
@@ -28,6 +29,9 @@ def check_text(text: Any) -> str:
             "text is empty: say what to select, e.g. 'the dog', or several things separated "
             "by '.' as in 'a cat. a bowl'"
         )
+    if len(text) > MAX_TEXT_CHARS:
+        raise RequestError(f"text is {len(text)} characters long; the limit is "
+                           f"{MAX_TEXT_CHARS} (name the things to select in a few words)")
     return text.strip()
 
 
