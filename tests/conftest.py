@@ -50,6 +50,21 @@ def tiny_xl_model_set(tiny_settings):
 
 
 @pytest.fixture(scope="session")
+def xl_app_url(tiny_settings, tiny_xl_model_set, tmp_path_factory) -> Iterator[str]:
+    """The whole UI of a studio on the tiny SDXL set, served (API and browser tests)."""
+    from dataclasses import replace
+
+    from studio.backend.service import Studio
+    from tests.support.serve import serving
+
+    tmp = tmp_path_factory.mktemp("xl-served")
+    studio = Studio(replace(tiny_settings, models="tiny-xl", outputs_dir=tmp / "out"),
+                    model_set=tiny_xl_model_set)
+    with serving(studio) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def studio(tiny_settings, tiny_model_set):
     """One shared Studio on the tiny set (like the real app: one backend for every tab)."""
     from studio.backend.service import Studio

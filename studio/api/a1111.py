@@ -23,9 +23,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image
 
 from studio.backend.common import Cancelled, StudioError
@@ -84,23 +83,16 @@ class A1111Api:
         return None
 
     def _guard(self) -> Callable[..., None]:
-        auth = self.settings.api_auth
-        basic = HTTPBasic(auto_error=False)
-        public = bool(self.settings.public)
-        open_public = bool(self.settings.a1111_api_public)
+        """The same rule as a route dependency too (the middleware answers first; this keeps
+        the routes guarded wherever they are mounted). As in A1111, no credential is looked
+        at unless --api-auth is set: clients that always send `Authorization: Basic ` with
+        an empty field (SillyTavern, Open WebUI) get in."""
 
-        def guard(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
-            if auth:
-                user, _, password = auth.partition(":")
-                ok = credentials is not None and secrets.compare_digest(
-                    credentials.username, user) and secrets.compare_digest(
-                    credentials.password, password)
-                if not ok:
-                    raise HTTPException(401, "the A1111 API needs the --api-auth login",
-                                        headers={"WWW-Authenticate": "Basic"})
-            elif public and not open_public:
-                raise HTTPException(403, "this studio is public: its A1111 API needs a login "
-                                    "(--api-auth user:pass) or --a1111-api-public")
+        def guard(request: Request) -> None:
+            refused = self.access_refusal({k.lower(): v for k, v in request.headers.items()})
+            if refused is not None:
+                status, message, headers = refused
+                raise HTTPException(status, message, headers=headers or None)
 
         return guard
 

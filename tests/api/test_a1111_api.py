@@ -237,6 +237,21 @@ def test_api_auth_is_required_when_set(serve):
     assert api.txt2img(prompt="a cat", **small()).image.size == (64, 64)
 
 
+def test_without_api_auth_an_empty_or_odd_authorization_header_is_ignored(app_url):
+    """SillyTavern and Open WebUI always send `Authorization: Basic <field>`, empty when no
+    login is set: as in A1111, no credential is looked at without --api-auth."""
+    import requests
+
+    samplers = app_url.rstrip("/") + "/sdapi/v1/samplers"
+    for header in ("Basic ", "Basic", "Basic !!not-base64", "Bearer abc"):
+        answer = requests.get(samplers, headers={"Authorization": header}, timeout=30)
+        assert answer.status_code == 200, header
+    made = requests.post(app_url.rstrip("/") + "/sdapi/v1/txt2img", timeout=60,
+                         headers={"Authorization": "Basic "},
+                         json={"prompt": "a cat", "steps": 1, "width": 64, "height": 64})
+    assert made.status_code == 200 and made.json()["images"]
+
+
 def test_a_public_studio_needs_an_api_login_and_the_api_can_be_off(serve):
     import requests
 

@@ -59,6 +59,7 @@ def places(studio) -> Iterator[dict[str, str]]:
     shutil.rmtree(here, ignore_errors=True)
 
 
+@pytest.mark.slow  # 10 endpoints x 7 paths x 2: about 20 s
 @pytest.mark.parametrize("meta", [False, True], ids=["no-meta", "with-meta"])
 def test_every_endpoint_refuses_every_named_path_alike_and_at_once(client, app_url, places,
                                                                     meta):

@@ -17,6 +17,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
 from tests.support.raw import call, fn_index, join, run
+from tests.support.serve import launch_local
 
 pytestmark = pytest.mark.slow  # long jobs stopped by budgets and Stop: ~40 s
 SMALL = {"prompt": "a red circle", "seed": 3, "steps": 2, "width": 64, "height": 64}
@@ -179,7 +180,6 @@ def public_limited(tiny_settings, tiny_model_set, tmp_path_factory):
     """start(trusted_proxies) -> URL of a public studio (one job per visitor), served on
     the loopback address."""
     from studio.backend.service import Studio
-    from studio.ui.app import build_app, launch_options
 
     demos = []
 
@@ -187,12 +187,8 @@ def public_limited(tiny_settings, tiny_model_set, tmp_path_factory):
         settings = replace(tiny_settings, host="0.0.0.0", trusted_proxies=trusted,
                            outputs_dir=tmp_path_factory.mktemp("public"), max_job_work=0.0,
                            max_job_seconds=0.0, max_jobs_per_session=1, a1111_api=False)
-        studio = Studio(settings, model_set=tiny_model_set)
-        demo = build_app(studio, max_jobs_per_session=1)
+        demo, url = launch_local(Studio(settings, model_set=tiny_model_set), 1)
         demos.append(demo)
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                                **launch_options(settings, server_port=None,
-                                                 server_name="127.0.0.1"))
         return url
 
     yield start

@@ -15,26 +15,24 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.serve import launch_local
+
 BIG = 300 * 1024 * 1024
+pytestmark = pytest.mark.slow  # two more studios served: about 15 s
 
 
 @pytest.fixture(scope="module")
 def start(tiny_settings, tiny_model_set, tmp_path_factory) -> Iterator:
     """start(**settings changes) -> the URL of a studio served with them."""
     from studio.backend.service import Studio
-    from studio.ui.app import build_app, launch_options
 
     demos = []
 
     def start(**changes) -> str:
         settings = replace(tiny_settings, outputs_dir=tmp_path_factory.mktemp("limits"),
                            **changes)
-        studio = Studio(settings, model_set=tiny_model_set)
-        demo = build_app(studio)
+        demo, url = launch_local(Studio(settings, model_set=tiny_model_set))
         demos.append(demo)
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
-                                **launch_options(settings, studio, server_port=None,
-                                                 server_name="127.0.0.1"))
         return url
 
     yield start

@@ -4,8 +4,6 @@ SDXL images, and a clear refusal, naming the reason, for what SDXL cannot do."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from gradio_client import Client, handle_file
@@ -13,20 +11,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
 from studio.backend.outputs import read_metadata
-from tests.support.serve import serving
 
 SMALL = {"prompt": "a red circle", "seed": 4, "steps": 2, "width": 64, "height": 64}
 
 
 @pytest.fixture(scope="module")
-def client(tiny_settings, tiny_xl_model_set, tmp_path_factory) -> Iterator[Client]:
-    from studio.backend.service import Studio
-
-    tmp = tmp_path_factory.mktemp("xl-api")
-    studio = Studio(replace(tiny_settings, models="tiny-xl", outputs_dir=tmp / "out"),
-                    model_set=tiny_xl_model_set)
-    with serving(studio) as url:
-        yield Client(url, verbose=False)
+def client(xl_app_url) -> Client:
+    return Client(xl_app_url, verbose=False)
 
 
 def test_txt2img_and_control_on_sdxl(client, tmp_path):

@@ -3,12 +3,7 @@ the Layout tab says why it cannot run on SDXL, and pressing Generate there says 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
-
 import pytest
-
-from tests.support.serve import serving
 
 from .conftest import no_error_toast, open_settings, open_tab, set_number, wait_image
 
@@ -16,14 +11,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_settings, tiny_xl_model_set, tmp_path_factory) -> Iterator[str]:
-    from studio.backend.service import Studio
-
-    tmp = tmp_path_factory.mktemp("xl-browser")
-    studio = Studio(replace(tiny_settings, models="tiny-xl", outputs_dir=tmp / "out"),
-                    model_set=tiny_xl_model_set)
-    with serving(studio) as url:
-        yield url
+def app_url(xl_app_url) -> str:
+    return xl_app_url
 
 
 def test_sdxl_generates_and_layout_says_why_it_cannot(page):

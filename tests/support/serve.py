@@ -21,3 +21,15 @@ def serving(studio: Any, **launch: Any) -> Iterator[str]:
         yield url
     finally:
         demo.close()
+
+
+def launch_local(studio: Any, max_jobs_per_session: int = 0) -> tuple[Any, str]:
+    """(demo, URL): `studio`'s app launched on the loopback address whatever its settings'
+    host (a "public" studio in a test listens locally all the same); close the demo after."""
+    from studio.ui.app import build_app, launch_options
+
+    demo = build_app(studio, max_jobs_per_session=max_jobs_per_session)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            **launch_options(studio.settings, studio, server_port=None,
+                                             server_name="127.0.0.1"))
+    return demo, url

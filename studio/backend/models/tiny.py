@@ -185,16 +185,22 @@ def _build_controlnets(root: Path, seed: int) -> None:
             norm_num_groups=8,
             conditioning_embedding_out_channels=(16, 32, 64, 64),
         )
-        with torch.no_grad():
-            for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
-                torch.nn.init.normal_(block.weight, std=0.3)
-            # The conditioning embedding ends in a zero conv too and its default init
-            # shrinks the signal: without this the control map itself changes nothing.
-            emb = cn.controlnet_cond_embedding
-            for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
-                torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-                torch.nn.init.zeros_(conv.bias)
+        open_controlnet(cn)
         cn.save_pretrained(root / REPOS[f"controlnet:{ctype}"])
+
+
+def open_controlnet(cn: torch.nn.Module) -> None:
+    """Open a random ControlNet's zero convolutions, so a control map visibly changes the
+    output of a random tiny model."""
+    with torch.no_grad():
+        for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
+            torch.nn.init.normal_(block.weight, std=0.3)
+        # The conditioning embedding ends in a zero conv too and its default init
+        # shrinks the signal: without this the control map itself changes nothing.
+        emb = cn.controlnet_cond_embedding
+        for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
 
 
 def _build_image_encoder(root: Path, seed: int) -> None:
@@ -243,11 +249,18 @@ def _open_gligen_gates(unet: torch.nn.Module) -> None:
 
 def _build_lcm_lora(root: Path, seed: int) -> None:
     """A tiny LCM-LoRA in the diffusers LoRA format, training-free but non-zero."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    write_lcm_lora(root, seed, _unet_kwargs(), "StableDiffusionPipeline")
+
+
+def write_lcm_lora(root: Path, seed: int, unet_kwargs: dict, pipeline: str) -> None:
+    """A random, non-zero LoRA for a UNet built from `unet_kwargs`, written in the LoRA
+    layout of the diffusers pipeline class named `pipeline`."""
+    import diffusers
+    from diffusers import UNet2DConditionModel
     from peft import LoraConfig, get_peft_model_state_dict
 
     torch.manual_seed(seed + 100)
-    unet = UNet2DConditionModel(**_unet_kwargs())
+    unet = UNet2DConditionModel(**unet_kwargs)
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     with torch.no_grad():
@@ -256,7 +269,7 @@ def _build_lcm_lora(root: Path, seed: int) -> None:
                 p.normal_(std=0.2)
     folder = root / REPOS["lcm_lora"]
     folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
+    getattr(diffusers, pipeline).save_lora_weights(
         folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
 
 

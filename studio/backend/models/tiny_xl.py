@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 from .modelsets import CONTROL_TYPES, REPOS
-from .tiny import build_taesd, ensure_tiny_set, save_pipeline_index, tiny_vae
+from .tiny import (
+    build_taesd,
+    ensure_tiny_set,
+    open_controlnet,
+    save_pipeline_index,
+    tiny_vae,
+    write_lcm_lora,
+)
 from .tokenizer_vocab import write_tokenizer
 
 TINY_XL_VERSION = "xl1"  # bump when the configs below change, so caches are rebuilt
@@ -121,33 +128,13 @@ def _build_controlnets(root: Path, seed: int) -> None:
     for i, ctype in enumerate(CONTROL_TYPES):
         torch.manual_seed(seed + 10 + i)
         cn = ControlNetModel(**kwargs, conditioning_embedding_out_channels=(16, 32, 64, 64))
-        with torch.no_grad():
-            for block in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
-                torch.nn.init.normal_(block.weight, std=0.3)
-            emb = cn.controlnet_cond_embedding
-            for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
-                torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-                torch.nn.init.zeros_(conv.bias)
+        open_controlnet(cn)
         cn.save_pretrained(root / REPOS[f"controlnet:{ctype}"])
 
 
 def _build_lcm_lora(root: Path, seed: int) -> None:
     """A tiny LCM-LoRA in the diffusers SDXL LoRA format, training-free but non-zero."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    torch.manual_seed(seed + 100)
-    unet = UNet2DConditionModel(**_unet_kwargs())
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
-    folder = root / REPOS["lcm_lora"]
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionXLPipeline.save_lora_weights(
-        folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
+    write_lcm_lora(root, seed, _unet_kwargs(), "StableDiffusionXLPipeline")
 
 
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd)
