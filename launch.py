@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         # compile the UNet now, not in the first user's request (about a minute on a GPU)
         log.info("--compile: compiling the UNet in a warm-up run before the server starts")
         studio.warm_up()
+    if settings.max_job_seconds and not os.environ.get("SPACES_ZERO_GPU"):
+        # time the denoiser on the device jobs run on (ZeroGPU has none at start-up), so a
+        # job that would outrun --max-job-seconds is refused before it runs
+        studio.calibrate()
     demo = build_app(studio, queue_size=settings.queue_size,
                      max_jobs_per_session=settings.max_jobs_per_session)
     demo.launch(**launch_options(settings, studio), **page_style(studio))

@@ -154,9 +154,14 @@ class GenerationParams:
         """UNet evaluations per step: 2 with classifier-free guidance, 1 without."""
         return 1 if self.fast or self.guidance_scale <= 1 else 2
 
+    def megapixels(self) -> float:
+        """The size each denoiser pass of this job works at (after `validate()`)."""
+        return self.width * self.height / 1e6
+
     def work(self) -> float:
         """What the job costs, for the server's per-job budget: megapixel-steps times the
-        UNet evaluations per step (call after `validate()`, which settles the size)."""
+        UNet evaluations per step (call after `validate()`, which settles the size). A
+        feature that adds passes adds them here; `cost.Rate` turns it into seconds."""
         steps = min(self.steps, FAST_STEPS) if self.fast else self.steps
         return steps * self.width * self.height / 1e6 * self.unet_passes()
 

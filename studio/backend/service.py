@@ -26,6 +26,7 @@ from studio.settings import Settings
 from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
+from .cost import Rate
 from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page
@@ -94,6 +95,7 @@ class Studio:
         # here too. Reentrant: concept training renders its preview as a job.
         self._device = threading.RLock()
         self.current_job: dict[str, Any] = {}  # the running job: task, step, total, started
+        self.rate: Rate | None = None  # this machine's denoiser speed, once calibrated
         self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
@@ -365,7 +367,8 @@ class Studio:
             return None
 
     def check_budget(self, req: Any) -> None:
-        """Refuse a validated request whose work is over the server's per-job budget."""
+        """Refuse a validated request whose work is over the server's per-job budget, or
+        whose estimated time on this machine (once calibrated) is over its time budget."""
         limit = float(self.settings.max_job_work or 0)
         work = req.work()
         if limit and work > limit:
@@ -374,6 +377,31 @@ class Studio:
                 f"guidance passes), more than the {limit:g} this server takes per job "
                 "(--max-job-work). Use fewer steps or a smaller size."
             )
+        seconds = float(self.settings.max_job_seconds or 0)
+        if self.rate is not None and seconds:
+            megapixels = req.megapixels()
+            estimate = self.rate.job_seconds(work, megapixels)
+            if estimate > seconds:
+                raise RequestError(
+                    f"this job would take about {estimate:.0f} s on this server ({req.task} "
+                    f"at {megapixels:.2f} megapixels: one pass about "
+                    f"{self.rate.pass_seconds(megapixels):.1f} s), more than its limit of "
+                    f"{seconds:g} s per job (--max-job-seconds). Use fewer steps or a "
+                    "smaller size."
+                )
+
+    def calibrate(self) -> Rate | None:
+        """Measure how fast this machine runs the models' denoiser (`cost.calibrate`): from
+        then on, a job estimated over --max-job-seconds is refused before it runs."""
+        from .cost import calibrate
+
+        with self.exclusive("calibrate"):
+            pipe = base_pipeline(self.registry)
+            pipe.scheduler = self.registry.new_scheduler(self.registry.family.defaults.sampler)
+            self.rate = calibrate(pipe, self.native_size)
+        log.info("calibrated: a denoiser pass takes %.3f s x MP + %.3f s x MP^2 here",
+                 self.rate.linear, self.rate.quadratic)
+        return self.rate
 
     def estimate_seconds(self, task: str, data: dict[str, Any]) -> float:
         """Seconds of GPU a request may need (ZeroGPU's per-call window), from its work at a

@@ -233,6 +233,10 @@ class ConceptTrainRequest:
             self.seed = random.randint(0, MAX_SEED)
         return self.seed
 
+    def megapixels(self) -> float:
+        """The size each training or preview pass works at."""
+        return self.resolution * self.resolution / 1e6
+
     def work(self) -> float:
         """Megapixel-steps of training (forward and backward: about 3 passes) and preview."""
         side = self.resolution * self.resolution / 1e6

@@ -172,6 +172,10 @@ class RayStudio(Studio):
     def preload(self) -> None:
         """Nothing to load here: each replica loads its models on its first job."""
 
+    def calibrate(self) -> None:
+        """Nothing to time here (the models are on the replicas): jobs are held to the time
+        budget by the deadline inside each step on the replica."""
+
     def warm_up(self) -> float | None:
         """With --compile, each replica compiles on its first job (a warm-up here would
         reach only one of them)."""
