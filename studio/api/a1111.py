@@ -32,6 +32,7 @@ from studio.backend.images import load_image
 from studio.backend.models.registry import DeviceMemoryError, ModelUnavailableError
 from studio.backend.outputs import read_metadata
 from studio.backend.requests import RequestError
+from studio.backend.tasks.control import MAX_UNITS
 from studio.settings import Settings
 
 from . import a1111_map as m
@@ -43,6 +44,22 @@ log = logging.getLogger(__name__)
 # Only this API's /interrupt (behind its credentials) reaches them.
 SESSION_PREFIX = "a1111-"
 USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
+
+
+def memory() -> dict[str, Any]:
+    """A1111's /sdapi/v1/memory: this process's RAM and the GPU's, where there is one."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out: dict[str, Any] = {"ram": {"used": rss}}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        out["cuda"] = {"system": {"free": free, "used": total - free, "total": total}}
+    else:
+        out["cuda"] = {"error": "no CUDA device"}
+    return out
 
 
 def _title(studio: Any) -> str:
@@ -102,8 +119,8 @@ class A1111Api:
         get, post = router.get, router.post
         get("/sdapi/v1/samplers")(lambda: m.sampler_list())
         get("/sdapi/v1/schedulers")(lambda: [
-            {"name": "automatic", "label": "Automatic", "aliases": None},
-            {"name": "karras", "label": "Karras", "aliases": None}])
+            {"name": name, "label": name.title(), "aliases": None}
+            for name in (*m.DEFAULT_SCHEDULES, "karras")])
         get("/sdapi/v1/sd-models")(self.sd_models)
         get("/sdapi/v1/options")(self.options)
         post("/sdapi/v1/options")(self.set_options)
@@ -115,9 +132,21 @@ class A1111Api:
         post("/sdapi/v1/png-info")(self.png_info)
         post("/sdapi/v1/txt2img")(self.txt2img)
         post("/sdapi/v1/img2img")(self.img2img)
+        # what clients read to draw their menus; the studio has none of these things
+        for route in ("sd-vae", "sd-modules", "prompt-styles", "hypernetworks",
+                      "face-restorers", "realesrgan-models"):
+            get(f"/sdapi/v1/{route}")(lambda: [])
+        post("/sdapi/v1/refresh-checkpoints")(lambda: None)
+        post("/sdapi/v1/refresh-loras")(lambda: None)
+        get("/sdapi/v1/cmd-flags")(lambda: {"api": True, "api_auth": bool(
+            self.settings.api_auth), "nowebui": False, "listen": bool(self.settings.public)})
+        get("/sdapi/v1/memory")(memory)
+        get("/internal/ping")(lambda: {})
         get("/controlnet/version")(lambda: {"version": 2})
         get("/controlnet/model_list")(self.model_list)
-        get("/controlnet/module_list")(lambda: {"module_list": list(m.MODULES)})
+        get("/controlnet/module_list")(m.module_list)
+        get("/controlnet/control_types")(lambda: m.control_types(self.studio.model_set))
+        get("/controlnet/settings")(lambda: {"control_net_unit_count": MAX_UNITS})
         post("/controlnet/detect")(self.detect)
         return list(router.routes)
 
@@ -228,17 +257,23 @@ class A1111Api:
                 "sd_checkpoint_hash": None, "CLIP_stop_at_last_layers": 1}
 
     def set_options(self, payload: dict[str, Any]) -> Any:
-        """Accepts the current model set (the studio serves one; switching needs a restart);
-        other option keys are not settings of this studio and are refused by name."""
+        """As A1111: the keys this studio acts on take effect or are refused by name when it
+        cannot honour their value (another checkpoint: it serves one, switching needs a
+        restart; a clip skip), and every other key is ignored with a log line (clients send
+        back what GET /options gave them, and settings of their own)."""
         checkpoint = payload.get("sd_model_checkpoint")
         if checkpoint is not None and checkpoint not in (_title(self.studio),
                                                          self.studio.model_name):
             return _error(422, f"sd_model_checkpoint {checkpoint!r}: this studio serves "
                           f"{_title(self.studio)!r}; restart it with --models to change")
-        unknown = sorted(set(payload) - {"sd_model_checkpoint", "CLIP_stop_at_last_layers",
-                                         "samples_format"})
-        if unknown:
-            return _error(422, f"options not supported here: {', '.join(unknown)}")
+        clip_skip = payload.get("CLIP_stop_at_last_layers", 1)
+        if clip_skip not in (1, "1", 1.0, None):
+            return _error(422, f"CLIP_stop_at_last_layers {clip_skip!r}: clip skip is not "
+                          "supported here yet; use 1")
+        ignored = sorted(set(payload) - {"sd_model_checkpoint", "CLIP_stop_at_last_layers"})
+        if ignored:
+            log.info("POST /options: ignored %s (not settings of this studio)",
+                     ", ".join(ignored))
         return None
 
     def embeddings(self) -> dict[str, Any]:

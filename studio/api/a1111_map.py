@@ -30,7 +30,7 @@ from studio.backend.models.modelsets import ModelSet
 from studio.backend.models.schedulers import USER_SCHEDULERS
 from studio.backend.requests import MAX_SEED, RequestError
 
-MAX_IMAGES = 16  # batch_size x n_iter per request
+MAX_IMAGES = 64  # batch_size x n_iter per request (clients offer 8 x 8), within the job budget
 
 # A1111 sampler names (and the k-diffusion aliases clients send) -> the studio's samplers.
 SAMPLERS: dict[str, str] = {
@@ -45,8 +45,20 @@ SAMPLERS: dict[str, str] = {
 # A1111 >= 1.9 names the noise schedule separately: (sampler, schedule) -> sampler.
 KARRAS = {"DPM++ 2M": "DPM++ 2M Karras", "DPM++ SDE": "DPM++ SDE Karras",
           "DPM++ SDE Karras": "DPM++ SDE Karras", "DPM++ 2M Karras": "DPM++ 2M Karras"}
-SCHEDULES = ("automatic", "karras")
+# A1111's schedules that leave the sampler's own noise schedule (as the studio samples)
+DEFAULT_SCHEDULES = ("automatic", "uniform", "normal")
 LCM = ("LCM", "lcm")
+
+# Numbers A1111's request models coerce (numeric strings, integral floats: the Photoshop
+# plugin sends "seed": "-1"), by field: True = a whole number.
+NUMBERS = {"seed": True, "subseed": True, "steps": True, "width": True, "height": True,
+           "batch_size": True, "n_iter": True, "mask_blur": True, "inpainting_fill": True,
+           "inpaint_full_res_padding": True, "inpainting_mask_invert": True,
+           "seed_resize_from_h": True, "seed_resize_from_w": True,
+           "cfg_scale": False, "denoising_strength": False, "subseed_strength": False,
+           "image_cfg_scale": False}
+UNIT_NUMBERS = {"processor_res": True, "weight": False, "guidance_start": False,
+                "guidance_end": False, "threshold_a": False, "threshold_b": False}
 
 # ControlNet extension modules -> the studio's annotator (None: the image is the map).
 MODULES: dict[str, str | None] = {
@@ -104,6 +116,44 @@ def encode_png(image: Image.Image, parameters: str = "") -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _number(name: str, value: Any, whole: bool) -> Any:
+    """`value` as A1111's pydantic models read it: "7" -> 7, "7.5" -> 7.5, 5.0 -> 5 for a whole
+    number; anything else is left for the studio's validation to name."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, float) and whole:
+        if not value.is_integer():
+            raise RequestError(f"{name} must be a whole number, got {value:g}")
+        return int(value)
+    if isinstance(value, int) and not whole:
+        return float(value)
+    return value
+
+
+def coerced(payload: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an A1111 payload with its numbers (and its ControlNet units') coerced."""
+    out = {k: _number(k, v, NUMBERS[k]) if k in NUMBERS else v for k, v in payload.items()}
+    scripts = out.get("alwayson_scripts")
+    if isinstance(scripts, dict):
+        out["alwayson_scripts"] = {name: _coerced_units(block) for name, block in
+                                   scripts.items()}
+    return out
+
+
+def _coerced_units(block: Any) -> Any:
+    if not isinstance(block, dict) or not isinstance(block.get("args"), list):
+        return block
+    args = [{k: _number(k, v, UNIT_NUMBERS[k]) if k in UNIT_NUMBERS else v
+             for k, v in arg.items()} if isinstance(arg, dict) else arg
+            for arg in block["args"]]
+    return {**block, "args": args}
+
+
 def check_supported(payload: dict[str, Any]) -> None:
     for key, default in UNSUPPORTED_IF_SET.items():
         value = payload.get(key, default)
@@ -118,14 +168,48 @@ def sampler_of(payload: dict[str, Any]) -> tuple[str, bool]:
     schedule = str(payload.get("scheduler") or "automatic")
     if name in LCM:
         return "Euler a", True
-    if schedule.lower() == "karras" and name in KARRAS:
-        return KARRAS[name], False
     if name not in SAMPLERS:
         known = ", ".join(sorted(k for k in SAMPLERS if not k.startswith("k_"))) + ", LCM"
         raise RequestError(f"unknown sampler_name {name!r}; this server has: {known}")
-    if schedule.lower() not in SCHEDULES:
-        raise RequestError(f"unknown scheduler {schedule!r}; use automatic or karras")
+    if schedule.lower() == "karras":
+        if name in KARRAS:
+            return KARRAS[name], False
+        raise RequestError(
+            f"scheduler {schedule!r} with sampler {name!r}: this server has Karras sigmas for "
+            f"{', '.join(sorted(k for k in KARRAS if 'Karras' not in k))} only; use one of "
+            "those, or scheduler automatic")
+    if schedule.lower() not in DEFAULT_SCHEDULES:
+        raise RequestError(
+            f"scheduler {schedule!r} is not available here; use "
+            f"{', '.join(DEFAULT_SCHEDULES)} (the sampler's own schedule) or karras")
     return SAMPLERS[name], False
+
+
+# the ControlNet extension's control types, by the studio's control type
+CONTROL_TYPES = {"canny": "Canny", "depth": "Depth", "openpose": "OpenPose",
+                 "scribble": "Scribble"}
+
+
+def module_list(alias_names: bool = False) -> dict[str, Any]:
+    """The ControlNet extension's /controlnet/module_list, with the `module_detail` clients
+    read before a request (no module here needs a model of its own)."""
+    resolution = {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048}
+    detail = {name: {"model_free": False, "sliders": [resolution] if annotator else []}
+              for name, annotator in MODULES.items()}
+    return {"module_list": list(MODULES), "module_detail": detail}
+
+
+def control_types(model_set: ModelSet) -> dict[str, Any]:
+    """The ControlNet extension's /controlnet/control_types for this studio's models."""
+    names = model_names(model_set)
+    out: dict[str, Any] = {}
+    for ctype, label in CONTROL_TYPES.items():
+        models = sorted(n for n, t in names.items() if t == ctype)
+        modules = ["none", *(m for m, a in MODULES.items() if a == ctype and m != "None")]
+        out[label] = {"module_list": modules, "model_list": ["None", *models],
+                      "default_option": modules[1] if len(modules) > 1 else "none",
+                      "default_model": models[0] if models else "None"}
+    return {"control_types": out}
 
 
 def model_names(model_set: ModelSet) -> dict[str, str]:
@@ -215,13 +299,19 @@ def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: in
 
 
 def _unit_type(i: int, model: Any, annotator: str | None, names: dict[str, str]) -> str:
-    """The unit's control type: from its model name (with or without a ` [hash]`), else its
-    module's."""
+    """The unit's control type: from its model name, matched as the ControlNet extension
+    does (without a ` [hash]`, case-insensitive, else a unique part of one name: "canny"),
+    else its module's."""
     if model not in (None, "", "None", "none"):
-        base = str(model).split(" [", 1)[0]
-        if base in names:
-            return names[base]
-        raise RequestError(f"ControlNet unit {i}: unknown model {model!r}; this server has: "
+        base = str(model).split(" [", 1)[0].strip().lower()
+        lowered = {n.lower(): ctype for n, ctype in names.items()}
+        if base in lowered:
+            return lowered[base]
+        found = {ctype for n, ctype in lowered.items() if base and base in n}
+        if len(found) == 1:
+            return found.pop()
+        why = "matches several" if found else "is unknown"
+        raise RequestError(f"ControlNet unit {i}: model {model!r} {why}; this server has: "
                            f"{', '.join(sorted(names))}")
     if annotator in set(names.values()):
         return annotator
@@ -234,6 +324,7 @@ def _resolution(value: Any) -> Any:
 
 
 def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -> Plan:
+    payload = coerced(payload)
     check_supported(payload)
     common = _common(payload)
     units = controlnet_units(payload, model_set, max_bytes)
@@ -244,6 +335,7 @@ def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -
 
 
 def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -> Plan:
+    payload = coerced(payload)
     check_supported(payload)
     images = payload.get("init_images") or []
     if len(images) != 1:
