@@ -158,19 +158,29 @@ class A1111Api:
         cancel = studio.job_token(session)
         with self._sessions_lock:
             self._sessions.add(session)
+        latest: dict[str, Image.Image] = {}
+
+        def keep(image: Image.Image, step: int, total: int) -> None:
+            # the Studio keeps it in the job's state too (/progress's current_image)
+            latest["image"] = image
+
         try:
             for request in plan.requests:
-                # previews kept in the job's state: /progress answers them as current_image
+                latest.clear()
                 result = studio.run(plan.task, request, cancel=cancel,
-                                    preview=_kept if studio.settings.previews else None)
+                                    preview=keep if studio.settings.previews else None)
                 text = m.infotext(request, result.info, studio.model_name)
                 images.append(m.encode_png(result.image, text))
                 infotexts.append(text)
                 seeds.append(result.info["seed"])
                 files.append(result.info["file"])
         except Cancelled:
-            if not images:
-                return _error(422, "interrupted before the first image finished")
+            # as A1111: 200 with what there is; an image interrupted mid-way is its latest
+            # live preview (none with --no-previews)
+            if "image" in latest:
+                images.append(m.encode_png(latest["image"]))
+                infotexts.append("interrupted")
+                seeds.append(plan.requests[len(seeds)].get("seed", -1))
         finally:
             with self._sessions_lock:
                 self._sessions.discard(session)
@@ -180,7 +190,8 @@ class A1111Api:
             "prompt": first.get("prompt", ""), "all_prompts": [r.get("prompt", "")
                                                               for r in plan.requests],
             "negative_prompt": first.get("negative_prompt", ""),
-            "seed": seeds[0], "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+            "seed": seeds[0] if seeds else -1, "all_seeds": seeds, "subseed": -1,
+            "all_subseeds": [-1] * len(seeds),
             "width": payload.get("width", 512), "height": payload.get("height", 512),
             "sampler_name": payload.get("sampler_name") or "Euler a",
             "cfg_scale": payload.get("cfg_scale", 7.0), "steps": payload.get("steps", 20),
@@ -338,6 +349,3 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     return out
 
-
-def _kept(image: Image.Image, step: int, total: int) -> None:
-    """A preview sink that only lets the Studio keep the newest preview in its job state."""
