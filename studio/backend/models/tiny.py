@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 TINY_VERSION = "v6"  # bump when the configs below change, so caches are rebuilt
 CROSS_DIM = 32
 
-def _unet_kwargs(**extra: object) -> dict:
+def unet_kwargs(**extra: object) -> dict:
+    """The tiny UNet's config (`extra` overrides or adds keys: other channels, SDXL's)."""
     kw = dict(
         block_out_channels=(32, 64),
         layers_per_block=2,
@@ -108,16 +109,26 @@ def tiny_vae() -> torch.nn.Module:
     )
 
 
+def write_base_parts(base: Path, seed: int, unet_config: dict, scheduler_config: dict
+                     ) -> None:
+    """A base repo's family-independent parts: a random UNet of `unet_config`, the tiny VAE
+    and the scheduler config (its text encoders and model_index are the family's)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    UNet2DConditionModel(**unet_config).save_pretrained(base / "unet")
+    torch.manual_seed(seed)
+    tiny_vae().save_pretrained(base / "vae")
+    (base / "scheduler").mkdir(parents=True)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config))
+
+
 def _build_base(root: Path, seed: int) -> None:
     """The base repo: UNet, VAE, CLIP text encoder + offline tokenizer, scheduler config."""
-    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     base = root / REPOS["base"]
-    torch.manual_seed(seed)
-    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
-    torch.manual_seed(seed)
-    tiny_vae().save_pretrained(base / "vae")
+    write_base_parts(base, seed, unet_kwargs(), _scheduler_config())
     vocab_size = write_tokenizer(base / "tokenizer")
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
@@ -136,8 +147,6 @@ def _build_base(root: Path, seed: int) -> None:
         )
     )
     text_encoder.save_pretrained(base / "text_encoder")
-    (base / "scheduler").mkdir(parents=True)
-    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
     save_pipeline_index(base, "StableDiffusionPipeline", {
         "unet": ("diffusers", "UNet2DConditionModel"),
         "vae": ("diffusers", "AutoencoderKL"),
@@ -162,7 +171,7 @@ def _build_task_unets(root: Path, seed: int) -> None:
         ("gligen_inpaint", {"attention_type": "gated", "in_channels": 9}),
     ):
         torch.manual_seed(seed + 1)
-        unet = UNet2DConditionModel(**_unet_kwargs(**extra))
+        unet = UNet2DConditionModel(**unet_kwargs(**extra))
         if "attention_type" in extra:
             _open_gligen_gates(unet)
         unet.save_pretrained(root / REPOS[key] / "unet")
@@ -249,7 +258,7 @@ def _open_gligen_gates(unet: torch.nn.Module) -> None:
 
 def _build_lcm_lora(root: Path, seed: int) -> None:
     """A tiny LCM-LoRA in the diffusers LoRA format, training-free but non-zero."""
-    write_lcm_lora(root, seed, _unet_kwargs(), "StableDiffusionPipeline")
+    write_lcm_lora(root, seed, unet_kwargs(), "StableDiffusionPipeline")
 
 
 def write_lcm_lora(root: Path, seed: int, unet_kwargs: dict, pipeline: str) -> None:
@@ -316,7 +325,7 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
         "image_proj.norm.weight": torch.ones(CROSS_DIM),
         "image_proj.norm.bias": torch.zeros(CROSS_DIM),
     }
-    unet = UNet2DConditionModel(**_unet_kwargs())
+    unet = UNet2DConditionModel(**unet_kwargs())
     key_id = 1
     for name in unet.attn_processors:
         if not name.endswith("attn2.processor"):

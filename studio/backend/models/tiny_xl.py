@@ -10,7 +10,6 @@ a TAESD and an LCM-LoRA. Saved in the Hub layout of the real repos and loaded th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,7 +20,8 @@ from .tiny import (
     ensure_tiny_set,
     open_controlnet,
     save_pipeline_index,
-    tiny_vae,
+    unet_kwargs,
+    write_base_parts,
     write_lcm_lora,
 )
 from .tokenizer_vocab import write_tokenizer
@@ -31,27 +31,22 @@ TEXT_DIM = 32  # each text encoder's width; the UNet attends to both: 2 x TEXT_D
 TIME_DIM = 8  # addition_time_embed_dim: each of the 6 size/crop numbers embeds to this
 
 
+# SDXL's UNet on the tiny set's: attention over both encoders' states side by side, linear
+# projections, and the `text_time` embedding of 6 micro-conditioning numbers plus the second
+# encoder's pooled, projected embedding
+XL_UNET = dict(
+    cross_attention_dim=2 * TEXT_DIM,
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=TIME_DIM,
+    transformer_layers_per_block=(1, 2),
+    projection_class_embeddings_input_dim=6 * TIME_DIM + TEXT_DIM,
+)
+
+
 def _unet_kwargs(**extra: object) -> dict:
-    kw = dict(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2 * TEXT_DIM,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=TIME_DIM,
-        transformer_layers_per_block=(1, 2),
-        # 6 micro-conditioning numbers + the second encoder's pooled, projected embedding
-        projection_class_embeddings_input_dim=6 * TIME_DIM + TEXT_DIM,
-        norm_num_groups=8,
-    )
-    kw.update(extra)
-    return kw
+    return unet_kwargs(**XL_UNET, **extra)
 
 
 def _scheduler_config() -> dict:
@@ -84,16 +79,9 @@ def _text_encoders(base: Path, seed: int) -> None:
 
 def _build_base(root: Path, seed: int) -> None:
     """The base repo, laid out as stabilityai/stable-diffusion-xl-base-1.0."""
-    from diffusers import UNet2DConditionModel
-
     base = root / REPOS["base"]
-    torch.manual_seed(seed)
-    UNet2DConditionModel(**_unet_kwargs()).save_pretrained(base / "unet")
-    torch.manual_seed(seed)
-    tiny_vae().save_pretrained(base / "vae")
+    write_base_parts(base, seed, _unet_kwargs(), _scheduler_config())
     _text_encoders(base, seed)
-    (base / "scheduler").mkdir(parents=True)
-    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(_scheduler_config()))
     save_pipeline_index(base, "StableDiffusionXLPipeline", {
         "unet": ("diffusers", "UNet2DConditionModel"),
         "vae": ("diffusers", "AutoencoderKL"),
