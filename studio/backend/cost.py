@@ -101,19 +101,17 @@ def calibrate(pipe: Any, native: int) -> Rate:
     kept = dict(getattr(pipe, "_progress_bar_config", {}))
     pipe.set_progress_bar_config(disable=True)
     try:
-        _timed(pipe, side, STEPS_SHORT)  # warm-up: first-call allocations
-        seconds = _timed(pipe, side, STEPS_LONG) - _timed(pipe, side, STEPS_SHORT)
-        count = OperationCount(denoiser)
+        count = OperationCount(denoiser)  # counted in the warm-up run, which is not timed
         try:
-            _timed(pipe, side, STEPS_SHORT)
+            _timed(pipe, side, STEPS_SHORT)  # warm-up: first-call allocations
         finally:
             count.remove()
+        seconds = _timed(pipe, side, STEPS_LONG) - _timed(pipe, side, STEPS_SHORT)
     finally:
         pipe._progress_bar_config = kept
-    passes = 2 * (STEPS_LONG - STEPS_SHORT)
-    per_pass = max(seconds, 1e-6) / passes
-    operations = count.linear + count.quadratic  # of 2 passes (one guided step)
+    per_pass = max(seconds, 1e-6) / (2 * (STEPS_LONG - STEPS_SHORT))
+    # each term's share of the counted operations, per megapixel (squared)
+    per_operation = per_pass / (count.linear + count.quadratic)
     megapixels = side * side / 1e6
-    per_operation = per_pass / (operations / 2)
-    return Rate(linear=per_operation * count.linear / 2 / megapixels,
-                quadratic=per_operation * count.quadratic / 2 / megapixels**2)
+    return Rate(linear=per_operation * count.linear / megapixels,
+                quadratic=per_operation * count.quadratic / megapixels**2)

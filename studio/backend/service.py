@@ -23,17 +23,16 @@ from PIL import Image
 
 from studio.settings import Settings
 
+from . import cost
 from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
 from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
 from .concepts.seedselect import save_variants
-from .cost import Rate
 from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page
 from .images import limit_decoded_pixels
 from .models.builtin import resolve_model_set
 from .models.devices import pick_device, pick_dtype
-from .models.families import UnsupportedTask
 from .models.modelsets import ModelSet
 from .models.registry import ModelRegistry
 from .models.speed import SpeedOptions, compiled_forward
@@ -95,7 +94,7 @@ class Studio:
         # here too. Reentrant: concept training renders its preview as a job.
         self._device = threading.RLock()
         self.current_job: dict[str, Any] = {}  # the running job: task, step, total, started
-        self.rate: Rate | None = None  # this machine's denoiser speed, once calibrated
+        self.rate: cost.Rate | None = None  # this machine's denoiser speed, once calibrated
         self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
@@ -128,8 +127,7 @@ class Studio:
     def _check_history_shown(self) -> None:
         """Refuse to list the outputs where anyone may ask: every visitor's prompts."""
         s = self.settings
-        if (s.public and not s.auth
-                and not s.public_history):
+        if s.public and not s.auth and not s.public_history:
             raise RequestError(
                 "The history is off on this public studio: it would show every visitor's "
                 "images and prompts to everyone. Start it with --auth user:password (a team "
@@ -298,21 +296,15 @@ class Studio:
     def family_notes(self, tab: str) -> list[str]:
         """Why the current models' family cannot do some of a tab's tasks (shown on the tab;
         the tasks themselves refuse with the same words)."""
-        notes = []
-        for spec in TASKS.values():
-            if spec.tab == tab and spec.request is not None:
-                try:
-                    self.registry.family.check(spec.name)
-                except UnsupportedTask as err:
-                    notes.append(str(err))
-        return notes
+        family = self.registry.family
+        return [note for spec in TASKS.values() if spec.tab == tab and spec.request is not None
+                and (note := family.refusal(spec.name))]
 
     def check_family(self, task: str) -> None:
         """Refuse, before anything loads, a task the current models' family cannot do."""
-        try:
-            self.registry.family.check(task)
-        except UnsupportedTask as err:
-            raise RequestError(str(err)) from None
+        refusal = self.registry.family.refusal(task)
+        if refusal:
+            raise RequestError(refusal)
 
     @contextlib.contextmanager
     def exclusive(self, task: str, progress: ProgressFn | None = None,
@@ -390,15 +382,13 @@ class Studio:
                     "smaller size."
                 )
 
-    def calibrate(self) -> Rate | None:
+    def calibrate(self) -> cost.Rate | None:
         """Measure how fast this machine runs the models' denoiser (`cost.calibrate`): from
         then on, a job estimated over --max-job-seconds is refused before it runs."""
-        from .cost import calibrate
-
         with self.exclusive("calibrate"):
             pipe = base_pipeline(self.registry)
             pipe.scheduler = self.registry.new_scheduler(self.registry.family.defaults.sampler)
-            self.rate = calibrate(pipe, self.native_size)
+            self.rate = cost.calibrate(pipe, self.native_size)
         log.info("calibrated: a denoiser pass takes %.3f s x MP + %.3f s x MP^2 here",
                  self.rate.linear, self.rate.quadratic)
         return self.rate

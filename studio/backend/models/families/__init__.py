@@ -27,14 +27,13 @@ from .base import (
     Method,
     Unsupported,
     UnsupportedTask,
-    load_class,
 )
 from .sd15 import FAMILY as SD15
 from .sdxl import FAMILY as SDXL
 
 __all__ = ["FAMILIES", "Component", "Defaults", "Family", "Method", "Unsupported",
-           "UnsupportedTask", "all_families", "capability_matrix", "detect_family", "get_family",
-           "load_class"]
+           "UnsupportedTask", "all_families", "capability_matrix", "detect_family",
+           "get_family"]
 
 # every family, by name (the capability matrix's columns, in this order)
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SDXL)}

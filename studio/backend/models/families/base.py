@@ -61,9 +61,8 @@ class Unsupported:
 
 @dataclass(frozen=True)
 class Defaults:
-    """What a family's models were trained for: the UI's and the API's defaults."""
+    """What a family's models were trained for (the native size is the model set's)."""
 
-    native_size: int = 512
     steps: int = 25
     guidance: float = 7.5
     sampler: str = "Euler a"
@@ -110,15 +109,12 @@ class Family:
         return parts
 
     # ------------------------------------------------------------------ tasks
-    def check(self, task: str) -> None:
-        """Raise UnsupportedTask (with the reason) when this family cannot do `task`."""
+    def refusal(self, task: str) -> str | None:
+        """Why this family cannot do `task` (what the user reads), or None when it can."""
         method = self.tasks.get(task)
         if isinstance(method, Unsupported):
-            raise UnsupportedTask(f"{task} is not available for {self.label} models: "
-                                  f"{method.why}")
-
-    def supports(self, task: str) -> bool:
-        return isinstance(self.tasks.get(task), Method)
+            return f"{task} is not available for {self.label} models: {method.why}"
+        return None
 
     def pipeline(self, registry: Any, kind: str, denoiser: str = "unet",
                  controlnets: tuple[str, ...] = ()) -> Any:

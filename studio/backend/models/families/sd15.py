@@ -69,7 +69,7 @@ FAMILY = Family(
         "concept_train": Method("textual inversion, LoRA, SeedSelect"),
     },
     model_set=MODEL_SET,
-    defaults=Defaults(native_size=512, steps=25, guidance=7.5, sampler="Euler a"),
+    defaults=Defaults(steps=25, guidance=7.5, sampler="Euler a"),
     pipeline_kwargs={"safety_checker": None, "feature_extractor": None,
                      "requires_safety_checker": False},
     single_file="diffusers.StableDiffusionPipeline",

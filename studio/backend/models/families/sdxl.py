@@ -71,7 +71,7 @@ FAMILY = Family(
         "concept_train": Unsupported(f"concept training (two text encoders) is {_NOT_YET}"),
     },
     model_set=MODEL_SET,
-    defaults=Defaults(native_size=1024, steps=30, guidance=5.0, sampler="Euler a"),
+    defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a"),
     # no invisible watermark (it needs a package the studio does not ship, and A1111 adds none)
     pipeline_kwargs={"add_watermarker": False},
     single_file="diffusers.StableDiffusionXLPipeline",
