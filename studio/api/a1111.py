@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from PIL import Image
 
@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # client chooses its session name freely, so a fixed one would let anyone stop these jobs.
 # Only this API's /interrupt (behind its credentials) reaches them.
 SESSION_PREFIX = "a1111-"
+# Where this API's guarded routes live: the request middleware (`studio.api.limits`, which
+# serves these routes with it) checks `A1111Api.access_refusal` on them before any body is
+# read, the one place access is decided.
+ROUTE_PREFIXES = ("/sdapi/", "/controlnet/")
 USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
 
 
@@ -79,7 +83,9 @@ class A1111Api:
     # ------------------------------------------------------------------ access
     def access_refusal(self, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
         """(status, message, headers) refusing a request to this API from its headers alone
-        (the request middleware asks before the body is read), or None to let it in."""
+        (the request middleware asks before the body is read), or None to let it in. As in
+        A1111, no credential is looked at unless --api-auth is set: clients that always
+        send `Authorization: Basic ` with an empty field (SillyTavern, Open WebUI) get in."""
         auth = self.settings.api_auth
         if auth:
             user, _, password = auth.partition(":")
@@ -99,23 +105,9 @@ class A1111Api:
                          "user:pass) or --a1111-api-public"), {}
         return None
 
-    def _guard(self) -> Callable[..., None]:
-        """The same rule as a route dependency too (the middleware answers first; this keeps
-        the routes guarded wherever they are mounted). As in A1111, no credential is looked
-        at unless --api-auth is set: clients that always send `Authorization: Basic ` with
-        an empty field (SillyTavern, Open WebUI) get in."""
-
-        def guard(request: Request) -> None:
-            refused = self.access_refusal({k.lower(): v for k, v in request.headers.items()})
-            if refused is not None:
-                status, message, headers = refused
-                raise HTTPException(status, message, headers=headers or None)
-
-        return guard
-
     def routes(self) -> list[Any]:
         """The API's routes (for gradio's app, ahead of its own)."""
-        router = APIRouter(dependencies=[Depends(self._guard())])
+        router = APIRouter()
         get, post = router.get, router.post
         get("/sdapi/v1/samplers")(lambda: m.sampler_list())
         get("/sdapi/v1/schedulers")(lambda: [

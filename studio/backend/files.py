@@ -23,7 +23,9 @@ from typing import Any
 from .requests import RequestError
 
 _roots: list[Path] = []
-_given: list[str] = []  # the same folders as registered (absolute, links not resolved)
+# the same folders as path strings, as registered (absolute) and resolved: a client names a
+# file by the path the server gave it, which may run through a linked folder
+_prefixes: list[str] = []
 _lock = threading.Lock()
 
 
@@ -35,8 +37,7 @@ def allow_root(folder: str | Path) -> Path:
     with _lock:
         if real not in _roots:
             _roots.append(real)
-        if given not in _given:
-            _given.append(given)
+        _prefixes.extend(p for p in dict.fromkeys((given, str(real))) if p not in _prefixes)
     return real
 
 
@@ -47,10 +48,9 @@ def allowed_roots() -> list[Path]:
 
 
 def allowed_prefixes() -> list[str]:
-    """The allowed folders as path strings, both as registered and resolved (a client names
-    a file by the path the server gave it, which may run through a linked folder)."""
+    """The allowed folders as path strings, both as registered and resolved."""
     with _lock:
-        return [*_given, *(str(r) for r in _roots if str(r) not in _given)]
+        return list(_prefixes)
 
 
 def is_allowed(path: str | Path) -> bool:

@@ -60,28 +60,14 @@ def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> 
     return {**options, **overrides}
 
 
-# Body limits per route (see studio.api.limits): the A1111 API takes images as base64 JSON
-# (4/3 of their size, several per request); gradio's upload route takes a request's files;
-# every other route takes JSON values and file references only.
-JSON_BODY_MB = 4
-A1111_PREFIXES = ("/sdapi/", "/controlnet/")
-
-
-def body_limits(settings: Settings) -> tuple[int, list[tuple[str, int]]]:
-    """(default, [(route prefix, bytes)]) body limits for these settings."""
-    file_bytes = int(settings.max_file_mb * MB)
-    routes = [(prefix, 4 * file_bytes) for prefix in A1111_PREFIXES]
-    routes.append(("/gradio_api/upload", 8 * file_bytes + MB))
-    return JSON_BODY_MB * MB, routes
-
-
 def app_kwargs(settings: Settings, studio: Any = None) -> dict[str, Any]:
     """The FastAPI app's arguments: the request limits' middleware and the A1111 routes."""
     from starlette.middleware import Middleware
 
-    from studio.api.limits import RequestLimits
+    from studio.api.a1111 import ROUTE_PREFIXES
+    from studio.api.limits import RequestLimits, route_limits
 
-    default, routes = body_limits(settings)
+    default, routes = route_limits(settings.max_file_mb, ROUTE_PREFIXES)
     limits: dict[str, Any] = {"default": default, "routes": routes}
     kwargs: dict[str, Any] = {}
     if studio is not None and settings.a1111_api:
@@ -89,12 +75,11 @@ def app_kwargs(settings: Settings, studio: Any = None) -> dict[str, Any]:
 
         api = A1111Api(studio, settings)
         kwargs["routes"] = api.routes()
-        limits.update(guarded=A1111_PREFIXES, access=api.access_refusal)
+        limits.update(guarded=ROUTE_PREFIXES, access=api.access_refusal)
     kwargs["middleware"] = [Middleware(RequestLimits, **limits)]
     return kwargs
 
 
-MB = 1024 * 1024
 SMALL_SIDE = 256  # models drawing below this show their images enlarged, pixel for pixel
 # Enlarge small results, gallery items and previews on the page only (nearest neighbour:
 # crisp pixels, not blur); the saved files and API results keep their true size.
