@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -81,7 +81,8 @@ class A1111Api:
         self._sessions_lock = threading.Lock()
 
     # ------------------------------------------------------------------ access
-    def access_refusal(self, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+    def access_refusal(self, headers: Mapping[str, str]
+                       ) -> tuple[int, str, dict[str, str]] | None:
         """(status, message, headers) refusing a request to this API from its headers alone
         (the request middleware asks before the body is read), or None to let it in. As in
         A1111, no credential is looked at unless --api-auth is set: clients that always

@@ -13,19 +13,16 @@ studio's own, answers first:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 # (path prefix, bytes) for the routes that take more than the default, first match wins
 RouteLimits = Sequence[tuple[str, int]]
 # headers -> (status, message) when the request is refused, else None
-AccessCheck = Callable[[dict[str, str]], "tuple[int, str, dict[str, str]] | None"]
+AccessCheck = Callable[[Mapping[str, str]], "tuple[int, str, dict[str, str]] | None"]
 
 MB = 1024 * 1024
 JSON_BODY_MB = 4  # gradio's routes take JSON values and file references only
@@ -61,18 +58,17 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = Headers(scope=scope)
         if self.access is not None and path.startswith(self.guarded):
             refused = self.access(headers)
             if refused is not None:
                 status, message, extra = refused
-                await _answer(send, status, message, extra)
+                await _answer(scope, receive, send, status, message, extra)
                 return
         limit = self.limit(path)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _answer(send, 413, _too_large(limit))
+            await _answer(scope, receive, send, 413, _too_large(limit))
             return
         started = refused = False
         received = 0
@@ -89,7 +85,7 @@ class RequestLimits:
                 if received > limit:
                     refused = True
                     if not started:
-                        await _answer(send, 413, _too_large(limit))
+                        await _answer(scope, receive, send, 413, _too_large(limit))
                     return {"type": "http.disconnect"}
             return message
 
@@ -109,11 +105,9 @@ def _too_large(limit: int) -> str:
             "takes on this route; send smaller or fewer images (--max-file-mb sets the limit).")
 
 
-async def _answer(send: Send, status: int, message: str,
+async def _answer(scope: Scope, receive: Receive, send: Send, status: int, message: str,
                   headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": message, "error": message}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-           (b"connection", b"close")]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    """A JSON refusal in both shapes clients read (FastAPI's `detail`, A1111's `error`); the
+    connection closes, so a client still sending a refused body stops."""
+    await JSONResponse({"detail": message, "error": message}, status_code=status,
+                       headers={**(headers or {}), "Connection": "close"})(scope, receive, send)

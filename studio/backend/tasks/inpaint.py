@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from annotators.sam import MAX_CLICKS
+
 from ..common import (
     CancelToken,
     ProgressFn,
@@ -225,8 +227,6 @@ def load_mask(value: Any, size: tuple[int, int]) -> tuple[Image.Image, list[str]
 
 
 # ---------------------------------------------------------------------------- SAM prompts
-MAX_POINTS = 64  # SAM clicks per request: memory grows with their square in the decoder
-
 def parse_points(points: Any, size: tuple[int, int] | None = None) -> list[list[float]]:
     """SAM clicks from JSON text or a list: `[[x, y, label], ...]`, label 1 = object, 0 = not.
 
@@ -243,8 +243,8 @@ def parse_points(points: Any, size: tuple[int, int] | None = None) -> list[list[
             ) from err
     if not isinstance(points, (list, tuple)):
         raise RequestError("points must be a list like [[x, y, 1], [x, y, 0]]")
-    if len(points) > MAX_POINTS:
-        raise RequestError(f"points has {len(points)} clicks; at most {MAX_POINTS} are taken "
+    if len(points) > MAX_CLICKS:  # SAM's own cap, said in this endpoint's words
+        raise RequestError(f"points has {len(points)} clicks; at most {MAX_CLICKS} are taken "
                            "(SAM finds an object from a few clicks: add a box instead of more)")
     out: list[list[float]] = []
     for i, p in enumerate(points, 1):

@@ -306,16 +306,6 @@ def layout_pipeline(registry: ModelRegistry, mode: str = "generate") -> Any:
     return pipe
 
 
-def _adapter_pipeline(registry: ModelRegistry, role: str) -> Any:
-    """A text-to-image view of the same components, for LoRA and concept hooks.
-
-    The GLIGEN pipeline has no LoRA/textual-inversion loaders; this view (no extra weights:
-    the very same UNet, text encoder, tokenizer and VAE objects) loads adapters into the shared
-    models, so the GLIGEN pipeline uses them too.
-    """
-    return base_pipeline(registry, role)
-
-
 @contextlib.contextmanager
 def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     """The GLIGEN inpainting pipeline draws noise without our generator (VAE sampling, the
@@ -388,8 +378,10 @@ def run_layout(
             f"boxes would be ignored: raise it to at least {at_least:g} or use more steps"
         )
 
-    # 2. fresh scheduler and adapters (LCM-LoRA in fast mode, concepts) on the shared models
-    adapters = _adapter_pipeline(registry, role)
+    # 2. fresh scheduler and adapters (LCM-LoRA in fast mode, concepts) on the shared models:
+    # the GLIGEN pipeline has no LoRA/textual-inversion loaders, so a text-to-image view of
+    # the very same UNet, text encoder, tokenizer and VAE loads them, for both to use
+    adapters = base_pipeline(registry, role)
     configure_pipe(registry, adapters, req, role)
     pipe.scheduler = adapters.scheduler
     prompt = prompt_with_phrases(req.prompt, phrases) if req.append_phrases else req.prompt
