@@ -135,9 +135,13 @@ def _number(name: str, value: Any, whole: bool) -> Any:
     return value
 
 
+def _numbers(values: dict[str, Any], table: dict[str, bool]) -> dict[str, Any]:
+    return {k: _number(k, v, table[k]) if k in table else v for k, v in values.items()}
+
+
 def coerced(payload: dict[str, Any]) -> dict[str, Any]:
     """A copy of an A1111 payload with its numbers (and its ControlNet units') coerced."""
-    out = {k: _number(k, v, NUMBERS[k]) if k in NUMBERS else v for k, v in payload.items()}
+    out = _numbers(payload, NUMBERS)
     scripts = out.get("alwayson_scripts")
     if isinstance(scripts, dict):
         out["alwayson_scripts"] = {name: _coerced_units(block) for name, block in
@@ -148,8 +152,7 @@ def coerced(payload: dict[str, Any]) -> dict[str, Any]:
 def _coerced_units(block: Any) -> Any:
     if not isinstance(block, dict) or not isinstance(block.get("args"), list):
         return block
-    args = [{k: _number(k, v, UNIT_NUMBERS[k]) if k in UNIT_NUMBERS else v
-             for k, v in arg.items()} if isinstance(arg, dict) else arg
+    args = [_numbers(arg, UNIT_NUMBERS) if isinstance(arg, dict) else arg
             for arg in block["args"]]
     return {**block, "args": args}
 
