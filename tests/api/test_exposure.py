@@ -19,7 +19,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from studio.backend.requests import RequestError
-from tests.support.raw import call, fn_index, join
+from tests.support.raw import call, fn_index, join, payload
 
 SMALL = {"prompt": "a cat", "steps": 1, "width": 64, "height": 64, "seed": 1}
 
@@ -39,15 +39,6 @@ def file_value(path: str, meta: bool) -> dict:
     if meta:
         value["meta"] = {"_type": "gradio.FileData"}
     return value
-
-
-def payload(client, api: str, **values) -> list:
-    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api]
-    out = []
-    for p in params["parameters"]:
-        name = p["parameter_name"]
-        out.append(values[name] if name in values else p["parameter_default"])
-    return out
 
 
 def attacks(client, path: str, meta: bool) -> list[tuple[str, list]]:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api.test_exposure import SMALL, attacks, payload
-from tests.support.raw import call, fn_index, join
+from tests.api.test_exposure import SMALL, attacks
+from tests.support.raw import call, fn_index, join, payload
 
 REFUSED = ("A file in this request was named by a path ('{}'): the server opens only files "
            "uploaded to it or made by it. Upload the file instead.")

@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
-from tests.support.raw import call, fn_index, join, run
+from tests.support.raw import call, fn_index, join, payload, run
 from tests.support.serve import launch_local
 
 pytestmark = pytest.mark.slow  # long jobs stopped by budgets and Stop: ~40 s
@@ -196,18 +196,12 @@ def public_limited(tiny_settings, tiny_model_set, tmp_path_factory):
         demo.close()
 
 
-def small_data(client: Client) -> list:
-    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][
-        "/txt2img"]["parameters"]
-    return [SMALL.get(p["parameter_name"], p["parameter_default"]) for p in params]
-
-
 def test_fresh_session_names_do_not_reset_a_public_visitors_limit(public_limited):
     url = public_limited()
     me = Client(url, verbose=False)
     job = me.submit(**LONG, api_name="/txt2img")
     wait_running(job)
-    data = small_data(me)
+    data = payload(me, "/txt2img", **SMALL)
     refused = [call(url, "/txt2img", data, session=uuid.uuid4().hex, timeout=30)
                for _ in range(20)]
     refused.append(call(url, "/txt2img", data, timeout=30))  # no session named at all
@@ -228,8 +222,8 @@ def test_a_trusted_proxy_names_the_visitor(public_limited):
     me = Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.7"})
     job = me.submit(**LONG, api_name="/txt2img")
     wait_running(job)
-    same = call(url, "/txt2img", small_data(me), session=uuid.uuid4().hex, timeout=30,
-                headers={"X-Forwarded-For": "198.51.100.7"})
+    same = call(url, "/txt2img", payload(me, "/txt2img", **SMALL), session=uuid.uuid4().hex,
+                timeout=30, headers={"X-Forwarded-For": "198.51.100.7"})
     assert "already have 1 job" in json.dumps(same[1])
     # another visitor behind the same proxy may queue (behind the running job)
     other = Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.8"})

@@ -97,3 +97,11 @@ def run(url: str, index: int, data: list[Any], session: str) -> Any:
             "trigger_id": None})
     answer.raise_for_status()
     return answer.json().get("data")
+
+
+def payload(client: Any, api: str, **values: Any) -> list[Any]:
+    """The data list of endpoint `api` as a raw call sends it: `values` by parameter name,
+    every other parameter at the default the API lists (read through `client`)."""
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api]
+    return [values.get(p["parameter_name"], p["parameter_default"])
+            for p in params["parameters"]]
