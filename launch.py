@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("studio").warning("--compile is off on ZeroGPU (no GPU at start-up)")
         settings = replace(settings, compile=False)
 
-    from studio.ui.app import build_app, launch_options, page_style
+    from studio.ui.app import after_launch, build_app, launch_options, page_style
 
     log = logging.getLogger("studio")
     try:
@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         studio.calibrate()
     demo = build_app(studio, queue_size=settings.queue_size,
                      max_jobs_per_session=settings.max_jobs_per_session)
-    demo.launch(**launch_options(settings, studio), **page_style(studio))
+    demo.launch(**launch_options(settings, studio), **page_style(studio),
+                prevent_thread_lock=True)
+    after_launch(demo, settings)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class Settings:
     preview_interval: float = 0.25  # seconds at least between two previews
     api_auth: str | None = None  # "user:pass" for that API (HTTP basic auth)
     a1111_api_public: bool = False  # a public studio serves that API without a login
+    # web pages of other origins allowed to call the studio from a browser (CORS),
+    # comma-separated, e.g. "https://app.example.com"; "*" = any; none by default
+    cors_allow_origins: str = ""
     # proxies whose X-Forwarded-For names the visitor (comma-separated addresses); on a
     # Hugging Face Space the platform's proxy is trusted
     trusted_proxies: str = ""
@@ -129,6 +133,10 @@ class Settings:
         if not self.preview_interval >= 0:
             raise ValueError(f"--preview-interval must be >= 0 seconds, got "
                              f"{self.preview_interval}")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"--cors-allow-origins: {origin!r} is not an origin; write "
+                                 "scheme://host[:port] with no path, e.g. http://localhost:3000")
         if self.api_auth is not None and (":" not in self.api_auth
                                           or self.api_auth.startswith(":")):
             raise ValueError("--api-auth must look like user:password")
@@ -163,6 +171,11 @@ class Settings:
         non-loopback host, a share link, or a Hugging Face Space."""
         loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
         return bool(self.share or not loopback or os.environ.get("SPACE_ID"))
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """--cors-allow-origins as a list (trailing slashes dropped: browsers send none)."""
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def auth_pair(self) -> tuple[str, str] | None:
@@ -249,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", help="require HTTP basic auth user:password for that API")
     p.add_argument("--a1111-api-public", action="store_true", default=None,
                    help="serve that API without --api-auth even when the studio is public")
+    p.add_argument("--cors-allow-origins",
+                   help="comma-separated origins of web pages (other than the studio's own) "
+                        "allowed to call the studio and its APIs from a browser, e.g. "
+                        "http://localhost:3000 (as A1111's flag); * = any")
     p.add_argument("--trusted-proxies",
                    help="comma-separated addresses of reverse proxies in front of the studio: "
                         "their X-Forwarded-For names the visitor (per-visitor job limits)")

@@ -87,11 +87,12 @@ def fresh_studio(tiny_settings, tiny_model_set, tmp_path):
 def served(studio) -> Iterator[tuple]:
     """(Blocks, URL): the full UI served on a free local port (gradio's own test fixture
     pattern), launched with the options launch.py uses."""
-    from studio.ui.app import build_app, launch_options
+    from studio.ui.app import after_launch, build_app, launch_options
 
     demo = build_app(studio, queue_size=64)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **launch_options(studio.settings, studio, server_port=None))
+    after_launch(demo, studio.settings)
     try:
         yield demo, url
     finally:

@@ -77,6 +77,7 @@ class A1111Api:
         self.studio, self.settings = studio, settings
         self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.jobs_done = 0
+        self.api_settings: dict[str, Any] = {"clip_skip": 1}  # set by POST /options
         self._sessions: set[str] = set()  # the cancel sessions of this API's running jobs
         self._sessions_lock = threading.Lock()
 
@@ -112,8 +113,8 @@ class A1111Api:
         get, post = router.get, router.post
         get("/sdapi/v1/samplers")(lambda: m.sampler_list())
         get("/sdapi/v1/schedulers")(lambda: [
-            {"name": name, "label": name.title(), "aliases": None}
-            for name in (*m.DEFAULT_SCHEDULES, "karras")])
+            {"name": name, "label": name.replace("_", " ").title(), "aliases": None}
+            for name in m.SCHEDULE_NAMES])
         get("/sdapi/v1/sd-models")(self.sd_models)
         get("/sdapi/v1/options")(self.options)
         post("/sdapi/v1/options")(self.set_options)
@@ -147,6 +148,7 @@ class A1111Api:
     def _generate(self, plan: m.Plan, payload: dict[str, Any]) -> JSONResponse:
         """Run every image of the plan, in order, and answer in A1111's shape."""
         studio, images, infotexts, seeds, files = self.studio, [], [], [], []
+        detected: list[Image.Image] = []
         session = SESSION_PREFIX + secrets.token_hex(16)
         cancel = studio.job_token(session)
         with self._sessions_lock:
@@ -167,6 +169,11 @@ class A1111Api:
                 infotexts.append(text)
                 seeds.append(result.info["seed"])
                 files.append(result.info["file"])
+                # as the ControlNet extension: the maps its preprocessors made follow the
+                # images (once per request)
+                detected = [cmap for unit, cmap in zip(request.get("units") or [],
+                                                       result.extra_images, strict=False)
+                            if unit.get("preprocess")]
         except Cancelled:
             # as A1111: 200 with what there is; an image interrupted mid-way is its latest
             # live preview (none with --no-previews)
@@ -177,6 +184,7 @@ class A1111Api:
         finally:
             with self._sessions_lock:
                 self._sessions.discard(session)
+        images += [m.encode_png(cmap) for cmap in detected]
         self.jobs_done += 1
         first = plan.requests[0]
         info = {
@@ -196,13 +204,17 @@ class A1111Api:
         return JSONResponse({"images": images, "parameters": _echo(payload),
                              "info": json.dumps(info)})
 
+    def _settings(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return m.settings_for(payload, self.api_settings,
+                              (_title(self.studio), self.studio.model_name))
+
     def txt2img(self, payload: dict[str, Any]) -> JSONResponse:
-        return self._safely(lambda: self._generate(
-            m.txt2img_plan(payload, self.studio.model_set, self.max_bytes), payload))
+        return self._safely(lambda: self._generate(m.txt2img_plan(
+            payload, self.studio.model_set, self.max_bytes, self._settings(payload)), payload))
 
     def img2img(self, payload: dict[str, Any]) -> JSONResponse:
-        return self._safely(lambda: self._generate(
-            m.img2img_plan(payload, self.studio.model_set, self.max_bytes), payload))
+        return self._safely(lambda: self._generate(m.img2img_plan(
+            payload, self.studio.model_set, self.max_bytes, self._settings(payload)), payload))
 
     def detect(self, payload: dict[str, Any]) -> JSONResponse:
         """ControlNet's preprocessor preview: run an annotator on each image."""
@@ -258,26 +270,27 @@ class A1111Api:
 
     def options(self) -> dict[str, Any]:
         return {"sd_model_checkpoint": _title(self.studio), "samples_format": "png",
-                "sd_checkpoint_hash": None, "CLIP_stop_at_last_layers": 1}
+                "sd_checkpoint_hash": None, "sd_vae": "Automatic",
+                "CLIP_stop_at_last_layers": self.api_settings["clip_skip"]}
 
     def set_options(self, payload: dict[str, Any]) -> Any:
-        """As A1111: the keys this studio acts on take effect or are refused by name when it
-        cannot honour their value (another checkpoint: it serves one, switching needs a
-        restart; a clip skip), and every other key is ignored with a log line (clients send
-        back what GET /options gave them, and settings of their own)."""
+        """As A1111: the keys this studio acts on take effect (the clip skip of later API
+        requests) or are refused by name when it cannot honour their value (another
+        checkpoint: it serves one, switching needs a restart; a VAE), and every other key is
+        ignored with a log line (clients send back what GET /options gave them, and settings
+        of their own)."""
         checkpoint = payload.get("sd_model_checkpoint")
         if checkpoint is not None and checkpoint not in (_title(self.studio),
                                                          self.studio.model_name):
             return _error(422, f"sd_model_checkpoint {checkpoint!r}: this studio serves "
                           f"{_title(self.studio)!r}; restart it with --models to change")
-        clip_skip = payload.get("CLIP_stop_at_last_layers", 1)
-        if clip_skip not in (1, "1", 1.0, None):
-            return _error(422, f"CLIP_stop_at_last_layers {clip_skip!r}: clip skip is not "
-                          "supported here yet; use 1")
-        ignored = sorted(set(payload) - {"sd_model_checkpoint", "CLIP_stop_at_last_layers"})
-        if ignored:
-            log.info("POST /options: ignored %s (not settings of this studio)",
-                     ", ".join(ignored))
+        try:
+            chosen = m.settings_for({"override_settings": {
+                k: v for k, v in payload.items() if k != "sd_model_checkpoint"}},
+                self.api_settings, ())
+        except RequestError as err:
+            return _error(422, str(err).replace("override_settings.", ""))
+        self.api_settings = chosen
         return None
 
     def embeddings(self) -> dict[str, Any]:

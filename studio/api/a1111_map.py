@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,9 @@ from PIL import Image
 from studio.backend.images import load_image
 from studio.backend.models.modelsets import ModelSet
 from studio.backend.models.schedulers import USER_SCHEDULERS
-from studio.backend.requests import MAX_SEED, RequestError
+from studio.backend.requests import MAX_CLIP_SKIP, MAX_SEED, RequestError
+
+log = logging.getLogger(__name__)
 
 MAX_IMAGES = 64  # batch_size x n_iter per request (clients offer 8 x 8), within the job budget
 
@@ -38,15 +42,17 @@ SAMPLERS: dict[str, str] = {
     "Euler": "Euler", "k_euler": "Euler",
     "DPM++ 2M": "DPM++ 2M", "k_dpmpp_2m": "DPM++ 2M",
     "DPM++ 2M Karras": "DPM++ 2M Karras",
-    "DPM++ SDE Karras": "DPM++ SDE Karras",
-    "DPM++ SDE": "DPM++ SDE Karras",  # A1111 >= 1.9: with scheduler "Karras"
+    "DPM++ SDE Karras": "DPM++ SDE Karras", "DPM++ SDE": "DPM++ SDE",
     "DDIM": "DDIM", "UniPC": "UniPC", "PLMS": "PNDM", "PNDM": "PNDM",
 }
-# A1111 >= 1.9 names the noise schedule separately: (sampler, schedule) -> sampler.
-KARRAS = {"DPM++ 2M": "DPM++ 2M Karras", "DPM++ SDE": "DPM++ SDE Karras",
-          "DPM++ SDE Karras": "DPM++ SDE Karras", "DPM++ 2M Karras": "DPM++ 2M Karras"}
-# A1111's schedules that leave the sampler's own noise schedule (as the studio samples)
-DEFAULT_SCHEDULES = ("automatic", "uniform", "normal")
+# A1111 >= 1.9's noise schedules ("Schedule type") -> the studio's (models.schedulers)
+SCHEDULE_NAMES = {"automatic": "default", "uniform": "default", "normal": "default",
+                  "karras": "karras", "exponential": "exponential", "beta": "beta",
+                  "sgm_uniform": "trailing", "simple": "trailing", "ddim": "leading",
+                  "align_your_steps": "ays"}
+# A1111's schedules diffusers' samplers cannot express
+NO_SCHEDULE = ("polyexponential", "kl_optimal", "align_your_steps_gits",
+               "align_your_steps_11", "align_your_steps_32", "turbo")
 LCM = ("LCM", "lcm")
 
 # Numbers A1111's request models coerce (numeric strings, integral floats: the Photoshop
@@ -57,8 +63,9 @@ NUMBERS = {"seed": True, "subseed": True, "steps": True, "width": True, "height"
            "seed_resize_from_h": True, "seed_resize_from_w": True,
            "cfg_scale": False, "denoising_strength": False, "subseed_strength": False,
            "image_cfg_scale": False}
-UNIT_NUMBERS = {"processor_res": True, "weight": False, "guidance_start": False,
-                "guidance_end": False, "threshold_a": False, "threshold_b": False}
+UNIT_NUMBERS = {"processor_res": True, "weight": False, "control_mode": True,
+                "guidance_start": False, "guidance_end": False, "threshold_a": False,
+                "threshold_b": False}
 
 # ControlNet extension modules -> the studio's annotator (None: the image is the map).
 MODULES: dict[str, str | None] = {
@@ -164,28 +171,35 @@ def check_supported(payload: dict[str, Any]) -> None:
             raise RequestError(f"{key}: {NOT_SUPPORTED_WHY[key]}")
 
 
-def sampler_of(payload: dict[str, Any]) -> tuple[str, bool]:
-    """(studio sampler, fast mode) from `sampler_name` (or the old `sampler_index`) and the
-    A1111 >= 1.9 `scheduler` field."""
+def sampler_of(payload: dict[str, Any]) -> tuple[str, bool, str]:
+    """(studio sampler, fast mode, schedule) from `sampler_name` (or the old
+    `sampler_index`) and the A1111 >= 1.9 `scheduler` field. Whether the sampler can take
+    the schedule is the studio's check (it names the samplers that can)."""
     name = payload.get("sampler_name") or payload.get("sampler_index") or "Euler a"
-    schedule = str(payload.get("scheduler") or "automatic")
+    schedule = str(payload.get("scheduler") or "automatic").strip().lower()
+    if schedule in NO_SCHEDULE:
+        raise RequestError(f"scheduler {schedule!r} is not available here (diffusers' "
+                           f"samplers cannot express it); use one of "
+                           f"{', '.join(SCHEDULE_NAMES)}")
+    if schedule not in SCHEDULE_NAMES:
+        raise RequestError(f"unknown scheduler {schedule!r}; use one of "
+                           f"{', '.join(SCHEDULE_NAMES)}")
     if name in LCM:
-        return "Euler a", True
+        return "Euler a", True, SCHEDULE_NAMES[schedule]
     if name not in SAMPLERS:
         known = ", ".join(sorted(k for k in SAMPLERS if not k.startswith("k_"))) + ", LCM"
         raise RequestError(f"unknown sampler_name {name!r}; this server has: {known}")
-    if schedule.lower() == "karras":
-        if name in KARRAS:
-            return KARRAS[name], False
-        raise RequestError(
-            f"scheduler {schedule!r} with sampler {name!r}: this server has Karras sigmas for "
-            f"{', '.join(sorted(k for k in KARRAS if 'Karras' not in k))} only; use one of "
-            "those, or scheduler automatic")
-    if schedule.lower() not in DEFAULT_SCHEDULES:
-        raise RequestError(
-            f"scheduler {schedule!r} is not available here; use "
-            f"{', '.join(DEFAULT_SCHEDULES)} (the sampler's own schedule) or karras")
-    return SAMPLERS[name], False
+    return SAMPLERS[name], False, SCHEDULE_NAMES[schedule]
+
+
+def clip_skip_of(value: Any) -> int:
+    """A1111's `CLIP_stop_at_last_layers` (1 = the last layer) as a whole number."""
+    value = _number("CLIP_stop_at_last_layers", value, True)
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            1 <= value <= MAX_CLIP_SKIP):
+        raise RequestError(f"CLIP_stop_at_last_layers must be a whole number from 1 to "
+                           f"{MAX_CLIP_SKIP}, got {value!r}")
+    return value
 
 
 # the ControlNet extension's control types, by the studio's control type
@@ -230,14 +244,54 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def _common(payload: dict[str, Any], width: int | None = None, height: int | None = None
-            ) -> dict[str, Any]:
-    scheduler, fast = sampler_of(payload)
+# Settings (GET/POST /options, `override_settings`) the studio cannot change, with the values
+# that are what it does anyway: another value is refused by name.
+FIXED_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "sd_vae": ("Automatic", "automatic", "None", None, ""),
+    "eta_noise_seed_delta": (0, "0", None),
+    "samples_format": ("png", "PNG"),
+}
+
+
+def settings_for(payload: dict[str, Any], options: dict[str, Any],
+                 checkpoints: tuple[str, ...]) -> dict[str, Any]:
+    """The settings one request runs with: the API's (`options`, from POST /options), then
+    the request's `override_settings`. The studio acts on the model and the clip skip; a
+    setting it cannot change is refused by name when it asks for another value; the rest are
+    ignored with a log line."""
+    out = dict(options)
+    over = payload.get("override_settings") or {}
+    if not isinstance(over, dict):
+        raise RequestError("override_settings must be an object of setting names and values")
+    ignored = []
+    for key, value in over.items():
+        if key == "CLIP_stop_at_last_layers":
+            out["clip_skip"] = clip_skip_of(value)
+        elif key == "sd_model_checkpoint":
+            if value not in (None, "", *checkpoints):
+                raise RequestError(f"override_settings.sd_model_checkpoint {value!r}: this "
+                                   f"server has {', '.join(map(repr, checkpoints[:1]))}")
+        elif key in FIXED_SETTINGS:
+            if value not in FIXED_SETTINGS[key]:
+                raise RequestError(f"override_settings.{key} {value!r}: this server cannot "
+                                   f"change it; leave it out or use {FIXED_SETTINGS[key][0]!r}")
+        else:
+            ignored.append(key)
+    if ignored:
+        log.info("override_settings: ignored %s (not settings of this studio)",
+                 ", ".join(sorted(map(str, ignored))))
+    return out
+
+
+def _common(payload: dict[str, Any], settings: dict[str, Any], width: int | None = None,
+            height: int | None = None) -> dict[str, Any]:
+    scheduler, fast, schedule = sampler_of(payload)
     return {
         "prompt": payload.get("prompt", ""), "negative_prompt": payload.get("negative_prompt")
         or "", "steps": payload.get("steps", 20), "guidance_scale": payload.get("cfg_scale", 7.0),
         "width": width or payload.get("width", 512), "height": height or payload.get("height", 512),
-        "scheduler": scheduler, "fast": fast,
+        "scheduler": scheduler, "fast": fast, "schedule": schedule,
+        "clip_skip": settings.get("clip_skip", 1),
     }
 
 
@@ -262,6 +316,20 @@ def _count(payload: dict[str, Any]) -> int:
     return size * rounds
 
 
+# the extension's control modes (names or indices) -> the studio's (tasks.control)
+CONTROL_MODES = {"Balanced": "balanced", "My prompt is more important": "prompt",
+                 "ControlNet is more important": "control", 0: "balanced", 1: "prompt",
+                 2: "control"}
+
+
+def pixel_perfect_resolution(image: Image.Image, width: int, height: int, resize: str) -> int:
+    """The annotator resolution the extension's "pixel perfect" picks: the image's short side
+    scaled as the resize mode scales it onto width x height (clamped to the studio's range)."""
+    k_h, k_w = height / image.height, width / image.width
+    scale = min(k_h, k_w) if resize == "fit" else max(k_h, k_w)
+    return int(min(2048, max(64, round(scale * min(image.width, image.height)))))
+
+
 def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
                      init: Image.Image | None = None) -> list[dict[str, Any]]:
     """The enabled ControlNet units of `alwayson_scripts` as the studio's control units."""
@@ -278,7 +346,7 @@ def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: in
             raise RequestError(
                 f"ControlNet unit {i}: module {module!r} is not available here; use one of "
                 f"{', '.join(sorted(m for m in MODULES if ' ' not in m))}")
-        ctype = _unit_type(i, arg.get("model"), MODULES[module], names)
+        ctype = _unit_type(i, arg.get("model"), MODULES[module], names, model_set.family)
         image = arg.get("image") or arg.get("input_image")
         if isinstance(image, dict):  # ControlNet >= 1.1.4: {"image": b64, "mask": b64}
             image = image.get("image")
@@ -291,20 +359,49 @@ def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: in
         resize = arg.get("resize_mode", "Crop and Resize")
         if resize not in RESIZE:
             raise RequestError(f"ControlNet unit {i}: unknown resize_mode {resize!r}")
+        mode = arg.get("control_mode", "Balanced")
+        if mode not in CONTROL_MODES:
+            raise RequestError(f"ControlNet unit {i}: unknown control_mode {mode!r}; use one "
+                               "of Balanced, My prompt is more important, ControlNet is more "
+                               "important (or 0, 1, 2)")
+        resolution = _resolution(arg.get("processor_res", 512))
+        if arg.get("pixel_perfect"):
+            resolution = pixel_perfect_resolution(picture, int(payload.get("width", 512)),
+                                                  int(payload.get("height", 512)),
+                                                  RESIZE[resize])
         units.append({
             "type": ctype, "image": picture, "weight": arg.get("weight", 1.0),
             "start": arg.get("guidance_start", 0.0), "end": arg.get("guidance_end", 1.0),
             "preprocess": MODULES[module] is not None,
             "annotator": MODULES[module], "resize_mode": RESIZE[resize],
-            "resolution": _resolution(arg.get("processor_res", 512)),
+            "resolution": resolution, "control_mode": CONTROL_MODES[mode],
         })
     return units
 
 
-def _unit_type(i: int, model: Any, annotator: str | None, names: dict[str, str]) -> str:
+# words in ControlNet file names that say which model family they are for
+FAMILY_WORDS = {"sd15": "sd15", "v15": "sd15", "sdxl": "sdxl", "xl": "sdxl"}
+
+
+def _by_type_and_family(i: int, model: Any, base: str, names: dict[str, str], family: str
+                        ) -> set[str]:
+    """The control types a name from another install names ("control_v11p_sd15_canny"
+    holds "canny"), refused by name when it is for another model family."""
+    words = set(re.split(r"[^a-z0-9]+", base))
+    families = {FAMILY_WORDS[w] for w in words if w in FAMILY_WORDS}
+    if families and family not in families:
+        raise RequestError(f"ControlNet unit {i}: model {model!r} is for {', '.join(families)}"
+                           f" models and this server runs {family} models; use one of: "
+                           f"{', '.join(sorted(names))}")
+    return {ctype for ctype in set(names.values()) if ctype in words}
+
+
+def _unit_type(i: int, model: Any, annotator: str | None, names: dict[str, str],
+               family: str) -> str:
     """The unit's control type: from its model name, matched as the ControlNet extension
     does (without a ` [hash]`, case-insensitive, else a unique part of one name: "canny"),
-    else its module's."""
+    then by the control type its words name (a name from an A1111 install), else its
+    module's."""
     if model not in (None, "", "None", "none"):
         base = str(model).split(" [", 1)[0].strip().lower()
         lowered = {n.lower(): ctype for n, ctype in names.items()}
@@ -313,6 +410,10 @@ def _unit_type(i: int, model: Any, annotator: str | None, names: dict[str, str])
         found = {ctype for n, ctype in lowered.items() if base and base in n}
         if len(found) == 1:
             return found.pop()
+        if not found:  # a name from an A1111 install: "control_v11p_sd15_canny [d14c016b]"
+            found = _by_type_and_family(i, model, base, names, family)
+            if len(found) == 1:
+                return found.pop()
         why = "matches several" if found else "is unknown"
         raise RequestError(f"ControlNet unit {i}: model {model!r} {why}; this server has: "
                            f"{', '.join(sorted(names))}")
@@ -326,10 +427,12 @@ def _resolution(value: Any) -> Any:
     return 512 if value in (-1, None) else value
 
 
-def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -> Plan:
+def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
+                 settings: dict[str, Any] | None = None) -> Plan:
+    """`settings`: from `settings_for` (the API's options and the request's overrides)."""
     payload = coerced(payload)
     check_supported(payload)
-    common = _common(payload)
+    common = _common(payload, settings or {})
     units = controlnet_units(payload, model_set, max_bytes)
     plan = Plan("control" if units else "txt2img")
     for seed in _seeds(payload):
@@ -337,7 +440,8 @@ def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -
     return plan
 
 
-def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -> Plan:
+def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
+                 settings: dict[str, Any] | None = None) -> Plan:
     payload = coerced(payload)
     check_supported(payload)
     images = payload.get("init_images") or []
@@ -350,7 +454,7 @@ def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int) -
     strength = payload.get("denoising_strength", 0.75)
     units = controlnet_units(payload, model_set, max_bytes, init=init)
     mask = payload.get("mask")
-    common = _common(payload, width, height)
+    common = _common(payload, settings or {}, width, height)
     if mask:
         if units:
             raise RequestError("ControlNet units with an inpainting mask are not supported "

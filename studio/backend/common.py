@@ -126,7 +126,7 @@ def configure_pipe(
     adapters: dict[str, float] | None = None,
 ) -> None:
     """Fresh scheduler for this call and the right LoRA adapters (LCM in fast mode) active."""
-    pipe.scheduler = registry.new_scheduler(req.sampler_name)
+    pipe.scheduler = new_scheduler(registry, req)
     watch_scheduler(pipe.scheduler)  # live previews show the sampler's predicted image
     registry.begin_call()
     active = dict(adapters or {})
@@ -151,6 +151,37 @@ def configure_pipe(
         return
     pipe.enable_lora()
     pipe.set_adapters(names, [active[n] for n in names])
+
+
+def new_scheduler(registry: ModelRegistry, req: GenerationParams) -> Any:
+    """A fresh sampler for this call, with the request's noise schedule."""
+    if req.schedule == "ays" and registry.family.defaults.ays is None:
+        raise RequestError(f"schedule 'ays': Align Your Steps has no timesteps for "
+                           f"{registry.family.label} models; use another schedule")
+    return registry.new_scheduler(req.sampler_name, req.schedule)
+
+
+def text_options(pipe: Any, req: GenerationParams) -> dict[str, Any]:
+    """The pipeline call's prompt-encoding options: clip skip (A1111's 2 is diffusers'
+    `clip_skip=1`: the hidden states one layer before the last), refused by name where the
+    pipeline cannot honour it."""
+    if req.clip_skip <= 1:
+        return {}
+    if "clip_skip" not in inspect.signature(pipe.__call__).parameters:
+        raise RequestError(f"clip skip {req.clip_skip}: the {req.task} pipeline encodes "
+                           "prompts with the last layer only; use clip skip 1")
+    encoder = pipe.text_encoder
+    layers = encoder.config.num_hidden_layers
+    if req.clip_skip > layers:
+        raise RequestError(f"clip skip {req.clip_skip}: this model's text encoder has "
+                           f"{layers} layers; use at most {layers}")
+    if not hasattr(encoder, "text_model") and hasattr(encoder, "final_layer_norm"):
+        # transformers 5 folded CLIPTextModel's `text_model` into the model itself, and
+        # diffusers' clip-skip path still reaches `text_encoder.text_model.final_layer_norm`:
+        # name the model as its own text_model (a plain attribute, so it is no submodule and
+        # its state dict keeps its keys)
+        object.__setattr__(encoder, "text_model", encoder)
+    return {"clip_skip": req.clip_skip - 1}
 
 
 def step_callback(

@@ -48,12 +48,16 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
     pairs = [
         ("Steps", request.get("steps")),
         ("Sampler", "LCM" if request.get("fast") else request.get("scheduler")),
+        ("Schedule type", request.get("schedule")
+         if request.get("schedule") not in (None, "default") else None),
         ("CFG scale", request.get("guidance_scale")),
         ("Image CFG scale", request.get("image_guidance_scale")),
         ("Seed", request.get("seed")),
         ("Size", f"{request.get('width')}x{request.get('height')}"
          if request.get("width") else None),
         ("Model", model or None),
+        ("Clip skip", request.get("clip_skip") if (request.get("clip_skip") or 1) > 1
+         else None),
         ("Task", request.get("task")),
         ("Attend-and-Excite", (request.get("excite_words") or "auto")
          if request.get("attend_excite") else None),

@@ -19,13 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from .models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
+from .models.schedulers import (
+    DEFAULT_SCHEDULE,
+    DEFAULT_SCHEDULER,
+    SCHEDULES,
+    USER_SCHEDULERS,
+    schedule_refusal,
+)
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
+MAX_CLIP_SKIP = 12  # SD's CLIP text encoder has 12 layers (A1111's slider goes to 12)
 FAST_STEPS = 4  # fast mode (LCM-LoRA) samples in at most this many steps
 
 
@@ -117,6 +124,8 @@ class GenerationParams:
     height: int = 512
     scheduler: str = DEFAULT_SCHEDULER
     fast: bool = False
+    schedule: str = DEFAULT_SCHEDULE  # the sampler's noise schedule (models.schedulers)
+    clip_skip: int = 1  # as A1111: 1 = the text encoder's last layer, 2 = the one before
 
     task: ClassVar[str] = "generate"
     prompt_required: ClassVar[bool] = True
@@ -136,6 +145,17 @@ class GenerationParams:
             )
         if not isinstance(self.fast, bool):
             raise RequestError(f"fast must be true or false, got {self.fast!r}")
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
+            raise RequestError(f"unknown schedule {self.schedule!r}; choose one of: "
+                               f"{', '.join(SCHEDULES)}")
+        if self.fast and self.schedule != DEFAULT_SCHEDULE:
+            raise RequestError(f"schedule {self.schedule!r}: fast mode samples with LCM on "
+                               "its own schedule; use schedule default, or untick Fast mode")
+        why = None if self.fast else schedule_refusal(self.scheduler, self.schedule, "any")
+        if why:
+            raise RequestError(why)
+        check_number("clip skip", self.clip_skip, 1, MAX_CLIP_SKIP, integer=True)
+        self.clip_skip = int(self.clip_skip)
         self.seed, self.steps = int(self.seed), int(self.steps)
         self.width, self.height = int(self.width), int(self.height)
         self.guidance_scale = float(self.guidance_scale)

@@ -60,6 +60,14 @@ def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> 
     return {**options, **overrides}
 
 
+def after_launch(demo: Any, settings: Settings) -> None:
+    """What must wrap the app once gradio has built it: cross-origin access for the
+    --cors-allow-origins pages (outside gradio's own CORS layer; see studio.api.cors)."""
+    from studio.api.cors import allow_origins
+
+    allow_origins(demo.server_app, settings.cors_origins)
+
+
 def app_kwargs(settings: Settings, studio: Any = None) -> dict[str, Any]:
     """The FastAPI app's arguments: the request limits' middleware and the A1111 routes."""
     from starlette.middleware import Middleware

@@ -147,8 +147,9 @@ def _catch(fn):
 def test_lists_and_options(api, studio):
     names = [s["name"] for s in api.get_samplers()]
     assert {"Euler a", "DPM++ 2M Karras", "DDIM", "LCM"} <= set(names)
-    assert [s["name"] for s in api.get_schedulers()] == ["automatic", "uniform", "normal",
-                                                         "karras"]
+    assert [s["name"] for s in api.get_schedulers()] == [
+        "automatic", "uniform", "normal", "karras", "exponential", "beta", "sgm_uniform",
+        "simple", "ddim", "align_your_steps"]
     models = api.get_sd_models()
     assert len(models) == 1 and api.get_options()["sd_model_checkpoint"] == models[0]["title"]
     api.set_options({"sd_model_checkpoint": models[0]["title"]})  # the current one: fine

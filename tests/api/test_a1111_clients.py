@@ -1,7 +1,7 @@
-"""The A1111 API as popular clients call it (their request shapes and defaults, written from
-their public behaviour): the Photoshop plugin's string numbers, SillyTavern's `normal`
-schedule and empty login, the ControlNet extension's loose model names and discovery
-routes, and what clients read to draw their menus."""
+"""The A1111 API's settings and menus that every client meets: schedules (A1111's
+"Schedule type"), clip skip through /options and `override_settings`, what cannot be honoured
+refused by name, the routes clients read to draw their menus, and the batch limit. Each
+client's own call sequence is replayed in tests/api/clients/."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from PIL import Image
 
 SMALL = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "cfg_scale": 7}
 
@@ -32,39 +32,23 @@ def pixels(answer: requests.Response, index: int = 0) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), np.int16)
 
 
-def test_photoshop_plugin_numbers_as_strings_are_read_as_a1111_reads_them(app_url):
-    as_numbers = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
-                               json={**SMALL, "seed": 5})
-    as_strings = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
-        **SMALL, "seed": "5", "steps": "2", "cfg_scale": "7", "width": "64", "height": 64.0})
-    assert as_numbers.status_code == as_strings.status_code == 200
-    assert np.array_equal(pixels(as_numbers), pixels(as_strings))
-    assert json.loads(as_strings.json()["info"])["seed"] == 5
-    random = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
-                           json={**SMALL, "seed": "-1"})
-    assert random.status_code == 200 and json.loads(random.json()["info"])["seed"] >= 0
-    half = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
-                         json={**SMALL, "steps": 2.5})
-    assert half.status_code == 422 and "steps must be a whole number" in half.text
-
-
-def test_sillytavern_defaults_normal_schedule_and_an_empty_login(app_url):
-    answer = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
-                           headers={"Authorization": "Basic "},
-                           json={**SMALL, "seed": 9, "sampler_name": "Euler a",
-                                 "scheduler": "normal", "batch_size": 1, "n_iter": 1})
-    assert answer.status_code == 200
-    plain = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
-                          json={**SMALL, "seed": 9})
-    assert np.array_equal(pixels(answer), pixels(plain))  # normal = the sampler's own
-
-
 @pytest.mark.parametrize(("payload", "fragment"), [
-    ({"sampler_name": "Euler a", "scheduler": "Karras"}, "Karras sigmas for DPM++ 2M"),
-    ({"scheduler": "exponential"}, "scheduler 'exponential' is not available here"),
+    ({"sampler_name": "Euler a", "scheduler": "Karras"},
+     "sampler Euler a has no karras schedule; use Euler, DPM++ 2M"),
+    ({"sampler_name": "DDIM", "scheduler": "align_your_steps"}, "cannot take the Align"),
+    ({"scheduler": "polyexponential"}, "diffusers' samplers cannot express it"),
+    ({"scheduler": "kl_optimal"}, "diffusers' samplers cannot express it"),
+    ({"scheduler": "wobbly"}, "unknown scheduler 'wobbly'"),
+    ({"override_settings": {"CLIP_stop_at_last_layers": 0}}, "CLIP_stop_at_last_layers"),
+    ({"override_settings": {"sd_model_checkpoint": "other.safetensors"}},
+     "override_settings.sd_model_checkpoint"),
+    ({"override_settings": {"sd_vae": "vae-ft-mse.safetensors"}}, "override_settings.sd_vae"),
+    ({"override_settings": "clip skip 2"}, "override_settings must be an object"),
     ({"CLIP_stop_at_last_layers": 2}, None),  # an option key in a txt2img body: ignored
+    ({"override_settings": {"sd_vae": "Automatic", "live_previews_enable": False}}, None),
 ])
-def test_schedules_the_studio_cannot_follow_are_refused_by_name(app_url, payload, fragment):
+def test_schedules_and_settings_the_studio_cannot_follow_are_refused_by_name(
+        app_url, payload, fragment):
     answer = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
                            json={**SMALL, **payload})
     if fragment is None:
@@ -73,33 +57,35 @@ def test_schedules_the_studio_cannot_follow_are_refused_by_name(app_url, payload
         assert answer.status_code == 422 and fragment in answer.json()["detail"]
 
 
-def test_controlnet_examples_with_a_short_model_name(app_url):
-    sketch = Image.new("RGB", (64, 64), "black")
-    ImageDraw.Draw(sketch).rectangle((10, 10, 54, 54), outline="white", width=3)
-    unit = {"input_image": b64(sketch), "module": "none", "model": "canny", "weight": "1"}
-    steered = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
-        **SMALL, "seed": 3, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
-    assert steered.status_code == 200
-    exact = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
-        **SMALL, "seed": 3, "alwayson_scripts": {"controlnet": {"args": [
-            {**unit, "model": "Controlnet-Canny [a1b2c3d4]", "weight": 1.0}]}}})
-    assert np.array_equal(pixels(steered), pixels(exact))
-    vague = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
-        **SMALL, "alwayson_scripts": {"controlnet": {"args": [{**unit, "model": "control"}]}}})
-    assert vague.status_code == 422 and "matches several" in vague.json()["detail"]
+@pytest.mark.parametrize(("scheduler", "sampler"), [
+    ("karras", "Euler"), ("exponential", "DPM++ 2M"), ("beta", "UniPC"),
+    ("sgm_uniform", "Euler a"), ("align_your_steps", "DPM++ 2M"),
+])
+def test_a1111_schedules_change_the_image(app_url, scheduler, sampler):
+    body = {**SMALL, "seed": 21, "steps": 3, "sampler_name": sampler}
+    plain = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json=body)
+    scheduled = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60,
+                              json={**body, "scheduler": scheduler})
+    assert scheduled.status_code == 200, scheduled.text
+    assert np.abs(pixels(scheduled) - pixels(plain)).mean() > 0.5
 
 
-def test_controlnet_discovery_routes(app_url):
-    settings = requests.get(api(app_url, "/controlnet/settings"), timeout=30).json()
-    assert settings == {"control_net_unit_count": 3}
-    modules = requests.get(api(app_url, "/controlnet/module_list"),
-                           params={"alias_names": "true"}, timeout=30).json()
-    assert "canny" in modules["module_list"]
-    assert modules["module_detail"]["canny"]["sliders"][0]["name"] == "Preprocessor Resolution"
-    assert modules["module_detail"]["none"] == {"model_free": False, "sliders": []}
-    types = requests.get(api(app_url, "/controlnet/control_types"), timeout=30).json()
-    canny = types["control_types"]["Canny"]
-    assert canny["default_option"] == "canny" and canny["default_model"] == "controlnet-canny"
+def test_clip_skip_from_options_applies_to_later_requests(app_url):
+    body = {**SMALL, "seed": 8}
+    plain = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json=body)
+    try:
+        assert requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
+                             json={"CLIP_stop_at_last_layers": "2"}).status_code == 200
+        got = requests.get(api(app_url, "/sdapi/v1/options"), timeout=30).json()
+        assert got["CLIP_stop_at_last_layers"] == 2
+        skipped = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json=body)
+        overridden = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
+            **body, "override_settings": {"CLIP_stop_at_last_layers": 1}})
+    finally:
+        requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
+                      json={"CLIP_stop_at_last_layers": 1})
+    assert np.abs(pixels(skipped) - pixels(plain)).mean() > 0.5
+    assert np.array_equal(pixels(overridden), pixels(plain))
 
 
 def test_options_take_back_what_get_gave_and_ignore_the_rest(app_url):
@@ -108,8 +94,11 @@ def test_options_take_back_what_get_gave_and_ignore_the_rest(app_url):
                          json={**got, "inpainting_mask_weight": 1, "live_previews_enable": True})
     assert sent.status_code == 200
     clip = requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
-                         json={"CLIP_stop_at_last_layers": 2})
-    assert clip.status_code == 422 and "clip skip" in clip.json()["detail"]
+                         json={"CLIP_stop_at_last_layers": 13})
+    assert clip.status_code == 422 and "CLIP_stop_at_last_layers" in clip.json()["detail"]
+    vae = requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
+                        json={"sd_vae": "other.safetensors"})
+    assert vae.status_code == 422 and vae.json()["detail"].startswith("sd_vae")
 
 
 @pytest.mark.parametrize(("method", "route", "expected"), [

@@ -103,6 +103,18 @@ def test_a_control_map_steers_and_weight_zero_is_plain_generation(xl):
     assert not np.array_equal(px(img2img.image), px(steered.image))
 
 
+def test_schedules_clip_skip_and_control_modes_work_on_sdxl(xl):
+    plain = px(xl.txt2img({**BASE, "scheduler": "Euler"}).image)
+    for change in ({"schedule": "karras"}, {"schedule": "ays"}, {"clip_skip": 2}):
+        changed = px(xl.txt2img({**BASE, "scheduler": "Euler", **change}).image)
+        assert np.abs(changed - plain).mean() > 0.5, change
+    unit = {"type": "scribble", "image": sketch()}
+    balanced = px(xl.control({**BASE, "units": [unit]}).image)
+    for mode in ("prompt", "control"):
+        moded = px(xl.control({**BASE, "units": [{**unit, "control_mode": mode}]}).image)
+        assert np.abs(moded - balanced).mean() > 0.5, mode
+
+
 @pytest.mark.parametrize(("mode", "channels"), [("inpaint", 9), ("blend", 4)])
 def test_inpainting_keeps_every_unmasked_pixel(xl, mode, channels):
     image, mask = scene(), box_mask()

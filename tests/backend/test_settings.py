@@ -24,6 +24,15 @@ def test_flags_override_environment():
     assert s.port == 9100 and s.models == "tiny" and s.share is True
 
 
+def test_cors_origins_parse_and_bad_ones_are_named():
+    s = settings_from_args(["--cors-allow-origins", "http://a.example:3000/, https://b.example"],
+                           env={})
+    assert s.cors_origins == ["http://a.example:3000", "https://b.example"]
+    assert settings_from_args([], env={}).cors_origins == []
+    with pytest.raises(ValueError, match="'a.example/path' is not an origin"):
+        settings_from_args(["--cors-allow-origins", "a.example/path"], env={})
+
+
 def test_all_fields_parse():
     s = settings_from_args(
         ["--models", "tiny", "--device", "cpu", "--dtype", "fp32", "--memory-budget", "2.5",

@@ -134,7 +134,8 @@ class ModelRegistry:
         self._pipelines: dict[str, Any] = {}
         self._pipeline_keys: dict[str, tuple[str, ...]] = {}
         self._single_file_parts: dict[str, Any] = {}
-        self._schedulers: dict[tuple[str, str], Any] = {}  # (name, config key) -> prototype
+        # (sampler, schedule, config key) -> prototype
+        self._schedulers: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.RLock()
         self._loaded_loras: dict[str, set[str]] = {}  # unet key -> adapter names
         # LoRA adapters kept per UNet: past it, the least recently used idle one is unloaded
@@ -411,17 +412,19 @@ class ModelRegistry:
                 self.stats["pipeline_build"] += 1
             return pipe
 
-    def new_scheduler(self, name: str) -> Any:
-        """A fresh scheduler `name` for one call: a deep copy of a prototype built once per
-        name (building from config re-validates it each time, ~2 ms; a copy is ~0.5 ms).
-        Schedulers hold per-run state (timesteps, step index), so no call shares one."""
+    def new_scheduler(self, name: str, schedule: str = "default") -> Any:
+        """A fresh scheduler `name` sampling with `schedule` for one call: a deep copy of a
+        prototype built once per pair (building from config re-validates it each time, ~2 ms;
+        a copy is ~0.5 ms). Schedulers hold per-run state (timesteps, step index), so no call
+        shares one."""
         from .schedulers import make_scheduler
 
         with self._lock:
-            key = (name, self.key("scheduler"))
+            key = (name, schedule, self.key("scheduler"))
             proto = self._schedulers.get(key)
             if proto is None:
-                proto = self._schedulers[key] = make_scheduler(name, self.component("scheduler"))
+                proto = self._schedulers[key] = make_scheduler(
+                    name, self.component("scheduler"), schedule, self.family.defaults.ays)
             return copy.deepcopy(proto)
 
     # ------------------------------------------------------------------ LoRA adapters

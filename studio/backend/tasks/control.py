@@ -10,11 +10,14 @@ optionally img2img from an init image.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from PIL import Image
 
 from ..common import (
@@ -27,6 +30,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    text_options,
 )
 from ..images import load_image
 from ..models.modelsets import CONTROL_TYPES
@@ -50,7 +54,16 @@ ANNOTATORS = CONTROL_TYPES
 RESIZE_MODES = {"crop": "Crop and Resize", "fit": "Resize and Fill", "stretch": "Just Resize"}
 _RESIZE_ALIASES = {v.lower(): k for k, v in RESIZE_MODES.items()}
 UNIT_KEYS = ("type", "image", "weight", "start", "end", "preprocess", "resize_mode",
-             "resolution", "annotator")
+             "resolution", "annotator", "control_mode")
+# How a unit's control weighs against the prompt, as the A1111 ControlNet extension defines it:
+# balanced = as given; prompt = "My prompt is more important" (residuals scaled down layer by
+# layer, its soft weights 0.825^(n-1-i)); control = "ControlNet is more important" (the soft
+# weights, and the control on the conditional half of classifier-free guidance only).
+CONTROL_MODES = ("balanced", "prompt", "control")
+SOFT_WEIGHT = 0.825
+_CONTROL_MODE_ALIASES = {"my prompt is more important": "prompt",
+                         "controlnet is more important": "control", 0: "balanced",
+                         1: "prompt", 2: "control"}
 # Written after a run to say how the stored map was made from the input.
 _PREPARED_KEY = "prepared_from"
 
@@ -68,6 +81,7 @@ class ControlUnit:
     resize_mode: str = "crop"
     resolution: int = 512
     annotator: str | None = None  # None: the type's own annotator
+    control_mode: str = "balanced"  # see CONTROL_MODES
 
     def __post_init__(self) -> None:
         self.prepared_from: dict[str, Any] | None = None
@@ -139,8 +153,16 @@ class ControlUnit:
                 f"{name}: unknown annotator {self.annotator!r}; choose one of: "
                 f"{', '.join(ANNOTATORS)}"
             )
+        control_mode = self.control_mode
+        if isinstance(control_mode, str):
+            control_mode = control_mode.strip().lower()
+        control_mode = _CONTROL_MODE_ALIASES.get(control_mode, control_mode)
+        if control_mode not in CONTROL_MODES:
+            raise RequestError(
+                f"{name}: unknown control_mode {self.control_mode!r}; choose one of: "
+                f"{', '.join(CONTROL_MODES)}")
         self.image = load_image(self.image, f"{name} image")
-        self.resize_mode = mode
+        self.resize_mode, self.control_mode = mode, control_mode
         self.weight, self.start, self.end = float(self.weight), float(self.start), float(self.end)
         self.resolution = int(self.resolution)
 
@@ -149,7 +171,7 @@ class ControlUnit:
         d = {"type": self.type, "weight": self.weight, "start": self.start, "end": self.end,
              "preprocess": self.preprocess, "resize_mode": self.resize_mode,
              "resolution": self.resolution, "annotator": self.annotator,
-             "image": jsonable(self.image)}
+             "control_mode": self.control_mode, "image": jsonable(self.image)}
         if self.prepared_from is not None:
             d[_PREPARED_KEY] = {k: self.prepared_from.get(k)
                                 for k in ("preprocess", "resize_mode", "annotator")}
@@ -381,6 +403,50 @@ def control_pipeline(registry: ModelRegistry, types: tuple[str, ...], img2img: b
                                     controlnets=tuple(f"controlnet:{t}" for t in types))
 
 
+def soft_weights(count: int) -> list[float]:
+    """The extension's per-residual scales for "My prompt is more important": 1 at the middle
+    block (the last residual), 0.825 less per layer towards the input."""
+    return [SOFT_WEIGHT ** (count - 1 - i) for i in range(count)]
+
+
+@contextlib.contextmanager
+def control_modes(pipe: Any, units: list[ControlUnit]) -> Iterator[None]:
+    """Apply each unit's control mode to its ControlNet's residuals for one call (forward
+    hooks, removed afterwards; the ControlNets are shared and the device lock keeps calls
+    apart). A ControlNet serving two units must have one mode for both."""
+    nets = list(getattr(pipe.controlnet, "nets", [pipe.controlnet]))
+    modes: dict[int, tuple[Any, str]] = {}
+    for i, (net, unit) in enumerate(zip(nets, units, strict=True), 1):
+        known = modes.setdefault(id(net), (net, unit.control_mode))
+        if known[1] != unit.control_mode:
+            raise RequestError(
+                f"unit {i} uses the same {unit.type} ControlNet as an earlier unit with "
+                f"another control mode ({known[1]}); give them one control mode")
+
+    def hook(mode: str) -> Callable[..., Any]:
+        def scaled(module: Any, args: Any, output: Any) -> Any:
+            down, mid = output
+            weights = soft_weights(len(down) + 1)
+            down = [d * w for d, w in zip(down, weights, strict=False)]
+            if mode == "control" and pipe.do_classifier_free_guidance:
+                # the batch is [unconditional, conditional]: no control on the first half
+                keep = torch.ones(mid.shape[0], device=mid.device, dtype=mid.dtype)
+                keep[: mid.shape[0] // 2] = 0
+                down = [d * keep.view(-1, 1, 1, 1) for d in down]
+                mid = mid * keep.view(-1, 1, 1, 1)
+            return down, mid
+
+        return scaled
+
+    handles = [net.register_forward_hook(hook(mode)) for net, mode in modes.values()
+               if mode != "balanced"]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def run_control(
     registry: ModelRegistry,
     req: ControlRequest,
@@ -403,6 +469,7 @@ def run_control(
     kwargs: dict[str, Any] = dict(
         prompt=req.prompt,
         negative_prompt=req.negative_prompt or None,
+        **text_options(pipe, req),
         num_inference_steps=steps,
         guidance_scale=guidance,
         width=req.width,
@@ -421,7 +488,8 @@ def run_control(
     kwargs["callback_on_step_end"] = step_callback(total, progress, cancel)
     with referenced(registry, pipe.unet, list(req.reference_images or []),
                     req.reference_scale, guidance) as reference:
-        out = run_guarded(registry, lambda: pipe(**kwargs, **reference), cancel)
+        with control_modes(pipe, units):
+            out = run_guarded(registry, lambda: pipe(**kwargs, **reference), cancel)
     info: dict[str, Any] = {"steps_run": total, "guidance_run": guidance}
     if req.reference_images:
         info["references"] = len(req.reference_images)

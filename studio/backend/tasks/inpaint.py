@@ -47,6 +47,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    text_options,
 )
 from ..images import load_image
 from ..requests import (
@@ -483,6 +484,7 @@ def inpaint_runner(ctx: TaskContext, req: InpaintRequest, progress: ProgressFn |
         return pipe(
             prompt=req.prompt,
             negative_prompt=req.negative_prompt or None,
+            **text_options(pipe, req),
             image=image,
             mask_image=pipe_mask,
             width=width,

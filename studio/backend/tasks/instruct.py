@@ -31,6 +31,7 @@ from ..common import (
     run_guarded,
     step_callback,
     step_kwargs,
+    text_options,
 )
 from ..images import load_image
 from ..models.registry import ModelRegistry
@@ -179,6 +180,7 @@ def run_instruct(
             prompt=req.prompt,
             image=image,
             negative_prompt=req.negative_prompt or None,
+            **text_options(pipe, req),
             num_inference_steps=steps,
             guidance_scale=guidance,
             image_guidance_scale=req.image_guidance_scale,

@@ -43,7 +43,9 @@ from ..common import (
     configure_pipe,
     cpu_generator,
     effective_steps_guidance,
+    new_scheduler,
     run_guarded,
+    text_options,
 )
 from ..images import load_image
 from ..models.modelsets import GLIGEN_FRACTION
@@ -330,7 +332,7 @@ def _check_phrase_tokens(tokenizer: Any, phrases: list[str]) -> None:
 def grounded_step_count(registry: ModelRegistry, req: LayoutRequest, steps: int
                         ) -> tuple[int, int]:
     """(steps that use the boxes, sampling steps): int(fraction x steps), as the pipeline does."""
-    scheduler = registry.new_scheduler(req.sampler_name)
+    scheduler = new_scheduler(registry, req)
     scheduler.set_timesteps(steps)
     total = len(scheduler.timesteps)
     return int(req.gligen_fraction * total), total
@@ -417,6 +419,7 @@ def run_layout(
             return pipe(
                 prompt=prompt,
                 negative_prompt=req.negative_prompt or None,
+                **text_options(pipe, req),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 gligen_scheduled_sampling_beta=req.gligen_fraction,

@@ -22,6 +22,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    text_options,
 )
 from ..requests import (
     GenerationParams,
@@ -151,6 +152,7 @@ def run_prompt_edit(ctx: TaskContext, req: PromptEditRequest, progress: Progress
         return pipe(
             prompt=[req.prompt, req.edited_prompt or req.prompt],
             negative_prompt=[req.negative_prompt] * 2 if req.negative_prompt else None,
+            **text_options(pipe, req),
             num_inference_steps=steps, guidance_scale=guidance, width=req.width,
             height=req.height,
             # one generator per image, both seeded alike: the starting noise and every

@@ -32,6 +32,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    text_options,
 )
 from ..images import load_image
 from ..models.ip_adapter import guided_embeds, ip_adapted
@@ -252,6 +253,7 @@ def run_remix(ctx: TaskContext, req: RemixRequest, progress: ProgressFn | None =
         return pipe(
             prompt=req.prompt,
             negative_prompt=req.negative_prompt or None,
+            **text_options(pipe, req),
             num_inference_steps=steps,
             guidance_scale=guidance,
             width=req.width,

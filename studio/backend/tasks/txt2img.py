@@ -14,6 +14,7 @@ from ..common import (
     effective_steps_guidance,
     run_guarded,
     step_callback,
+    text_options,
 )
 from ..models.registry import ModelRegistry
 from ..requests import Txt2ImgRequest
@@ -45,6 +46,7 @@ def run_txt2img(
         return pipe(
             prompt=req.prompt,
             negative_prompt=req.negative_prompt or None,
+            **text_options(pipe, req),
             num_inference_steps=steps,
             guidance_scale=guidance,
             width=req.width,

@@ -66,6 +66,9 @@ class Defaults:
     steps: int = 25
     guidance: float = 7.5
     sampler: str = "Euler a"
+    # the Align Your Steps timesteps tuned for this family's denoiser (a key of diffusers'
+    # `AysSchedules`); None: the "ays" schedule is refused by name
+    ays: str | None = None
 
 
 @dataclass(frozen=True)

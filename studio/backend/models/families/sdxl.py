@@ -71,7 +71,8 @@ FAMILY = Family(
         "concept_train": Unsupported(f"concept training (two text encoders) is {_NOT_YET}"),
     },
     model_set=MODEL_SET,
-    defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a"),
+    defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a",
+                      ays="StableDiffusionXLTimesteps"),
     # no invisible watermark (it needs a package the studio does not ship, and A1111 adds none)
     pipeline_kwargs={"add_watermarker": False},
     single_file="diffusers.StableDiffusionXLPipeline",
