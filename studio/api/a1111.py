@@ -66,8 +66,6 @@ def memory() -> dict[str, Any]:
     return out
 
 
-def _title(studio: Any) -> str:
-    return f"{studio.model_name} [studio]"
 
 
 class A1111Api:
@@ -77,7 +75,8 @@ class A1111Api:
         self.studio, self.settings = studio, settings
         self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.jobs_done = 0
-        self.api_settings: dict[str, Any] = {"clip_skip": 1}  # set by POST /options
+        # set by POST /options: the API's checkpoint ("" = the studio's default) and clip skip
+        self.api_settings: dict[str, Any] = {"clip_skip": 1, "model": ""}
         self._sessions: set[str] = set()  # the cancel sessions of this API's running jobs
         self._sessions_lock = threading.Lock()
 
@@ -139,7 +138,7 @@ class A1111Api:
         get("/controlnet/version")(lambda: {"version": 2})
         get("/controlnet/model_list")(self.model_list)
         get("/controlnet/module_list")(m.module_list)
-        get("/controlnet/control_types")(lambda: m.control_types(self.studio.model_set))
+        get("/controlnet/control_types")(lambda: m.control_types(self._model_set()))
         get("/controlnet/settings")(lambda: {"control_net_unit_count": MAX_UNITS})
         post("/controlnet/detect")(self.detect)
         return list(router.routes)
@@ -164,7 +163,7 @@ class A1111Api:
                 latest.clear()
                 result = studio.run(plan.task, request, cancel=cancel,
                                     preview=keep if studio.settings.previews else None)
-                text = m.infotext(request, result.info, studio.model_name)
+                text = m.infotext(request, result.info, result.info.get("model", ""))
                 images.append(m.encode_png(result.image, text))
                 infotexts.append(text)
                 seeds.append(result.info["seed"])
@@ -196,7 +195,8 @@ class A1111Api:
             "width": payload.get("width", 512), "height": payload.get("height", 512),
             "sampler_name": payload.get("sampler_name") or "Euler a",
             "cfg_scale": payload.get("cfg_scale", 7.0), "steps": payload.get("steps", 20),
-            "batch_size": payload.get("batch_size", 1), "sd_model_name": studio.model_name,
+            "batch_size": payload.get("batch_size", 1),
+            "sd_model_name": plan.requests[0].get("model") or self.model,
             "denoising_strength": payload.get("denoising_strength"),
             "infotexts": infotexts, "index_of_first_image": 0, "studio_task": plan.task,
             "studio_files": files, "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
@@ -205,16 +205,39 @@ class A1111Api:
                              "info": json.dumps(info)})
 
     def _settings(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return m.settings_for(payload, self.api_settings,
-                              (_title(self.studio), self.studio.model_name))
+        return m.settings_for(payload, self.api_settings, self._checkpoint)
+
+    def _checkpoint(self, value: Any) -> str:
+        """The catalog name an A1111 title or name means; others are refused with the list."""
+        names = self.studio.catalog.names()
+        found = m.match_checkpoint(value, names)
+        if found is None:
+            raise RequestError(f"sd_model_checkpoint {value!r} is not a model of this server; "
+                               f"it has: {', '.join(self._title(n) for n in names)}")
+        return found
+
+    def _title(self, name: str) -> str:
+        return m.checkpoint_title(name, self.studio.catalog.short_hash(name))
+
+    @property
+    def model(self) -> str:
+        """The API's checkpoint: POST /options's, else the studio's default."""
+        return self.api_settings.get("model") or self.studio.catalog.default
 
     def txt2img(self, payload: dict[str, Any]) -> JSONResponse:
-        return self._safely(lambda: self._generate(m.txt2img_plan(
-            payload, self.studio.model_set, self.max_bytes, self._settings(payload)), payload))
+        return self._safely(lambda: self._generate(*self._plan(m.txt2img_plan, payload)))
 
     def img2img(self, payload: dict[str, Any]) -> JSONResponse:
-        return self._safely(lambda: self._generate(m.img2img_plan(
-            payload, self.studio.model_set, self.max_bytes, self._settings(payload)), payload))
+        return self._safely(lambda: self._generate(*self._plan(m.img2img_plan, payload)))
+
+    def _plan(self, planner: Callable[..., m.Plan], payload: dict[str, Any]
+              ) -> tuple[m.Plan, dict[str, Any]]:
+        settings = self._settings(payload)
+        model_set = self.studio.checkpoint(settings.get("model") or self.model)[1]
+        return planner(payload, model_set, self.max_bytes, settings), payload
+
+    def _model_set(self) -> Any:
+        return self.studio.checkpoint(self.model)[1]
 
     def detect(self, payload: dict[str, Any]) -> JSONResponse:
         """ControlNet's preprocessor preview: run an annotator on each image."""
@@ -263,31 +286,33 @@ class A1111Api:
         return {"interrupted": any(stopped)}
 
     def sd_models(self) -> list[dict[str, Any]]:
-        name = self.studio.model_name
-        return [{"title": _title(self.studio), "model_name": name, "hash": None,
-                 "sha256": None, "filename": self.studio.model_set.base if not
-                 self.studio.model_set.offline_models else name, "config": None}]
+        """Every checkpoint of the catalog, as A1111 lists them (the file name is the name:
+        never a server path)."""
+        out = []
+        for entry in self.studio.models():
+            name = entry["name"]
+            digest = self.studio.catalog.short_hash(name)
+            out.append({"title": m.checkpoint_title(name, digest),
+                        "model_name": name.rsplit(".", 1)[0] if entry["source"] == "file"
+                        else name, "hash": digest, "sha256": None, "filename": name,
+                        "config": None})
+        return out
 
     def options(self) -> dict[str, Any]:
-        return {"sd_model_checkpoint": _title(self.studio), "samples_format": "png",
-                "sd_checkpoint_hash": None, "sd_vae": "Automatic",
+        digest = self.studio.catalog.short_hash(self.model)
+        return {"sd_model_checkpoint": self._title(self.model), "samples_format": "png",
+                "sd_checkpoint_hash": digest, "sd_vae": "Automatic",
                 "CLIP_stop_at_last_layers": self.api_settings["clip_skip"]}
 
     def set_options(self, payload: dict[str, Any]) -> Any:
-        """As A1111: the keys this studio acts on take effect (the clip skip of later API
-        requests) or are refused by name when it cannot honour their value (another
-        checkpoint: it serves one, switching needs a restart; a VAE), and every other key is
-        ignored with a log line (clients send back what GET /options gave them, and settings
-        of their own)."""
-        checkpoint = payload.get("sd_model_checkpoint")
-        if checkpoint is not None and checkpoint not in (_title(self.studio),
-                                                         self.studio.model_name):
-            return _error(422, f"sd_model_checkpoint {checkpoint!r}: this studio serves "
-                          f"{_title(self.studio)!r}; restart it with --models to change")
+        """As A1111: the keys this studio acts on take effect for the API's later requests
+        (the checkpoint, by title or name; the clip skip) or are refused by name when it
+        cannot honour their value (a VAE), and every other key is ignored with a log line
+        (clients send back what GET /options gave them, and settings of their own). A job
+        running on another checkpoint finishes first: the next one waits for the device."""
         try:
-            chosen = m.settings_for({"override_settings": {
-                k: v for k, v in payload.items() if k != "sd_model_checkpoint"}},
-                self.api_settings, ())
+            chosen = m.settings_for({"override_settings": payload}, self.api_settings,
+                                    self._checkpoint)
         except RequestError as err:
             return _error(422, str(err).replace("override_settings.", ""))
         self.api_settings = chosen
@@ -305,7 +330,7 @@ class A1111Api:
                  "metadata": {}} for c in self.studio.list_concepts() if c["method"] == "lora"]
 
     def model_list(self) -> dict[str, Any]:
-        return {"model_list": sorted(m.model_names(self.studio.model_set))}
+        return {"model_list": sorted(m.model_names(self._model_set()))}
 
     def png_info(self, payload: dict[str, Any]) -> JSONResponse:
         def run() -> JSONResponse:

@@ -22,6 +22,7 @@ import io
 import logging
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,11 +255,12 @@ FIXED_SETTINGS: dict[str, tuple[Any, ...]] = {
 
 
 def settings_for(payload: dict[str, Any], options: dict[str, Any],
-                 checkpoints: tuple[str, ...]) -> dict[str, Any]:
+                 checkpoint: Callable[[Any], str]) -> dict[str, Any]:
     """The settings one request runs with: the API's (`options`, from POST /options), then
-    the request's `override_settings`. The studio acts on the model and the clip skip; a
-    setting it cannot change is refused by name when it asks for another value; the rest are
-    ignored with a log line."""
+    the request's `override_settings`. The studio acts on the model (`checkpoint` turns an
+    A1111 title or name into the catalog's name, or refuses it) and the clip skip; a setting
+    it cannot change is refused by name when it asks for another value; the rest are ignored
+    with a log line."""
     out = dict(options)
     over = payload.get("override_settings") or {}
     if not isinstance(over, dict):
@@ -268,9 +270,8 @@ def settings_for(payload: dict[str, Any], options: dict[str, Any],
         if key == "CLIP_stop_at_last_layers":
             out["clip_skip"] = clip_skip_of(value)
         elif key == "sd_model_checkpoint":
-            if value not in (None, "", *checkpoints):
-                raise RequestError(f"override_settings.sd_model_checkpoint {value!r}: this "
-                                   f"server has {', '.join(map(repr, checkpoints[:1]))}")
+            if value not in (None, ""):
+                out["model"] = checkpoint(value)
         elif key in FIXED_SETTINGS:
             if value not in FIXED_SETTINGS[key]:
                 raise RequestError(f"override_settings.{key} {value!r}: this server cannot "
@@ -283,6 +284,23 @@ def settings_for(payload: dict[str, Any], options: dict[str, Any],
     return out
 
 
+def checkpoint_title(name: str, short_hash: str | None) -> str:
+    """A1111's title of a checkpoint: its name and short hash."""
+    return f"{name} [{short_hash}]" if short_hash else name
+
+
+def match_checkpoint(value: Any, names: list[str]) -> str | None:
+    """The catalog name an A1111 client means: the name itself, its title ("name [hash]"),
+    or A1111's `model_name` (the file name without its extension)."""
+    if not isinstance(value, str):
+        return None
+    base = value.split(" [", 1)[0].strip()
+    for name in names:
+        if base in (name, name.rsplit(".", 1)[0] if name.endswith(".safetensors") else name):
+            return name
+    return None
+
+
 def _common(payload: dict[str, Any], settings: dict[str, Any], width: int | None = None,
             height: int | None = None) -> dict[str, Any]:
     scheduler, fast, schedule = sampler_of(payload)
@@ -291,7 +309,7 @@ def _common(payload: dict[str, Any], settings: dict[str, Any], width: int | None
         or "", "steps": payload.get("steps", 20), "guidance_scale": payload.get("cfg_scale", 7.0),
         "width": width or payload.get("width", 512), "height": height or payload.get("height", 512),
         "scheduler": scheduler, "fast": fast, "schedule": schedule,
-        "clip_skip": settings.get("clip_skip", 1),
+        "clip_skip": settings.get("clip_skip", 1), "model": settings.get("model", ""),
     }
 
 
@@ -487,7 +505,8 @@ def infotext(request: dict[str, Any], result_info: dict[str, Any], model: str) -
     """A1111's infotext for one image (what its PNGs carry in `parameters`)."""
     from studio.backend.outputs import a1111_parameters
 
-    return a1111_parameters({**result_info.get("request", request)}, model)
+    return a1111_parameters({**result_info.get("request", request)},
+                            result_info.get("model") or model, result_info.get("model_hash"))
 
 
 def sampler_list() -> list[dict[str, Any]]:

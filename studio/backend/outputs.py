@@ -40,7 +40,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COMPRESS_LEVEL = 1
 
 
-def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
+def a1111_parameters(request: dict[str, Any], model: str = "", model_hash: str | None = None
+                     ) -> str:
     """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs."""
     lines = [str(request.get("prompt", ""))]
     if request.get("negative_prompt"):
@@ -55,6 +56,7 @@ def a1111_parameters(request: dict[str, Any], model: str = "") -> str:
         ("Seed", request.get("seed")),
         ("Size", f"{request.get('width')}x{request.get('height')}"
          if request.get("width") else None),
+        ("Model hash", model_hash),
         ("Model", model or None),
         ("Clip skip", request.get("clip_skip") if (request.get("clip_skip") or 1) > 1
          else None),
@@ -133,8 +135,9 @@ class OutputStore:
         return day
 
     def save(self, image: Image.Image, request: dict[str, Any], model: str = "",
-             extra: dict[str, Any] | None = None) -> Path:
-        """Save `image` with metadata; returns the final path. Never leaves partial files."""
+             extra: dict[str, Any] | None = None, model_hash: str | None = None) -> Path:
+        """Save `image` with metadata (the checkpoint's name and short hash, as A1111 writes
+        them); returns the final path. Never leaves partial files."""
         with self._lock:
             self._counter += 1
             n = self._counter
@@ -143,8 +146,9 @@ class OutputStore:
         # a full random id: names must not be guessable from the time and seed
         name = f"{stamp}-{n:04d}-{task}-{request.get('seed', 0)}-{uuid.uuid4().hex}.png"
         info = PngImagePlugin.PngInfo()
-        info.add_text(PARAMETERS_CHUNK, a1111_parameters(request, model))
-        payload = {"request": request, "model": model, **(extra or {})}
+        info.add_text(PARAMETERS_CHUNK, a1111_parameters(request, model, model_hash))
+        payload = {"request": request, "model": model, "model_hash": model_hash,
+                   **(extra or {})}
         info.add_text(REQUEST_CHUNK, json.dumps(payload, sort_keys=True))
         return self._write(self._day() / name,
                            lambda fh: image.save(fh, format="PNG", pnginfo=info,

@@ -126,6 +126,7 @@ class GenerationParams:
     fast: bool = False
     schedule: str = DEFAULT_SCHEDULE  # the sampler's noise schedule (models.schedulers)
     clip_skip: int = 1  # as A1111: 1 = the text encoder's last layer, 2 = the one before
+    model: str = ""  # the checkpoint (a name GET /models lists; "" = the server's default)
 
     task: ClassVar[str] = "generate"
     prompt_required: ClassVar[bool] = True

@@ -31,10 +31,12 @@ from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page
 from .images import limit_decoded_pixels
-from .models.builtin import resolve_model_set
+from .models.builtin import builtin_choices, resolve_model_set
+from .models.catalog import Catalog, UnknownModel
 from .models.devices import pick_device, pick_dtype
+from .models.families import get_family
 from .models.modelsets import ModelSet
-from .models.registry import ModelRegistry
+from .models.registry import ModelRegistry, ModelUnavailableError
 from .models.speed import SpeedOptions, compiled_forward
 from .outputs import OutputStore, read_metadata
 from .previews import Previewer, PreviewFn, previewing
@@ -68,11 +70,17 @@ class Studio:
     def __init__(self, settings: Settings, model_set: ModelSet | None = None,
                  registry: ModelRegistry | None = None) -> None:
         self.settings = settings
-        self.model_set = model_set or resolve_model_set(settings)
+        # the models a request gets when it names none (--models); a request may choose any
+        # checkpoint of the catalog (the model picker), for the length of its job
+        self.default_set = model_set or resolve_model_set(settings)
+        self.catalog = Catalog(self.default_set, settings.models_dir,
+                               builtins=builtin_choices(settings, self.default_set),
+                               hash_cache=Path(settings.cache_dir) / "model-hashes.json")
+        self._job = threading.local()  # the running job's model (in its thread)
         if registry is None:
             device = pick_device(settings.device)
             registry = ModelRegistry(
-                self.model_set, device=device, dtype=pick_dtype(settings.dtype, device),
+                self.default_set, device=device, dtype=pick_dtype(settings.dtype, device),
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
                 max_loras=settings.max_loras,
                 speed=SpeedOptions.from_settings(settings, device),
@@ -98,6 +106,52 @@ class Studio:
         self._concepts: ConceptManager | None = None
         if has_concepts(self.concepts_dir):  # concepts of earlier runs apply from the start
             _ = self.concepts  # registers the concept hook; loads no model
+
+    # ------------------------------------------------------------------ models
+    @property
+    def model_set(self) -> ModelSet:
+        """The running job's models (in its thread), else the default ones."""
+        return getattr(self._job, "model_set", None) or self.default_set
+
+    @property
+    def model_name(self) -> str:
+        """The running job's checkpoint name (in its thread), else the default's."""
+        return getattr(self._job, "model", None) or self.catalog.default
+
+    def models(self, refresh: bool = False) -> list[dict[str, str]]:
+        """The checkpoints a request may choose: [{name, family, source}], default first."""
+        return self.catalog.refresh() if refresh else self.catalog.listing()
+
+    def checkpoint(self, name: Any) -> tuple[str, ModelSet]:
+        """(name, model set) of the checkpoint a request names ("" or None: the default)."""
+        if name is not None and not isinstance(name, str):
+            raise RequestError(f"model must be a model's name (GET /models), got "
+                               f"{type(name).__name__}")
+        try:
+            entry = self.catalog.entry(name or "")
+            return entry.name, self.catalog.model_set(entry.name)
+        except UnknownModel as err:
+            raise RequestError(str(err)) from err
+        except (FileNotFoundError, ValueError) as err:
+            raise ModelUnavailableError(f"model {name!r} cannot be loaded: {err}") from err
+
+    @contextlib.contextmanager
+    def _using(self, model: str | None) -> Iterator[None]:
+        """Inside the device lock: the job's checkpoint is the registry's models (components
+        of others stay cached within the memory budget) and this thread's `model_set`."""
+        if not model:
+            yield
+            return
+        name, ms = self.checkpoint(model)
+        before = (getattr(self._job, "model", None), getattr(self._job, "model_set", None),
+                  self.registry.model_set)
+        self._job.model, self._job.model_set = name, ms
+        self.registry.use(ms)
+        try:
+            yield
+        finally:
+            self._job.model, self._job.model_set = before[0], before[1]
+            self.registry.use(before[2])
 
     # ------------------------------------------------------------------ info
     @property
@@ -149,7 +203,8 @@ class Studio:
         """The current models' default share of GLIGEN-grounded steps (the UI's default)."""
         return float(self.model_set.gligen_fraction)
 
-    def model_defaults(self, request_cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    def model_defaults(self, request_cls: type, data: dict[str, Any],
+                       model_set: ModelSet | None = None) -> dict[str, Any]:
         """`data` with the sizes it leaves out set to the models' native size, and the
         grounding fraction to the models' own.
 
@@ -157,20 +212,17 @@ class Studio:
         (the toy world: 64 px) draws nothing useful there, so a request that names no size
         gets the one the models know, as the UI's sliders do.
         """
+        ms = model_set or self.model_set
         out = dict(data)
         for f in fields(request_cls):
             if f.name in out:
                 continue
             if (f.name in SIZE_FIELDS and f.default == DEFAULT_SIDE
-                    and self.native_size != DEFAULT_SIDE):
-                out[f.name] = self.native_size
+                    and ms.native_size != DEFAULT_SIDE):
+                out[f.name] = int(ms.native_size)
             elif f.name == "gligen_fraction":
-                out[f.name] = self.gligen_fraction
+                out[f.name] = float(ms.gligen_fraction)
         return out
-
-    @property
-    def model_name(self) -> str:
-        return f"{self.model_set.name}:{Path(self.model_set.base).name}"
 
     @property
     def annotators(self) -> Any:
@@ -178,7 +230,7 @@ class Studio:
         if self._annotators is None:
             from .annotate import AnnotatorService
 
-            sources = dict(self.model_set.annotators or {})
+            sources = dict(self.default_set.annotators or {})
             if self.settings.detector:
                 sources["grounding"] = str(self.settings.detector)
             self._annotators = AnnotatorService(
@@ -251,10 +303,11 @@ class Studio:
     def _finish(self, req: GenerationParams, image: Any, info: dict[str, Any],
                 extra: dict[str, Any] | None = None) -> Result:
         request = req.to_dict()
-        path = self.outputs.save(image, request, self.model_name, extra)
+        model_hash = self.catalog.short_hash(self.model_name)
+        path = self.outputs.save(image, request, self.model_name, extra, model_hash)
         full = {
             "seed": req.seed, "task": req.task, "file": self.outputs.name_of(path),
-            "model": self.model_name, "request": request, **info,
+            "model": self.model_name, "model_hash": model_hash, "request": request, **info,
         }
         return Result(image=image, info=full, path=path)
 
@@ -268,7 +321,7 @@ class Studio:
         `preview(image, step, total)` gets live previews while the image forms (if on).
         """
         spec, req = self.prepare(task, req)
-        with self.exclusive(task, progress, cancel, preview) as tracked:
+        with self.exclusive(task, progress, cancel, preview, model=req.model) as tracked:
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("Cancelled: the job was stopped before it started.")
             image, info = spec.runner(self, req, tracked, cancel)
@@ -285,35 +338,38 @@ class Studio:
         spec = TASKS.get(task)
         if spec is None or spec.runner is None or spec.request is None:
             raise RequestError(f"unknown task {task!r}")
-        self.check_family(task)
+        name, ms = self.checkpoint(req.get("model") if isinstance(req, dict) else req.model)
+        self.check_family(task, ms)
         if isinstance(req, dict):
-            req = spec.request.from_dict(self.model_defaults(spec.request, req))
+            req = spec.request.from_dict(self.model_defaults(spec.request, req, ms))
+        req.model = name  # recorded: Regenerate uses the same checkpoint
         req.validate()
         self.check_budget(req)
         req.resolve_seed()
         return spec, req
 
-    def family_notes(self, tab: str) -> list[str]:
-        """Why the current models' family cannot do some of a tab's tasks (shown on the tab;
-        the tasks themselves refuse with the same words)."""
-        family = self.registry.family
+    def family_notes(self, tab: str, family_name: str | None = None) -> list[str]:
+        """Why a family (default: the current models') cannot do some of a tab's tasks
+        (shown on the tab; the tasks themselves refuse with the same words)."""
+        family = get_family(family_name or self.model_set.family)
         return [note for spec in TASKS.values() if spec.tab == tab and spec.request is not None
                 and (note := family.refusal(spec.name))]
 
-    def check_family(self, task: str) -> None:
-        """Refuse, before anything loads, a task the current models' family cannot do."""
-        refusal = self.registry.family.refusal(task)
+    def check_family(self, task: str, model_set: ModelSet | None = None) -> None:
+        """Refuse, before anything loads, a task the models' family cannot do."""
+        refusal = get_family((model_set or self.model_set).family).refusal(task)
         if refusal:
             raise RequestError(refusal)
 
     @contextlib.contextmanager
     def exclusive(self, task: str, progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None, preview: PreviewFn | None = None
-                  ) -> Iterator[ProgressFn]:
-        """Hold the device for one job; yields a progress callback that also records the
-        job's step in `current_job` (what progress endpoints report). With `preview`, the
-        job's step callbacks hand it live previews (the latest is in current_job too)."""
-        with self._device:
+                  cancel: CancelToken | None = None, preview: PreviewFn | None = None,
+                  model: str | None = None) -> Iterator[ProgressFn]:
+        """Hold the device for one job (on checkpoint `model`, if given); yields a progress
+        callback that also records the job's step in `current_job` (what progress endpoints
+        report). With `preview`, the job's step callbacks hand it live previews (the latest
+        is in current_job too). A job on another checkpoint waits here for the running one."""
+        with self._device, self._using(model):
             outer = dict(self.current_job)
             job = {"task": task, "step": 0, "total": 0, "started": time.monotonic()}
             self.current_job = job
@@ -523,7 +579,8 @@ class Studio:
                       preview: PreviewFn | None = None) -> Result:
         """Learn a concept into the library; the Result is a preview (image None if off)."""
         req = self.prepare_concept(req)
-        with self.exclusive("concept_train", progress, cancel, preview) as tracked:
+        with self.exclusive("concept_train", progress, cancel, preview,
+                            model=req.model) as tracked:
             concept, training, image, image_req = self.concepts.train(req, tracked, cancel)
         extra_images = training.pop("extra_images", [])
         info: dict[str, Any] = {"concept": concept.to_dict(), "training": training}
@@ -536,8 +593,9 @@ class Studio:
         if not req.preview_steps:
             return Result(image=None, info=info)
         preview = self.run("txt2img", {
-            "prompt": req.prompt or self.model_set.templates[0].format(req.subject),
-            "seed": req.seed,
+            "prompt": req.prompt or self.checkpoint(req.model)[1].templates[0].format(
+                req.subject),
+            "seed": req.seed, "model": req.model,
             "steps": req.preview_steps, "width": req.resolution, "height": req.resolution,
         }, cancel=cancel, preview=preview)
         preview.info.update(info)
@@ -546,9 +604,12 @@ class Studio:
     def prepare_concept(self, req: Any) -> ConceptTrainRequest:
         """A concept-training request checked and ready: from a dict with the models'
         defaults, validated, within the job budget."""
-        self.check_family("concept_train")
+        name, ms = self.checkpoint(req.get("model") if isinstance(req, dict) else req.model)
+        self.check_family("concept_train", ms)
         if isinstance(req, dict):
-            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req))
+            req = ConceptTrainRequest.from_dict(self.model_defaults(ConceptTrainRequest, req,
+                                                                    ms))
+        req.model = name
         req.validate()
         self.check_budget(req)
         return req

@@ -8,6 +8,7 @@ module of that name in `studio.ui`, with `build(studio, gallery_hook)`.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from studio.backend.tasks import SAVED_IMAGE_TABS, TABS
 from studio.settings import Settings
 
 from . import outputs, pnginfo
-from .common import session_of, set_gpu_jobs
+from .common import PRIVATE, model_picker, session_of, set_gpu_jobs
 from .file_guard import install_file_guard
 from .queue_guard import install_queue_guard
 
@@ -58,6 +59,37 @@ def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> 
         "app_kwargs": app_kwargs(settings, studio),
     }
     return {**options, **overrides}
+
+
+def _model_picker(studio: Any) -> gr.Dropdown:
+    """The page's model picker: every checkpoint of the catalog, by name and family. Its
+    value belongs to the browser session; the tabs send it with each job."""
+    from studio.backend.models.families import get_family
+
+    def choices() -> list[tuple[str, str]]:
+        return [(f"{m['name']} ({get_family(m['family']).label})", m["name"])
+                for m in studio.models()]
+
+    with gr.Row():
+        # custom values pass: the backend checks a name and says what was wrong (an API
+        # client's "" means the default; a model added since the page loaded is valid)
+        picker = gr.Dropdown(choices(), value=studio.catalog.default, label="Model",
+                             elem_id="model-picker", scale=4, allow_custom_value=True,
+                             info="Hub cache, --models-dir files and the built-in sets")
+        refresh = gr.Button("Refresh list", elem_id="model-refresh", scale=1)
+    refresh.click(lambda: (studio.models(refresh=True), gr.update(choices=choices()))[1],
+                  None, picker, queue=False, **PRIVATE)
+    return picker
+
+
+def _notes(studio: Any, tab: str, model: str) -> str:
+    """A tab's notes for checkpoint `model`: why its family cannot do some of the tab's
+    tasks (the tasks refuse with the same words)."""
+    try:
+        family = studio.catalog.entry(model).family
+    except ValueError:  # an unknown name: the job itself will say so
+        return ""
+    return "\n\n".join(f"> **{n}**" for n in studio.family_notes(tab, family))
 
 
 def after_launch(demo: Any, settings: Settings) -> None:
@@ -122,18 +154,22 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
             gr.Markdown(f"> ⚠️ **{studio.exposure_warning}**", elem_id="exposure-banner")
         if studio.banner:
             gr.Markdown(f"> **{studio.banner}**", elem_id="offline-banner")
+        picker = _model_picker(studio)
         results = gr.State([])
         gallery = gr.Gallery(
             label="This session's results", columns=8, height=200, fit_columns=False,
             object_fit="contain", preview=False, render=False, elem_id="session-gallery",
         )
         hook = gallery_hook_for(results, gallery)
-        with gr.Tabs() as tabs:
+        notes: dict[str, gr.Markdown] = {}
+        with gr.Tabs() as tabs, model_picker(picker):
             built: dict[str, Any] = {}
             for name, title in TABS.items():
                 with gr.Tab(title, id=name):
-                    for note in studio.family_notes(name):  # what these models cannot do
-                        gr.Markdown(f"> **{note}**", elem_classes="family-note")
+                    # what the chosen model's family cannot do on this tab
+                    notes[name] = gr.Markdown(_notes(studio, name, studio.catalog.default),
+                                              elem_classes="family-note",
+                                              elem_id=f"{name}-family-note")
                     module = importlib.import_module(f"{__package__}.{name}")
                     built[name] = module.build(studio, hook)
             with gr.Tab(SAVED_IMAGE_TABS["pnginfo"], id="pnginfo"):
@@ -149,6 +185,16 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
 
         # Not queued: it must run while the GPU queue is busy with the run it stops.
         gr.api(cancel, api_name="cancel", queue=False)
+
+        def models() -> str:
+            """The checkpoints every generating endpoint's `model` parameter may name, as
+            JSON: [{"name", "family", "source"}] (source: builtin, hub or file), the default
+            first."""
+            return json.dumps(studio.models())
+
+        gr.api(models, api_name="models", queue=False)
+        picker.change(lambda name: [_notes(studio, tab, name) for tab in notes], picker,
+                      list(notes.values()), queue=False, **PRIVATE)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     settings = studio.settings
     install_queue_guard(demo, max_jobs_per_session, per_address=settings.public,

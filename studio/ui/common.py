@@ -8,6 +8,7 @@ through it, so the `gr.Request` annotation that lets Stop find the session is wr
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -42,6 +43,20 @@ DEFAULT_GPU_S = 60.0  # ZeroGPU's own default window, for calls that cannot be e
 
 
 _GPU_JOBS = [1]  # jobs the backend runs at once; build_app sets it from studio.concurrency
+# the page's model picker while build_app builds the tabs: every generating event gets its
+# value as the trailing `model` parameter (see GenerationTab.wire)
+_PICKER: contextvars.ContextVar[Any] = contextvars.ContextVar("model_picker", default=None)
+NO_MODEL_TASKS = ("regenerate",)  # a saved request names its own model
+
+
+@contextlib.contextmanager
+def model_picker(component: Any) -> Iterator[None]:
+    """Tabs built inside this block send `component`'s value as their jobs' model."""
+    token = _PICKER.set(component)
+    try:
+        yield
+    finally:
+        _PICKER.reset(token)
 
 
 def set_gpu_jobs(jobs: int) -> None:
@@ -338,6 +353,7 @@ class GenerationTab:
                  prefix: str | None = None) -> None:
         self.studio, self.task, self.gallery_hook = studio, task, gallery_hook
         self.prefix = prefix
+        self.picker = None if task in NO_MODEL_TASKS else _PICKER.get()
         self.image: gr.Image | None = None
         self.info: gr.Code | None = None
 
@@ -382,7 +398,7 @@ class GenerationTab:
         `optional` default to None (API clients may leave them out).
         """
         runner = run or self._runner()
-        studio = self.studio
+        studio, picker = self.studio, self.picker
         previews = bool(studio.settings.previews)
         unchanged = [gr.skip() for _ in range(extra_outputs)]
 
@@ -392,8 +408,12 @@ class GenerationTab:
             data = (dict(values[0]) if names == [AS_DICT] else
                     request_values(names, values, rename))
             data = without_left_out(data, optional)
+            # the model picker's value (the trailing `model`; "" or left out = the default)
+            model = data.pop(picker if names == [AS_DICT] else "model", None)
             if to_request is not None:
                 data = to_request(data)
+            if model:
+                data["model"] = model
             report, token = progress_adapter(progress, progress_desc), job_token(studio, request)
             if not previews:
                 result = runner(data, report, token, None)
@@ -437,6 +457,12 @@ class GenerationTab:
              preprocess: bool = True, **handler_kw: Any) -> Any:
         """Wire `on` (e.g. `button.click`) to a handler of `inputs` (API name -> widget),
         returning `[image, info, *extra_outputs]`; public under `api_name` if given."""
+        if self.picker is not None:  # the page's model picker: the trailing `model`
+            if isinstance(inputs, dict):
+                inputs = {**inputs, "model": self.picker}
+                handler_kw["optional"] = (*handler_kw.get("optional", ()), "model")
+            elif isinstance(inputs, (set, frozenset)):
+                inputs = {*inputs, self.picker}
         if isinstance(inputs, dict):
             names, components = list(inputs), list(inputs.values())
         elif isinstance(inputs, (set, frozenset)):  # UI-only: values come as one dict

@@ -41,7 +41,7 @@ def pixels(answer: requests.Response, index: int = 0) -> np.ndarray:
     ({"scheduler": "wobbly"}, "unknown scheduler 'wobbly'"),
     ({"override_settings": {"CLIP_stop_at_last_layers": 0}}, "CLIP_stop_at_last_layers"),
     ({"override_settings": {"sd_model_checkpoint": "other.safetensors"}},
-     "override_settings.sd_model_checkpoint"),
+     "sd_model_checkpoint 'other.safetensors' is not a model of this server; it has: tiny"),
     ({"override_settings": {"sd_vae": "vae-ft-mse.safetensors"}}, "override_settings.sd_vae"),
     ({"override_settings": "clip skip 2"}, "override_settings must be an object"),
     ({"CLIP_stop_at_last_layers": 2}, None),  # an option key in a txt2img body: ignored
@@ -68,6 +68,35 @@ def test_a1111_schedules_change_the_image(app_url, scheduler, sampler):
                               json={**body, "scheduler": scheduler})
     assert scheduled.status_code == 200, scheduled.text
     assert np.abs(pixels(scheduled) - pixels(plain)).mean() > 0.5
+
+
+def test_sd_model_checkpoint_switches_the_apis_model_as_a1111_does(app_url):
+    titles = {m["model_name"]: m["title"] for m in requests.get(
+        api(app_url, "/sdapi/v1/sd-models"), timeout=30).json()}
+    # "name [short hash]" as A1111 (a built-in set's hash is known once it has been built)
+    assert titles["tiny"].startswith("tiny [") and titles["tiny-xl"].startswith("tiny-xl")
+    body = {**SMALL, "seed": 4}
+    try:
+        assert requests.post(api(app_url, "/sdapi/v1/options"), timeout=30, json={
+            "sd_model_checkpoint": titles["tiny-xl"]}).status_code == 200
+        got = requests.get(api(app_url, "/sdapi/v1/options"), timeout=30).json()
+        assert got["sd_model_checkpoint"] == titles["tiny-xl"]
+        xl = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json=body)
+        back = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json={
+            **body, "override_settings": {"sd_model_checkpoint": "tiny"}})
+    finally:
+        requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
+                      json={"sd_model_checkpoint": "tiny"})
+    assert json.loads(xl.json()["info"])["sd_model_name"] == "tiny-xl"
+    assert "Model: tiny-xl" in Image.open(io.BytesIO(base64.b64decode(
+        xl.json()["images"][0]))).text["parameters"]
+    assert json.loads(back.json()["info"])["sd_model_name"] == "tiny"
+    plain = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=60, json=body)
+    assert np.array_equal(pixels(back), pixels(plain))
+    assert not np.array_equal(pixels(xl), pixels(plain))
+    unknown = requests.post(api(app_url, "/sdapi/v1/options"), timeout=30,
+                            json={"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"})
+    assert unknown.status_code == 422 and titles["tiny"] in unknown.json()["detail"]
 
 
 def test_clip_skip_from_options_applies_to_later_requests(app_url):

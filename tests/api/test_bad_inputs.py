@@ -71,6 +71,15 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
         ("/txt2img", {"prompt": "ok", **SMALL, "guidance_scale": -1}, "Guidance"),
         ("/txt2img", {"prompt": "ok", **SMALL, "guidance_scale": "lots"}, "Guidance"),
         ("/txt2img", {"prompt": "ok", **SMALL, "scheduler": "Turbo 9000"}, "Turbo 9000"),
+        # --- the trailing model: a name /models lists, never a path
+        ("/txt2img", {"prompt": "ok", **SMALL, "model": "/etc/passwd"}, "looks like a path"),
+        ("/txt2img", {"prompt": "ok", **SMALL, "model": "..\\x.safetensors"},
+         "looks like a path"),
+        ("/txt2img", {"prompt": "ok", **SMALL, "model": "sd_xl_base_1.0"},
+         "unknown model 'sd_xl_base_1.0'; this server has: tiny"),
+        ("/control", {"prompt": "ok", **SMALL, "images": [f(files, "good")],
+                      "units": json.dumps([unit]), "model": "x" * 400},
+         "must be the name of one of the server's models"),
         ("/txt2img", {"prompt": "ok", **{**SMALL, "seed": -7}}, "seed"),
         ("/txt2img", {"prompt": "ok", **{**SMALL, "width": 64.5}}, "whole number"),
         # --- /control: units JSON, ranges, types, lengths, files

@@ -183,6 +183,7 @@ class ConceptTrainRequest:
     prompt: str = ""
     seed: int = -1
     preview_steps: int = 20
+    model: str = ""  # the checkpoint to learn on ("" = the default; see Studio.checkpoint)
 
     @property
     def token(self) -> str:

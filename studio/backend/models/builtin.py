@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ...settings import Settings
@@ -146,6 +147,22 @@ def sd15_available(settings: Settings) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         return False
+
+
+def builtin_choices(settings: Settings, default: ModelSet
+                    ) -> dict[str, tuple[str, Callable[[], ModelSet]]]:
+    """The built-in sets the model picker offers besides the default: the trained toy
+    world when it ships, and, on a studio running a random tiny set (tests, wiring), the
+    tiny set of each family."""
+    cache = settings.cache_dir
+    out: dict[str, tuple[str, Callable[[], ModelSet]]] = {}
+    if toy_available():
+        out["toy"] = ("sd15", lambda: toy_model_set(cache))
+    if default.name in ("tiny", "tiny-xl"):
+        out["tiny"] = ("sd15", lambda: tiny_model_set(cache))
+        out["tiny-xl"] = ("sdxl", lambda: tiny_xl_model_set(cache))
+    out.pop(default.name, None)
+    return out
 
 
 def resolve_model_set(settings: Settings) -> ModelSet:

@@ -83,8 +83,34 @@ def is_single_file(source: str) -> bool:
     return source.endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin"))
 
 
+def _hub_refusal(err: BaseException) -> str | None:
+    """"gated" or "unauthorized" when the Hub refused the download (anywhere in the error's
+    chain: diffusers and transformers wrap huggingface_hub's errors), else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        name, text = type(seen).__name__, str(seen).lower()
+        if name == "GatedRepoError" or "gated repo" in text or "is restricted" in text:
+            return "gated"
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if status in (401, 403):
+            return "unauthorized"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def missing_weights_message(source: str, role: str, err: BaseException) -> str:
     """A message that names the model and says how to provide it."""
+    refused = _hub_refusal(err)
+    if refused is not None:
+        why = ("is a gated repository: its authors ask you to accept their licence first"
+               if refused == "gated" else "refused this download (it needs a login)")
+        return (
+            f"Could not download the {role}: '{source}' on the Hugging Face Hub {why}. Open "
+            f"https://huggingface.co/{source} with your account (accept the licence there if "
+            "asked), create a read token at https://huggingface.co/settings/tokens, and log "
+            "in on this machine: `huggingface-cli login`, or start the studio with "
+            "HF_TOKEN=<your token> in its environment."
+        )
     if Path(source).is_absolute() or source.startswith((".", "~")) or Path(source).exists():
         return (
             f"Could not load the {role} from local path '{source}': {err}. "
@@ -133,7 +159,8 @@ class ModelRegistry:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order: oldest first
         self._pipelines: dict[str, Any] = {}
         self._pipeline_keys: dict[str, tuple[str, ...]] = {}
-        self._single_file_parts: dict[str, Any] = {}
+        # single-file checkpoint -> its components not yet taken (see _from_single_file)
+        self._single_file_parts: dict[str, dict[str, Any]] = {}
         # (sampler, schedule, config key) -> prototype
         self._schedulers: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.RLock()
@@ -147,6 +174,15 @@ class ModelRegistry:
         # the GPU speed path (channels_last, SDPA, compile, VAE policy), applied on load
         self.speed = speed or SpeedOptions.for_device(self.device)
         self.speed_report: dict[str, dict[str, Any]] = {}  # component key -> what was applied
+
+    def use(self, model_set: ModelSet) -> None:
+        """Serve `model_set` from now on (one job's checkpoint; the device lock keeps jobs
+        apart). Components are keyed by their source, so another set's stay cached within
+        the memory budget and a switch back reloads nothing that is still there."""
+        with self._lock:
+            if model_set is not self.model_set:
+                self.model_set = model_set
+                self.family = get_family(model_set.family)
 
     # ------------------------------------------------------------------ components
     def key(self, role: str) -> str:
@@ -274,7 +310,8 @@ class ModelRegistry:
             )
         if not Path(source).exists():
             raise ModelUnavailableError(f"single-file checkpoint '{source}' does not exist")
-        if role not in self._single_file_parts:
+        parts = self._single_file_parts.get(source, {})
+        if role not in parts:
             # (Re)read the file and keep the parts not yet taken; each part is handed out
             # once, so a dropped component really frees its memory (no hidden pipeline copy).
             extra: dict[str, Any] = {}
@@ -283,9 +320,9 @@ class ModelRegistry:
                 extra["config"] = config
             if self.hub_cache_dir:
                 extra["cache_dir"] = self.hub_cache_dir
-            self._single_file_parts = self.family.single_file_parts(
+            parts = self._single_file_parts[source] = self.family.single_file_parts(
                 source, self.dtype, self.offline, extra)
-        return self._single_file_parts.pop(role)
+        return parts.pop(role)
 
     # ------------------------------------------------------------------ memory budget
     def resident_bytes(self) -> int:

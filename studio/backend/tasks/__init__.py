@@ -107,6 +107,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("seedselect", "concepts", "`prompt`, `images`, `steps`, `semantic_weight`, `bootstrap`",
          SeedSelectRequest, seedselect_runner),
     Task("cancel", "", "— (stops this client's running generation at its next step)"),
+    Task("models", "", "— (returns JSON `[{name, family, source}]`: the checkpoints every "
+         "generating endpoint's trailing `model` parameter may name; `source` is `builtin`, "
+         "`hub` or `file`, never a path; the default first)"),
     Task("history", "outputs",
          "`limit` (1..500, default 50), `query` (text matched in prompt, task and model; "
          "default empty), `offset` (default 0); returns JSON `[{file, task, prompt, seed, "

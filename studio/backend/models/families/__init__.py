@@ -82,8 +82,11 @@ def detect_family(source: str) -> str:
                          "refuses them; convert it to safetensors first.")
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as fh:  # reads the header only
-        keys = set(fh.keys())
+    try:
+        with safe_open(str(path), "pt") as fh:  # reads the header only
+            keys = set(fh.keys())
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"'{source}' is not a readable .safetensors file ({err})") from err
     for name, prefix in _SINGLE_FILE_KEYS:
         if any(k.startswith(prefix) for k in keys):
             return name

@@ -1,0 +1,58 @@
+"""The model picker as a person uses it: pick the SDXL checkpoint, generate in Text to image
+(the info names the checkpoint), see the Layout tab say why SDXL cannot do box layouts, pick
+the SD1.5 one back, the note is gone and generation is on it again. Another browser's choice
+is its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import no_error_toast, open_settings, open_tab, set_number, wait_image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NOTE = "layout is not available for SDXL models"
+
+
+def pick(page, name: str) -> None:
+    box = page.locator("#model-picker input")
+    box.click()
+    page.get_by_role("option", name=name, exact=False).first.click()
+
+
+def info_of(page, prefix: str) -> str:
+    page.get_by_text("Info (JSON)").locator("visible=true").first.click()
+    return page.locator(f"#{prefix}-info").inner_text()
+
+
+def test_pick_a_model_generate_and_pick_back(page, browser, app_url):
+    pick(page, "tiny-xl (SDXL)")
+    open_tab(page, "Text to image")
+    page.locator("#txt2img-prompt textarea").fill("a red circle")
+    open_settings(page)
+    set_number(page, "txt2img-steps", 2)
+    set_number(page, "txt2img-width", 64)
+    set_number(page, "txt2img-height", 64)
+    page.locator("#txt2img-generate").click()
+    wait_image(page, "#txt2img-result")
+    no_error_toast(page)
+    assert '"model": "tiny-xl"' in info_of(page, "txt2img")
+
+    open_tab(page, "Layout")
+    page.get_by_text(NOTE).first.wait_for(state="visible")
+
+    # another visitor still gets the default
+    other = browser.new_page()
+    other.goto(app_url)
+    other.wait_for_selector("text=Controllable Studio")
+    assert other.locator("#model-picker input").input_value() == "tiny (SD1.5)"
+    other.close()
+
+    pick(page, "tiny (SD1.5)")
+    page.get_by_text(NOTE).first.wait_for(state="hidden")
+    open_tab(page, "Text to image")
+    old = page.locator("#txt2img-result img").get_attribute("src")
+    page.locator("#txt2img-generate").click()
+    wait_image(page, "#txt2img-result", old_src=old)
+    no_error_toast(page)
+    assert '"model": "tiny"' in page.locator("#txt2img-info").inner_text()
