@@ -15,16 +15,17 @@ from PIL import Image
 from studio.backend.models.catalog import Catalog
 from studio.backend.requests import RequestError
 from studio.backend.service import Studio
-from tests.support.convert import save_single_file
+from tests.support.convert import save_single_file, save_single_file_xl
 from tests.support.hubcache import hub_cache_of
 
 SMALL = {"prompt": "a red circle", "seed": 5, "steps": 2, "width": 64, "height": 64}
 
 
 @pytest.fixture(scope="module")
-def models_dir(tiny_model_set, tmp_path_factory) -> Path:
+def models_dir(tiny_model_set, tiny_xl_model_set, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("checkpoints")
     save_single_file(tiny_model_set.base, folder / "mine.safetensors")
+    save_single_file_xl(tiny_xl_model_set.base, folder / "xl-finetune.safetensors")
     (folder / "sub").mkdir()
     save_single_file(tiny_model_set.base, folder / "sub" / "other.safetensors")
     (folder / "old.ckpt").write_bytes(b"pickled: never opened")
@@ -48,6 +49,7 @@ def test_the_list_names_every_kind_and_no_path(picker, models_dir):
     assert by_name["tiny-xl"] == {"name": "tiny-xl", "family": "sdxl", "source": "builtin"}
     assert by_name["mine.safetensors"]["source"] == "file"
     assert by_name["sub/other.safetensors"]["family"] == "sd15"
+    assert by_name["xl-finetune.safetensors"]["family"] == "sdxl"
     assert by_name["stabilityai/stable-diffusion-xl-base-1.0"]["source"] == "hub"
     assert not {"old.ckpt", "junk.safetensors", "notes.txt"} & set(by_name)
     assert all(set(m) == {"name", "family", "source"} for m in listed)
@@ -77,6 +79,13 @@ def test_a_single_file_from_the_models_dir_draws_as_its_folder(picker):
     from_folder = picker.txt2img(SMALL)
     assert from_file.info["model"] == "mine.safetensors"
     assert np.array_equal(np.asarray(from_file.image), np.asarray(from_folder.image))
+
+
+def test_an_sdxl_single_file_draws_as_the_sdxl_folder(picker):
+    from_file = picker.txt2img({**SMALL, "model": "xl-finetune.safetensors"})
+    from_folder = picker.txt2img({**SMALL, "model": "tiny-xl"})
+    assert np.array_equal(np.asarray(from_file.image), np.asarray(from_folder.image))
+    assert picker.registry.family.name == "sd15"  # back to the default after the job
 
 
 def test_the_png_names_the_checkpoint_and_regenerate_uses_it(picker):

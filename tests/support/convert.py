@@ -268,3 +268,68 @@ def save_single_file(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+# ---------------------------------------------------------------------- SDXL
+# SDXL's original (SGM) layout: the UNet as above plus its size/crop embedding (`label_emb`),
+# the VAE as above, CLIP ViT-L as `conditioner.embedders.0.transformer.` and OpenCLIP ViT-bigG
+# as `conditioner.embedders.1.model.` in OpenCLIP's own names (fused q/k/v `in_proj`, `ln_1`,
+# `mlp.c_fc`, a `text_projection` matrix applied as x @ P, i.e. the Linear weight transposed).
+XL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
+XL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
+_OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+                   "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+
+
+def _openclip_state(text_encoder_2: Any) -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection's weights in OpenCLIP's layout (every tensor placed)."""
+    state = {k[len("text_model."):] if k.startswith("text_model.") else k: v
+             for k, v in text_encoder_2.state_dict().items()}
+    p, out = XL_CLIP_G_PREFIX, {}
+    out[p + "token_embedding.weight"] = state.pop("embeddings.token_embedding.weight")
+    out[p + "positional_embedding"] = state.pop("embeddings.position_embedding.weight")
+    state.pop("embeddings.position_ids", None)
+    for part in ("weight", "bias"):
+        out[p + f"ln_final.{part}"] = state.pop(f"final_layer_norm.{part}")
+    out[p + "text_projection"] = state.pop("text_projection.weight").T.contiguous()
+    for i in range(text_encoder_2.config.num_hidden_layers):
+        src, dst = f"encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
+        for part in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{part}"] = torch.cat(
+                [state.pop(f"{src}self_attn.{q}_proj.{part}") for q in ("q", "k", "v")])
+            for old, new in _OPENCLIP_LAYER.items():
+                out[dst + f"{new}.{part}"] = state.pop(f"{src}{old}.{part}")
+    if state:
+        raise ValueError(f"the second text encoder has weights OpenCLIP has no place for: "
+                         f"{', '.join(sorted(state)[:5])}")
+    return out
+
+
+def save_single_file_xl(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Write a diffusers SDXL folder as one original-layout (SGM) `.safetensors` checkpoint,
+    as SDXL fine-tunes are shared (both text encoders included)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    folder, path = Path(folder), Path(path)
+    kw: dict[str, Any] = {"local_files_only": True}
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
+    clip_l = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", **kw)
+    clip_g = CLIPTextModelWithProjection.from_pretrained(str(folder),
+                                                         subfolder="text_encoder_2", **kw)
+    renamer = _unet_renamer(unet)
+    renamer.add("add_embedding.linear_1", "label_emb.0.0")
+    renamer.add("add_embedding.linear_2", "label_emb.0.2")
+    state = renamer.convert(unet.state_dict(), UNET_PREFIX)
+    vae_state = _vae_renamer(vae).convert(vae.state_dict(), VAE_PREFIX)
+    _vae_attention_as_conv(vae_state)
+    state.update(vae_state)
+    state.update({XL_CLIP_L_PREFIX + k[len(CLIP_PREFIX):]: v
+                  for k, v in _clip_state(clip_l).items()})
+    state.update(_openclip_state(clip_g))
+    out = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata={"format": "pt", "layout": "sgm-sdxl"})
+    return path

@@ -144,10 +144,16 @@ class Catalog:
     def _template(self, family: str) -> ModelSet:
         """The set a checkpoint of `family` completes (its ControlNets, inpainting and
         instruct models): the default set when it is of that family (a built-in set's local
-        folders also give a single file its configs, offline), else the family's own."""
+        folders also give a single file its configs, offline), else the family's own (whose
+        base repo in the Hub cache gives a single file its configs)."""
         ms = self.default_set
         if ms.family != family:
-            return get_family(family).model_set
+            # an offline studio (built-in sets) completes it with its built-in set of that
+            # family; otherwise the family's own (Hub) set
+            same = [name for name, (fam, _) in self.builtins.items() if fam == family]
+            if not (ms.offline_models and same):
+                return get_family(family).model_set
+            ms = self.model_set(same[0])
         if Path(ms.base).is_dir():
             ms = replace(ms, extra={"single_file_config": ms.base, **ms.extra})
         return ms

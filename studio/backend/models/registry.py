@@ -314,10 +314,12 @@ class ModelRegistry:
         if role not in parts:
             # (Re)read the file and keep the parts not yet taken; each part is handed out
             # once, so a dropped component really frees its memory (no hidden pipeline copy).
-            extra: dict[str, Any] = {}
-            config = self.model_set.extra.get("single_file_config")
-            if config:
-                extra["config"] = config
+            # the configs (model index, component configs, tokenizers) come from the set's
+            # own folder where it has one, else from the family's base repo (the Hub cache
+            # offline): the family is known from the file's keys, so nothing is guessed
+            extra: dict[str, Any] = {
+                "config": self.model_set.extra.get("single_file_config")
+                or self.family.model_set.base}
             if self.hub_cache_dir:
                 extra["cache_dir"] = self.hub_cache_dir
             parts = self._single_file_parts[source] = self.family.single_file_parts(

@@ -26,8 +26,11 @@ from .tiny import (
 )
 from .tokenizer_vocab import write_tokenizer
 
-TINY_XL_VERSION = "xl1"  # bump when the configs below change, so caches are rebuilt
-TEXT_DIM = 32  # each text encoder's width; the UNet attends to both: 2 x TEXT_DIM
+TINY_XL_VERSION = "xl2"  # bump when the configs below change, so caches are rebuilt
+# the text encoders' widths: different, as SDXL's (768 and 1280), so nothing can mistake one
+# for the other (diffusers' single-file loader tells them apart by width); the UNet attends
+# to both side by side
+TEXT_DIM, TEXT_DIM_2 = 32, 48
 TIME_DIM = 8  # addition_time_embed_dim: each of the 6 size/crop numbers embeds to this
 
 
@@ -35,13 +38,13 @@ TIME_DIM = 8  # addition_time_embed_dim: each of the 6 size/crop numbers embeds 
 # projections, and the `text_time` embedding of 6 micro-conditioning numbers plus the second
 # encoder's pooled, projected embedding
 XL_UNET = dict(
-    cross_attention_dim=2 * TEXT_DIM,
+    cross_attention_dim=TEXT_DIM + TEXT_DIM_2,
     attention_head_dim=(2, 4),
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=TIME_DIM,
     transformer_layers_per_block=(1, 2),
-    projection_class_embeddings_input_dim=6 * TIME_DIM + TEXT_DIM,
+    projection_class_embeddings_input_dim=6 * TIME_DIM + TEXT_DIM_2,
 )
 
 
@@ -65,16 +68,18 @@ def _text_encoders(base: Path, seed: int) -> None:
 
     vocab_size = write_tokenizer(base / "tokenizer")
     write_tokenizer(base / "tokenizer_2")
-    config = CLIPTextConfig(
-        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-        hidden_size=TEXT_DIM, intermediate_size=37, layer_norm_eps=1e-05,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size,
-        max_position_embeddings=77, projection_dim=TEXT_DIM, hidden_act="gelu",
-    )
+    def config(width: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1, hidden_size=width, intermediate_size=37,
+            layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=vocab_size, max_position_embeddings=77, projection_dim=width,
+            hidden_act="gelu")
+
     torch.manual_seed(seed)
-    CLIPTextModel(config).save_pretrained(base / "text_encoder")
+    CLIPTextModel(config(TEXT_DIM)).save_pretrained(base / "text_encoder")
     torch.manual_seed(seed + 1)
-    CLIPTextModelWithProjection(config).save_pretrained(base / "text_encoder_2")
+    CLIPTextModelWithProjection(config(TEXT_DIM_2)).save_pretrained(base / "text_encoder_2")
 
 
 def _build_base(root: Path, seed: int) -> None:
