@@ -25,8 +25,10 @@ from studio.settings import Settings
 
 from . import cost
 from .common import Cancelled, CancelToken, ProgressFn, Result, base_pipeline
-from .concepts.library import ConceptManager, ConceptTrainRequest, has_concepts
+from .concepts.library import ConceptManager
+from .concepts.request import ConceptTrainRequest
 from .concepts.seedselect import save_variants
+from .concepts.store import has_concepts
 from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page

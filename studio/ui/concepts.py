@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.backend.concepts.library import DEFAULT_LR, DEFAULT_STEPS, METHODS, preview_crops
+from studio.backend.concepts.request import DEFAULT_LR, DEFAULT_STEPS, METHODS, preview_crops
 
 from .common import (
     PRIVATE,

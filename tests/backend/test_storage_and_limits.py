@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from studio.backend.concepts.library import parse_name
+from studio.backend.concepts.request import parse_name
 from studio.backend.outputs import OutputStore, read_metadata
 from studio.backend.requests import RequestError
 

@@ -18,6 +18,9 @@ library never shows a half-written concept (a cancelled or failed training leave
 
 `ConceptManager.hook` is registered in `registry.hooks`; `configure_pipe` calls it before
 every generation with the request, so writing the token in any tab's prompt applies it.
+
+The request (`request.py`) and the on-disk format and file imports (`store.py`) live beside
+this module; the training loops are in `training.py` and SeedSelect in `seedselect.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,367 +49,38 @@ from ..common import (
     configure_pipe,
     run_guarded,
 )
-from ..files import check_file
-from ..images import load_image
 from ..models.registry import ModelRegistry
 from ..requests import (
-    MAX_SEED,
     RequestError,
-    check_number,
-    check_prompt,
-    request_from_dict,
 )
 from . import training
+from .request import THUMB_SIDE, ConceptTrainRequest, parse_name, prepare_images, text_of
 from .seedselect import (
-    MAX_BOOTSTRAP,
-    MAX_IMAGES,
-    MIN_IMAGES,
     SeedSelectRequest,
-    check_image_count,
-    fit_image,
     noise_dict,
     noise_metadata,
     render_noises,
     run_seedselect,
 )
+from .store import (
+    CONCEPT_FILE,
+    EMBEDDING_FILE,
+    EXAMPLES_DIR,
+    FORMAT_VERSION,
+    LORA_FILE,
+    NOISE_FILE,
+    THUMBS_DIR,
+    Concept,
+    classify,
+    fsync_tree,
+    read_weights_file,
+    unet_lora_only,
+)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("textual_inversion", "lora", "seedselect")
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-CONCEPT_FILE = "concept.json"
-EMBEDDING_FILE = "learned_embeds.safetensors"
-LORA_FILE = "pytorch_lora_weights.safetensors"
-NOISE_FILE = "noises.safetensors"
-EXAMPLES_DIR, THUMBS_DIR = "examples", "thumbnails"
-THUMB_SIDE = 128
 EXAMPLE_MAX_SIDE = 1024
-MIN_IMAGE_SIDE = 64
-MAX_TRAIN_STEPS = 5000
-FORMAT_VERSION = 1
-# Defaults when `steps` / `learning_rate` are 0.
-DEFAULT_STEPS = {"textual_inversion": 500, "lora": 400, "seedselect": 20}
-DEFAULT_LR = {"textual_inversion": 5e-3, "lora": 1e-4, "seedselect": 0.05}
-PICKLE_SUFFIXES = (".pt", ".bin", ".pth", ".ckpt", ".pkl")
-MAX_IMPORT_BYTES = 2 * 1024**3  # a LoRA for SD1.5 is at most a few hundred MB
 MAX_EMBEDDING_VECTORS = 75  # a prompt holds 75 tokens; one vector takes one
-TEXT_ENCODER_LORA_PREFIXES = ("lora_te", "text_encoder", "te_", "te1_", "te2_")
-
-
-# ---------------------------------------------------------------------------- names and images
-def parse_name(value: Any) -> tuple[str, str]:
-    """`my-dog` or `<my-dog>` -> ("my-dog", "<my-dog>"), or a RequestError saying why not."""
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(
-            "the concept needs a name, written in prompts as its token: e.g. my-dog, used "
-            "as <my-dog>"
-        )
-    text = value.strip()
-    inner = text[1:-1] if text.startswith("<") and text.endswith(">") else text
-    if not NAME_RE.fullmatch(inner):
-        raise RequestError(
-            f"invalid concept name/token {value!r}: use 1-32 lowercase letters, digits, '-' "
-            "or '_' (starting with a letter or digit), e.g. my-dog, written in prompts as "
-            "<my-dog>"
-        )
-    return inner, f"<{inner}>"
-
-
-def prepare_images(values: Any, resolution: int) -> list[Image.Image]:
-    """Decode and check 3-20 pictures, centre-crop them square and resize to `resolution`."""
-    values = check_image_count(values, MIN_IMAGES, MAX_IMAGES)
-    images = []
-    for i, value in enumerate(values):
-        img = load_image(value, f"image {i + 1}")
-        if min(img.size) < MIN_IMAGE_SIDE:
-            raise RequestError(
-                f"image {i + 1} is {img.size[0]}x{img.size[1]}; concept pictures must be at "
-                f"least {MIN_IMAGE_SIDE} px per side"
-            )
-        images.append(fit_image(img, resolution, resolution))
-    return images
-
-
-def preview_crops(values: list[Any], side: int = THUMB_SIDE,
-                  ) -> tuple[list[Image.Image], list[str]]:
-    """Centre crops of the pictures as training will see them, and what is wrong with any."""
-    crops, errors = [], []
-    for i, value in enumerate(values):
-        try:
-            img = load_image(value, f"image {i + 1}")
-        except RequestError as err:
-            errors.append(str(err))
-            continue
-        if min(img.size) < MIN_IMAGE_SIDE:
-            errors.append(f"image {i + 1} is {img.size[0]}x{img.size[1]}: too small "
-                          f"(at least {MIN_IMAGE_SIDE} px per side)")
-            continue
-        crops.append(fit_image(img, side, side))
-    if values and not MIN_IMAGES <= len(values) <= MAX_IMAGES:
-        errors.append(f"{len(values)} pictures: use {MIN_IMAGES} to {MAX_IMAGES}")
-    return crops, errors
-
-
-def _text_of(value: Any, depth: int = 0) -> list[str]:
-    """Every string inside a request (prompt, negative prompt, box phrases, ...)."""
-    if isinstance(value, str):
-        return [value]
-    if depth > 3:
-        return []
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _text_of(v, depth + 1)]
-    if hasattr(value, "__dataclass_fields__"):
-        return [s for f in fields(value) for s in _text_of(getattr(value, f.name), depth + 1)]
-    return []
-
-
-# ---------------------------------------------------------------------------- requests
-@dataclass
-class ConceptTrainRequest:
-    """Learn a concept from 3-20 pictures; `steps`/`learning_rate` 0 pick method defaults."""
-
-    name: str = ""
-    images: list[Any] = field(default_factory=list)
-    method: str = "textual_inversion"
-    steps: int = 0
-    learning_rate: float = 0.0
-    rank: int = 4
-    initializer: str = "object"
-    semantic_weight: float = 0.5
-    bootstrap: int = 2
-    resolution: int = 512
-    batch_size: int = 2
-    sample_steps: int = 10
-    prompt: str = ""
-    seed: int = -1
-    preview_steps: int = 20
-    model: str = ""  # the checkpoint to learn on ("" = the default; see Studio.checkpoint)
-
-    @property
-    def token(self) -> str:
-        return parse_name(self.name)[1]
-
-    def validate(self) -> None:
-        self.name = parse_name(self.name)[0]
-        if self.method not in METHODS:
-            raise RequestError(
-                f"unknown training method {self.method!r}; choose one of: {', '.join(METHODS)}"
-            )
-        self.images = check_image_count(self.images)
-        check_number("steps", self.steps, 0, MAX_TRAIN_STEPS, integer=True)
-        check_number("learning rate", self.learning_rate, 0, 1)
-        check_number("rank", self.rank, 1, 128, integer=True)
-        check_number("semantic weight", self.semantic_weight, 0, 1)
-        check_number("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP, integer=True)
-        check_number("resolution", self.resolution, 64, 1024, integer=True)
-        if int(self.resolution) % 8:
-            raise RequestError(f"resolution must be a multiple of 8, got {self.resolution}")
-        check_number("batch size", self.batch_size, 1, 16, integer=True)
-        check_number("seed", self.seed, -1, MAX_SEED, integer=True)
-        check_number("preview steps", self.preview_steps, 0, 150, integer=True)
-        check_number("sample steps", self.sample_steps, 1, 50, integer=True)
-        check_prompt("prompt", self.prompt, False)
-        if not isinstance(self.initializer, str):
-            raise RequestError("initializer must be a word, e.g. dog")
-        self.initializer = self.initializer.strip()
-        if self.method == "textual_inversion" and not self.initializer:
-            raise RequestError(
-                "textual inversion starts from a word close to the concept: set initializer "
-                "to e.g. dog, bird or person"
-            )
-        if self.method == "seedselect" and int(self.steps) > 150:
-            raise RequestError("SeedSelect runs at most 150 optimisation steps")
-        self.steps = int(self.steps) or DEFAULT_STEPS[self.method]
-        self.learning_rate = float(self.learning_rate) or DEFAULT_LR[self.method]
-        self.rank, self.bootstrap = int(self.rank), int(self.bootstrap)
-        self.resolution, self.batch_size = int(self.resolution), int(self.batch_size)
-        self.seed, self.preview_steps = int(self.seed), int(self.preview_steps)
-        self.sample_steps = int(self.sample_steps)
-        self.semantic_weight = float(self.semantic_weight)
-
-    def resolve_seed(self) -> int:
-        import random
-
-        if self.seed == -1:
-            self.seed = random.randint(0, MAX_SEED)
-        return self.seed
-
-    def megapixels(self) -> float:
-        """The size each training or preview pass works at."""
-        return self.resolution * self.resolution / 1e6
-
-    def work(self) -> float:
-        """Megapixel-steps of training (forward and backward: about 3 passes) and preview."""
-        side = self.resolution * self.resolution / 1e6
-        if self.method == "seedselect":
-            return (self.steps + self.bootstrap * max(1, self.steps // 5)) * 3 * \
-                self.sample_steps * side * 2
-        return self.steps * self.batch_size * side * 3 + self.preview_steps * side * 2
-
-    @property
-    def subject(self) -> str:
-        """What the prompts call the concept: the token, plus the class word for LoRA."""
-        if self.method == "lora" and self.initializer and self.initializer != "object":
-            return f"{self.token} {self.initializer}"
-        return self.token
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["images"] = len(self.images)
-        d["task"] = "concept_train"
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConceptTrainRequest:
-        return request_from_dict(cls, data, "concept_train")
-
-
-# ---------------------------------------------------------------------------- library entries
-@dataclass
-class Concept:
-    """One concept of the library, as described by its `concept.json`."""
-
-    name: str
-    token: str
-    method: str
-    folder: Path
-    uid: str
-    source: str = "trained"  # or "imported"
-    created: str = ""
-    files: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def adapter(self) -> str:
-        """The LoRA adapter name in the shared UNet (the uid keeps retrained versions apart)."""
-        return f"concept-{self.name}-{self.uid[:8]}"
-
-    def path(self, key: str) -> Path:
-        return self.folder / self.files[key]
-
-    def thumbnails(self) -> list[Path]:
-        return sorted((self.folder / THUMBS_DIR).glob("*.png"))
-
-    def example_paths(self) -> list[str]:
-        return [str(p) for p in sorted((self.folder / EXAMPLES_DIR).glob("*.png"))]
-
-    def noise(self, index: int = 0) -> torch.Tensor:
-        """An optimised starting noise of a SeedSelect concept (main first)."""
-        from safetensors.torch import load_file
-
-        if "noises" not in self.files:
-            raise RequestError(f"concept {self.token} is a {self.method} concept, not SeedSelect")
-        noises = load_file(str(self.path("noises")))
-        key = f"noise_{index}"
-        if key not in noises:
-            raise RequestError(f"concept {self.token} has {len(noises)} noises, not {index + 1}")
-        return noises[key]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON for clients: file names relative to the library folder, never server paths."""
-        return {
-            **self.details,
-            "name": self.name, "token": self.token, "method": self.method,
-            "source": self.source, "created": self.created, "folder": self.folder.name,
-            "files": {k: f"{self.folder.name}/{v}" for k, v in self.files.items()},
-            "thumbnails": [f"{self.folder.name}/{THUMBS_DIR}/{p.name}"
-                           for p in self.thumbnails()],
-        }
-
-    @classmethod
-    def read(cls, folder: Path) -> Concept:
-        data = json.loads((folder / CONCEPT_FILE).read_text())
-        known = {"name", "token", "method", "uid", "source", "created", "files"}
-        return cls(folder=folder, details={k: v for k, v in data.items()
-                                           if k not in known and k != "version"},
-                   **{k: data[k] for k in known if k in data})
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file under `folder`, and the folders themselves, to disk."""
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-    for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def has_concepts(folder: Path) -> bool:
-    """True when the library folder holds at least one finished concept (cheap)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return False
-    return any(not p.name.startswith(".") and (p / CONCEPT_FILE).is_file()
-               for p in folder.iterdir())
-
-
-# ---------------------------------------------------------------------------- importing
-def read_weights_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Tensors and metadata of a concept file: safetensors only.
-
-    Pickled files (.pt, .bin, .ckpt) can run code when loaded, and `torch.load`'s
-    weights_only guard has been bypassed before (CVE-2025-32434), so they are refused
-    without being opened.
-    """
-    path = check_file(path, "file", max_bytes=MAX_IMPORT_BYTES)
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise RequestError(
-            f"'{path.name}' was refused: it is a pickled file, and pickles can run code when "
-            "loaded. Import a .safetensors file (convert it on a machine you trust: load it "
-            "with torch.load and save the tensors with safetensors.torch.save_file)."
-        )
-    if suffix != ".safetensors":
-        raise RequestError(
-            f"'{path.name}' has an unsupported type; import a textual-inversion embedding or "
-            "a LoRA as .safetensors"
-        )
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = dict(fh.metadata() or {})
-        return load_file(str(path)), metadata
-    except Exception as err:  # noqa: BLE001 - any parse failure is the same user error
-        raise RequestError(
-            f"'{path.name}' is not a valid safetensors file ({type(err).__name__})"
-        ) from err
-
-
-def classify(state: dict[str, Any]) -> tuple[str, Any]:
-    """("textual_inversion", tensor [n, dim]) or ("lora", state dict), else a clear error."""
-    if "string_to_param" in state:  # A1111 .pt
-        params = state["string_to_param"]
-        tensor = params.get("*") if isinstance(params, dict) else None
-        if not isinstance(tensor, torch.Tensor):
-            raise RequestError("A1111 embedding without a tensor under string_to_param['*']")
-        return "textual_inversion", tensor
-    if "emb_params" in state:  # A1111 .safetensors
-        return "textual_inversion", state["emb_params"]
-    if {"clip_l", "clip_g"} & set(state):
-        raise RequestError(
-            "this is an SDXL embedding (clip_l/clip_g); the studio's models are the SD1.5 family"
-        )
-    keys = [k for k in state if isinstance(k, str)]
-    if len(keys) > 1 and any("lora" in k.lower() for k in keys):
-        return "lora", state
-    if len(state) == 1:  # diffusers: {token: tensor}
-        tensor = next(iter(state.values()))
-        if isinstance(tensor, torch.Tensor) and tensor.ndim in (1, 2):
-            return "textual_inversion", tensor
-    shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-    raise RequestError(
-        "not a textual-inversion embedding (A1111 string_to_param/emb_params or diffusers "
-        f"{{token: tensor}}) nor a LoRA (kohya lora_unet_... or diffusers keys); keys: {shown}"
-    )
 
 
 # ---------------------------------------------------------------------------- the manager
@@ -513,7 +186,7 @@ class ConceptManager:
         concepts = self.list()
         if not concepts:
             return {}
-        text = " ".join(_text_of(req)).lower()
+        text = " ".join(text_of(req)).lower()
         active: dict[str, float] = {}
         for concept in concepts:
             if concept.token in text:
@@ -717,7 +390,7 @@ class ConceptManager:
                 save_file({token: vectors}, str(tmp / EMBEDDING_FILE))
                 return {"files": {"embedding": EMBEDDING_FILE}, "vectors": len(vectors)}
         else:
-            unet_state, dropped = _unet_lora_only(payload)
+            unet_state, dropped = unet_lora_only(payload)
 
             def write(tmp: Path) -> dict[str, Any]:
                 from safetensors.torch import save_file
@@ -751,16 +424,6 @@ class ConceptManager:
                 f"'{concept.details.get('original_file')}' does not fit the current UNet and "
                 f"was not imported: {err}"
             ) from err
-
-
-def _unet_lora_only(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Drop text-encoder LoRA tensors (the text encoder is shared by every tab)."""
-    keep = {k: v.contiguous() for k, v in state.items()
-            if isinstance(v, torch.Tensor) and not k.startswith(TEXT_ENCODER_LORA_PREFIXES)}
-    dropped = sum(1 for k in state if k.startswith(TEXT_ENCODER_LORA_PREFIXES))
-    if not keep:
-        raise RequestError("this LoRA has only text-encoder weights; the studio needs UNet ones")
-    return keep, dropped
 
 
 def _loss_summary(losses: list[float], probe: list[tuple[int, float]]) -> dict[str, Any]:

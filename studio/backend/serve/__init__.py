@@ -29,7 +29,7 @@ from typing import Any
 
 from ...settings import Settings
 from ..common import Cancelled, CancelToken, ProgressFn, Result, StudioError
-from ..concepts.library import MAX_IMPORT_BYTES
+from ..concepts.store import MAX_IMPORT_BYTES
 from ..files import check_file
 from ..images import load_image
 from ..outputs import write_atomic

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..concepts.library import ConceptTrainRequest
+from ..concepts.request import ConceptTrainRequest
 from ..concepts.seedselect import SeedSelectRequest, seedselect_runner
 from ..requests import Txt2ImgRequest
 from .control import ControlRequest, control_runner
