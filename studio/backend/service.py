@@ -630,9 +630,14 @@ class Studio:
                     out.append((img.convert("RGB"), concept.token))
         return out
 
-    def import_concept(self, path: str | Path, name: str = "") -> dict[str, Any]:
-        """Import a textual-inversion embedding or LoRA file into the library."""
-        return self.concepts.import_file(path, name).to_dict()
+    def import_concept(self, path: str | Path, name: str = "", model: str = ""
+                       ) -> dict[str, Any]:
+        """Import a textual-inversion embedding or LoRA file into the library, for the family
+        of checkpoint `model` (the default's if empty): checking it loads uses the models, so
+        it holds the device like a job."""
+        name_of, _ = self.checkpoint(model)
+        with self.exclusive("concept_import", model=name_of):
+            return self.concepts.import_file(path, name).to_dict()
 
 
 def _checked(image: Any) -> Any:

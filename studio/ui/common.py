@@ -49,6 +49,11 @@ _PICKER: contextvars.ContextVar[Any] = contextvars.ContextVar("model_picker", de
 NO_MODEL_TASKS = ("regenerate",)  # a saved request names its own model
 
 
+def current_picker() -> Any:
+    """The page's model picker while the tabs are built (None outside build_app)."""
+    return _PICKER.get()
+
+
 @contextlib.contextmanager
 def model_picker(component: Any) -> Iterator[None]:
     """Tabs built inside this block send `component`'s value as their jobs' model."""

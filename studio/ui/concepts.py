@@ -15,6 +15,7 @@ from studio.backend.concepts.request import DEFAULT_LR, DEFAULT_STEPS, METHODS, 
 from .common import (
     PRIVATE,
     GenerationTab,
+    current_picker,
     file_paths,
     gpu_kwargs,
     info_json,
@@ -206,14 +207,17 @@ def _import_tab(studio: Any) -> None:
             info = gr.Code(label="Imported", language="json")
 
     @user_errors
-    def concept_import(file: Any, name: str) -> str:
-        """Import a textual-inversion embedding or a LoRA file; returns its info JSON."""
+    def concept_import(file: Any, name: str, model: str | None = None) -> str:
+        """Import a textual-inversion embedding or a LoRA file for the family of `model` (a
+        name /models lists; empty = the default); returns its info JSON."""
         files = _files(file)
         if not files:
             raise gr.Error("choose an embedding or LoRA file to import")
-        return info_json(studio.import_concept(files[0], name or ""))
+        return info_json(studio.import_concept(files[0], name or "", model or ""))
 
-    run.click(concept_import, [file, name], info, api_name="concept_import", **gpu_kwargs())
+    picker = current_picker()
+    run.click(concept_import, [file, name, *([picker] if picker is not None else [])], info,
+              api_name="concept_import", **gpu_kwargs())
 
 
 def _library_tab(studio: Any, lib_tab: Any, events: tuple[Any, ...]) -> None:

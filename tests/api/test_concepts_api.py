@@ -72,7 +72,7 @@ def test_named_endpoints_take_keyword_parameters(client) -> None:
     assert params("/seedselect")[:5] == ["prompt", "images", "steps", "semantic_weight",
                                          "bootstrap"]
     assert params("/concepts") == []
-    assert params("/concept_import") == ["file", "name"]
+    assert params("/concept_import") == ["file", "name", "model"]
 
 
 def test_seedselect_returns_image_and_losses(client, pictures, studio) -> None:

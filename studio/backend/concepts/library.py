@@ -93,7 +93,7 @@ class ConceptManager:
         self._lock = threading.RLock()
         self._cache: tuple[int, list[Concept]] | None = None
         # name -> (uid, the text encoder holding it): reapplied after a new version or a reload
-        self._embeddings: dict[str, tuple[str, weakref.ref]] = {}
+        self._embeddings: dict[str, tuple[str, list[weakref.ref]]] = {}
         self._warned: set[str] = set()
         if self.hook not in registry.hooks:
             registry.hooks.append(self.hook)
@@ -226,15 +226,31 @@ class ConceptManager:
             return {}
 
     def _ensure_embedding(self, concept: Concept, pipe: Any) -> None:
-        """Add the concept's token(s) to the shared tokenizer/text encoder (once)."""
-        from diffusers.loaders import TextualInversionLoaderMixin
+        """Add the concept's token(s) to the shared tokenizer(s)/text encoder(s), once: SDXL
+        learns the token in both (its clip_l and clip_g vectors)."""
         from safetensors.torch import load_file
 
-        tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
+        parts = self.registry.family.embedding_parts
+        encoders = [getattr(pipe, encoder) for _, _, encoder in parts]
         known = self._embeddings.get(concept.name)
-        if known is not None and known[0] == concept.uid and known[1]() is text_encoder:
+        if known is not None and known[0] == concept.uid and [r() for r in known[1]] == encoders:
             return
-        vectors = load_file(str(concept.path("embedding")))[concept.token]
+        state = load_file(str(concept.path("embedding")))
+        if concept.token in state:  # SD1.5's {token: vectors}
+            state = {parts[0][0]: state[concept.token]}
+        for (key, tokenizer_role, _), text_encoder in zip(parts, encoders, strict=True):
+            self._learn_token(concept, pipe, getattr(pipe, tokenizer_role), text_encoder,
+                              state[key])
+        self._embeddings[concept.name] = (concept.uid, [weakref.ref(e) for e in encoders])
+        self.registry.stats["concept_embedding_load"] += 1
+        log.info("textual inversion %s loaded into the shared text encoder(s)", concept.token)
+
+    @staticmethod
+    def _learn_token(concept: Concept, pipe: Any, tokenizer: Any, text_encoder: Any,
+                     vectors: torch.Tensor) -> None:
+        """One text encoder learns the token (and `<token>_1`... for more vectors)."""
+        from diffusers.loaders import TextualInversionLoaderMixin
+
         vectors = vectors.reshape(-1, vectors.shape[-1])
         tokens = [concept.token] + [f"{concept.token}_{i}" for i in range(1, len(vectors))]
         if all(t not in tokenizer.get_vocab() for t in tokens):
@@ -251,9 +267,6 @@ class ConceptManager:
                 for token, vec in zip(tokens, vectors, strict=True):
                     weight[tokenizer.convert_tokens_to_ids(token)] = vec.to(weight)
         text_encoder.get_input_embeddings().requires_grad_(False)
-        self._embeddings[concept.name] = (concept.uid, weakref.ref(text_encoder))
-        self.registry.stats["concept_embedding_load"] += 1
-        log.info("textual inversion %s loaded into the shared text encoder", concept.token)
 
     # ------------------------------------------------------------------ training
     def train(
@@ -367,28 +380,16 @@ class ConceptManager:
         state, metadata = read_weights_file(path)
         kind, payload = classify(state)
         if kind == "textual_inversion":
-            if not isinstance(payload, torch.Tensor) or payload.ndim not in (1, 2):
-                raise RequestError("the embedding must be a tensor of vectors [n, dim]")
-            count = 1 if payload.ndim == 1 else payload.shape[0]
-            if count > MAX_EMBEDDING_VECTORS:
-                raise RequestError(
-                    f"this embedding has {count} vectors; at most {MAX_EMBEDDING_VECTORS} fit "
-                    "in a prompt (each vector takes one of its 75 tokens)"
-                )
-            vectors = payload.detach().float().reshape(-1, payload.shape[-1]).contiguous()
-            dim = self.registry.component("text_encoder").get_input_embeddings().embedding_dim
-            if vectors.shape[-1] != dim:
-                raise RequestError(
-                    f"this embedding has vectors of size {vectors.shape[-1]} but the text "
-                    f"encoder of the current models uses {dim}: it was made for another model "
-                    "family"
-                )
+            parts = self._embedding_parts(payload)
 
             def write(tmp: Path) -> dict[str, Any]:
                 from safetensors.torch import save_file
 
-                save_file({token: vectors}, str(tmp / EMBEDDING_FILE))
-                return {"files": {"embedding": EMBEDDING_FILE}, "vectors": len(vectors)}
+                # SD1.5: {token: vectors} (diffusers' format); SDXL: {clip_l, clip_g}
+                tensors = parts if len(parts) > 1 else {token: next(iter(parts.values()))}
+                save_file(tensors, str(tmp / EMBEDDING_FILE))
+                return {"files": {"embedding": EMBEDDING_FILE},
+                        "vectors": len(next(iter(parts.values())))}
         else:
             unet_state, dropped = unet_lora_only(payload)
 
@@ -413,6 +414,48 @@ class ConceptManager:
         if kind == "lora":
             self._check_lora_loads(concept)
         return concept
+
+    def _embedding_parts(self, payload: Any) -> dict[str, torch.Tensor]:
+        """An imported embedding as the current family's parts ({file key: [n, dim]}),
+        checked: the family's parts, the widths of its text encoders, one count of vectors."""
+        family = self.registry.family
+        wanted = [key for key, _, _ in family.embedding_parts]
+        if isinstance(payload, dict) and set(payload) != set(wanted):
+            raise RequestError(
+                f"this is an SDXL embedding ({', '.join(sorted(payload))}) and the models are "
+                f"{family.label}: choose an SDXL model (the picker, or `model`) and import it "
+                "again" if len(wanted) == 1 else
+                f"this embedding has {', '.join(sorted(payload))} but {family.label} needs "
+                f"{' and '.join(wanted)}")
+        if isinstance(payload, torch.Tensor):
+            if len(wanted) > 1:
+                raise RequestError(
+                    f"this embedding holds one text encoder's vectors (SD1.5's format) and "
+                    f"{family.label} models need {' and '.join(wanted)}: choose an SD1.5 "
+                    "model and import it again, or import the SDXL version of the embedding")
+            payload = {wanted[0]: payload}
+        parts: dict[str, torch.Tensor] = {}
+        for key, _, encoder_role in family.embedding_parts:
+            tensor = payload[key]
+            if tensor.ndim not in (1, 2):
+                raise RequestError("the embedding must be a tensor of vectors [n, dim]")
+            vectors = tensor.detach().float().reshape(-1, tensor.shape[-1]).contiguous()
+            if len(vectors) > MAX_EMBEDDING_VECTORS:
+                raise RequestError(
+                    f"this embedding has {len(vectors)} vectors; at most "
+                    f"{MAX_EMBEDDING_VECTORS} fit in a prompt (each vector takes one of its 75 "
+                    "tokens)")
+            dim = self.registry.component(encoder_role).get_input_embeddings().embedding_dim
+            if vectors.shape[-1] != dim:
+                raise RequestError(
+                    f"this embedding has vectors of size {vectors.shape[-1]} but the text "
+                    f"encoder of the current models uses {dim}: it was made for another model "
+                    "family")
+            parts[key] = vectors
+        if len({len(v) for v in parts.values()}) > 1:
+            raise RequestError("the embedding's clip_l and clip_g hold different numbers of "
+                               "vectors")
+        return parts
 
     def _check_lora_loads(self, concept: Concept) -> None:
         """Load an imported LoRA into the base UNet now, so a bad file fails here, clearly."""

@@ -145,7 +145,8 @@ def read_weights_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def classify(state: dict[str, Any]) -> tuple[str, Any]:
-    """("textual_inversion", tensor [n, dim]) or ("lora", state dict), else a clear error."""
+    """("textual_inversion", tensor [n, dim] or SDXL's {"clip_l", "clip_g"} tensors) or
+    ("lora", state dict), else a clear error."""
     if "string_to_param" in state:  # A1111 .pt
         params = state["string_to_param"]
         tensor = params.get("*") if isinstance(params, dict) else None
@@ -154,10 +155,11 @@ def classify(state: dict[str, Any]) -> tuple[str, Any]:
         return "textual_inversion", tensor
     if "emb_params" in state:  # A1111 .safetensors
         return "textual_inversion", state["emb_params"]
-    if {"clip_l", "clip_g"} & set(state):
-        raise RequestError(
-            "this is an SDXL embedding (clip_l/clip_g); the studio's models are the SD1.5 family"
-        )
+    if {"clip_l", "clip_g"} & set(state):  # SDXL: one tensor per text encoder
+        parts = {k: state[k] for k in ("clip_l", "clip_g") if k in state}
+        if not all(isinstance(t, torch.Tensor) for t in parts.values()):
+            raise RequestError("an SDXL embedding's clip_l and clip_g must be tensors")
+        return "textual_inversion", parts
     keys = [k for k in state if isinstance(k, str)]
     if len(keys) > 1 and any("lora" in k.lower() for k in keys):
         return "lora", state

@@ -158,11 +158,14 @@ class RayStudio(Studio):
         req.images = [load_image(v, f"image {i}") for i, v in enumerate(req.images, 1)]
         return self._job("concept_train", "concept_train", (req,), progress, cancel, preview)
 
-    def import_concept(self, path: str | Path, name: str = "") -> dict[str, Any]:
-        """Import a weights file through a replica (it checks the file against the models)."""
+    def import_concept(self, path: str | Path, name: str = "", model: str = ""
+                       ) -> dict[str, Any]:
+        """Import a weights file through a replica (it checks the file against the models
+        of checkpoint `model`)."""
         path = check_file(path, "file", max_bytes=MAX_IMPORT_BYTES)
+        model = self.checkpoint(model)[0]
         return self._quick(self.handle.import_concept.remote(
-            Path(path).read_bytes(), Path(path).name, name))
+            Path(path).read_bytes(), Path(path).name, name, model))
 
     @property
     def annotators(self) -> Any:

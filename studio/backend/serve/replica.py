@@ -209,13 +209,14 @@ class StudioReplica:
         except BaseException as err:  # noqa: BLE001 - re-raised on the front as it was
             raise portable_error(err) from None
 
-    def import_concept(self, data: bytes, filename: str, name: str) -> dict[str, Any]:
+    def import_concept(self, data: bytes, filename: str, name: str, model: str = ""
+                       ) -> dict[str, Any]:
         """Import a weights file sent as bytes (the front checked its size and name)."""
         folder = Path(tempfile.mkdtemp(dir=self._imports))
         path = folder / Path(filename).name
         try:
             path.write_bytes(data)
-            return self.studio.import_concept(path, name)
+            return self.studio.import_concept(path, name, model)
         except BaseException as err:  # noqa: BLE001 - re-raised on the front as it was
             raise portable_error(err) from None
         finally:

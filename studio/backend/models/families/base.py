@@ -92,6 +92,10 @@ class Family:
     # constructor arguments every pipeline gets (SD1.5: no safety checker)
     pipeline_kwargs: Mapping[str, Any] = field(default_factory=dict)
     single_file: str = ""  # pipeline class whose from_single_file reads an original checkpoint
+    # a textual-inversion embedding's parts: (key in the file, tokenizer, text encoder), as
+    # model sites share them (SDXL: "clip_l" and "clip_g"; SD1.5: one tensor)
+    embedding_parts: tuple[tuple[str, str, str], ...] = (
+        ("clip_l", "tokenizer", "text_encoder"),)
     denoiser: str = "unet"  # the pipeline argument that takes the denoiser
 
     # ------------------------------------------------------------------ components

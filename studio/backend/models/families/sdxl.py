@@ -76,4 +76,6 @@ FAMILY = Family(
     # no invisible watermark (it needs a package the studio does not ship, and A1111 adds none)
     pipeline_kwargs={"add_watermarker": False},
     single_file="diffusers.StableDiffusionXLPipeline",
+    embedding_parts=(("clip_l", "tokenizer", "text_encoder"),
+                     ("clip_g", "tokenizer_2", "text_encoder_2")),
 )
