@@ -33,7 +33,7 @@ def test_endpoint_parameters_are_named(client) -> None:
     params = [p["parameter_name"] for p in info["named_endpoints"][API]["parameters"]]
     assert params == ["image", "instruction", "text_guidance", "image_guidance",
                       "negative_prompt", "seed", "steps", "scheduler", "fast", "max_side",
-                      "tools"]
+                      "tools", "model"]
     assert len(info["named_endpoints"][API]["returns"]) == 2
 
 

@@ -24,7 +24,7 @@ def test_api_lists_layout_with_keyword_parameters(client):
     params = [p["parameter_name"] for p in api["named_endpoints"]["/layout"]["parameters"]]
     assert params == ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width",
                       "height", "scheduler", "fast", "boxes", "gligen_fraction", "image", "mode",
-                      "append_phrases", "attend_excite", "excite_words"]
+                      "append_phrases", "attend_excite", "excite_words", "model"]
 
 
 def test_layout_returns_image_and_info_with_seed(client):

@@ -31,7 +31,7 @@ def pictures(tmp_path_factory) -> list[str]:
 def test_api_lists_remix_with_its_parameters_in_order(client):
     api = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in api["named_endpoints"]["/remix"]["parameters"]]
-    assert params == [*REMIX, *COMMON]
+    assert params == [*REMIX, *COMMON, "model"]
 
 
 def test_remix_blends_two_pictures_and_saves_them(client, studio, pictures):

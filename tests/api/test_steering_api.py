@@ -18,7 +18,7 @@ def test_api_lists_prompt_edit_with_keyword_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in api["named_endpoints"]["/prompt_edit"]["parameters"]]
     assert params == ["prompt", *COMMON, "edited_prompt", "mode", "reweight",
-                      "cross_replace", "self_replace", "local_blend"]
+                      "cross_replace", "self_replace", "local_blend", "model"]
 
 
 def test_prompt_edit_returns_the_edit_and_names_the_source(client, studio):
