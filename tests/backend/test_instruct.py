@@ -138,11 +138,13 @@ def test_cancel_stops_the_run(studio) -> None:
 
 
 def test_wrong_unet_gives_clear_error(fresh_studio) -> None:
+    from studio.backend.service import Studio
+
     ms = fresh_studio.model_set
-    fresh_studio.registry.model_set = ms.with_repos(instruct=ms.base)  # a 4-channel UNet
-    fresh_studio.model_set = fresh_studio.registry.model_set
+    studio = Studio(fresh_studio.settings,
+                    model_set=ms.with_repos(instruct=ms.base))  # a 4-channel UNet
     with pytest.raises(StudioError, match="needs 8"):
-        fresh_studio.instruct(_req())
+        studio.instruct(_req())
 
 
 def test_pipeline_shares_base_components(studio) -> None:

@@ -65,12 +65,13 @@ def test_previews_off_in_the_settings_show_none(studio, monkeypatch):
 
 
 def test_a_model_set_without_a_preview_decoder_still_generates(fresh_studio, caplog):
-    fresh_studio.settings = replace(fresh_studio.settings, preview_interval=0.0)
-    fresh_studio.model_set = fresh_studio.model_set.with_repos(taesd="/nonexistent/taesd")
-    fresh_studio.registry.model_set = fresh_studio.model_set
+    from studio.backend.service import Studio
+
+    studio = Studio(replace(fresh_studio.settings, preview_interval=0.0),
+                    model_set=fresh_studio.model_set.with_repos(taesd="/nonexistent/taesd"))
     with caplog.at_level(logging.WARNING):
-        first, shown = collect(fresh_studio, "txt2img", SMALL)
-        second, _ = collect(fresh_studio, "txt2img", SMALL)
+        first, shown = collect(studio, "txt2img", SMALL)
+        second, _ = collect(studio, "txt2img", SMALL)
     assert shown == [] and first.image is not None and second.image is not None
     warnings = [r for r in caplog.records if "live previews are off" in r.getMessage()]
     assert len(warnings) == 1  # said once, not on every job

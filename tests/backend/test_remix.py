@@ -233,12 +233,13 @@ def test_a_model_set_without_an_adapter_says_so(fresh_studio):
     from dataclasses import replace
 
     from studio.backend.common import StudioError
+    from studio.backend.service import Studio
 
-    registry = fresh_studio.registry
-    registry.model_set = replace(registry.model_set, repos={
-        k: v for k, v in registry.model_set.repos.items() if k != "ip_adapter"})
+    ms = fresh_studio.model_set
+    studio = Studio(fresh_studio.settings, model_set=replace(ms, repos={
+        k: v for k, v in ms.repos.items() if k != "ip_adapter"}))
     with pytest.raises(StudioError, match="Remix needs an IP-Adapter"):
-        fresh_studio.run("remix", {**BASE, "images": [RED]})
+        studio.run("remix", {**BASE, "images": [RED]})
 
 
 # ----------------------------------------------------------------------------- Control

@@ -103,7 +103,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "`lora`, `seedselect`), `steps`, method options", ConceptTrainRequest),
     Task("concepts", "concepts", "— (returns the library as JSON)"),
     Task("concept_import", "concepts",
-         "`file` (`.safetensors` textual inversion or LoRA), `name`"),
+         "`file` (`.safetensors` textual inversion or LoRA; SDXL embeddings as `clip_l` + "
+         "`clip_g`), `name`, `model` (import for that checkpoint's family; empty = the "
+         "default)"),
     Task("seedselect", "concepts", "`prompt`, `images`, `steps`, `semantic_weight`, `bootstrap`",
          SeedSelectRequest, seedselect_runner),
     Task("cancel", "", "— (stops this client's running generation at its next step)"),
