@@ -78,7 +78,7 @@ class Studio:
         self.catalog = Catalog(self.default_set, settings.models_dir,
                                builtins=builtin_choices(settings, self.default_set),
                                hash_cache=Path(settings.cache_dir) / "model-hashes.json")
-        self._job = threading.local()  # the running job's model (in its thread)
+        self._job_local = threading.local()  # the running job's model (in its thread)
         if registry is None:
             device = pick_device(settings.device)
             registry = ModelRegistry(
@@ -113,12 +113,12 @@ class Studio:
     @property
     def model_set(self) -> ModelSet:
         """The running job's models (in its thread), else the default ones."""
-        return getattr(self._job, "model_set", None) or self.default_set
+        return getattr(self._job_local, "model_set", None) or self.default_set
 
     @property
     def model_name(self) -> str:
         """The running job's checkpoint name (in its thread), else the default's."""
-        return getattr(self._job, "model", None) or self.catalog.default
+        return getattr(self._job_local, "model", None) or self.catalog.default
 
     def models(self, refresh: bool = False) -> list[dict[str, str]]:
         """The checkpoints a request may choose: [{name, family, source}], default first."""
@@ -145,14 +145,15 @@ class Studio:
             yield
             return
         name, ms = self.checkpoint(model)
-        before = (getattr(self._job, "model", None), getattr(self._job, "model_set", None),
+        local = self._job_local
+        before = (getattr(local, "model", None), getattr(local, "model_set", None),
                   self.registry.model_set)
-        self._job.model, self._job.model_set = name, ms
+        self._job_local.model, self._job_local.model_set = name, ms
         self.registry.use(ms)
         try:
             yield
         finally:
-            self._job.model, self._job.model_set = before[0], before[1]
+            self._job_local.model, self._job_local.model_set = before[0], before[1]
             self.registry.use(before[2])
 
     # ------------------------------------------------------------------ info
@@ -307,9 +308,11 @@ class Studio:
         request = req.to_dict()
         model_hash = self.catalog.short_hash(self.model_name)
         path = self.outputs.save(image, request, self.model_name, extra, model_hash)
+        # what the run reports first, the (long) request it ran last: the UI's info view
+        # shows the top lines
         full = {
             "seed": req.seed, "task": req.task, "file": self.outputs.name_of(path),
-            "model": self.model_name, "model_hash": model_hash, "request": request, **info,
+            "model": self.model_name, "model_hash": model_hash, **info, "request": request,
         }
         return Result(image=image, info=full, path=path)
 

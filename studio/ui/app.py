@@ -76,7 +76,7 @@ def _model_picker(studio: Any) -> gr.Dropdown:
         picker = gr.Dropdown(choices(), value=studio.catalog.default, label="Model",
                              elem_id="model-picker", scale=4, allow_custom_value=True,
                              info="Hub cache, --models-dir files and the built-in sets")
-        refresh = gr.Button("Refresh list", elem_id="model-refresh", scale=1)
+        refresh = gr.Button("Rescan models", elem_id="model-refresh", scale=1)
     refresh.click(lambda: (studio.models(refresh=True), gr.update(choices=choices()))[1],
                   None, picker, queue=False, **PRIVATE)
     return picker
