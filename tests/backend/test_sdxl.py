@@ -6,6 +6,7 @@ refused with their reason before anything loads."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,26 @@ def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_p
     assert studio.run("instruct", {**BASE, "image": scene(), "max_side": 64}).image
     assert studio.txt2img({**BASE, "fast": True}).info["guidance_run"] == 1.0
     assert registry.stats[f"load:unet_inpaint@{SDXL.get('inpaint')}"] == 1
+
+
+def test_fp16_uses_the_vae_made_for_fp16_and_fp32_sdxls_own(tiny_xl_model_set, tmp_path):
+    import shutil
+
+    import torch
+
+    from tests.support.hubcache import add_repo
+
+    fix = SDXL.get("vae_fp16")
+    assert fix == "madebyollin/sdxl-vae-fp16-fix"
+    root = tmp_path / "vae-fix"  # that repo's layout: the VAE's files at its root
+    shutil.copytree(Path(tiny_xl_model_set.base) / "vae", root)
+    hub = tmp_path / "hub"
+    add_repo(hub, fix, root)
+    ms = tiny_xl_model_set.with_repos(vae_fp16=fix)
+    fp32 = ModelRegistry(ms, offline=True, cache_dir=hub)
+    fp16 = ModelRegistry(ms, offline=True, cache_dir=hub, dtype=torch.float16)
+    assert fp32.key("vae") == f"vae@{tiny_xl_model_set.base}"
+    assert fp16.key("vae") == f"vae@{fix}"
+    vae = fp16.component("vae")  # from the Hub cache, offline, no subfolder
+    assert vae.dtype == torch.float16 and type(vae).__name__ == "AutoencoderKL"
+    assert fp16.key("unet") == fp32.key("unet")  # only the VAE changes

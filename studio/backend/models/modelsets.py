@@ -41,6 +41,9 @@ REPOS: dict[str, str] = {
     "lcm_lora": "lcm-lora",
     "image_encoder": "clip-vision",
     "taesd": "taesd",  # the tiny preview decoder (live previews)
+    # a VAE fine-tuned to decode in fp16 without overflowing (SDXL's), used in fp16 only; its
+    # files are at the repo's root
+    "vae_fp16": "vae-fp16",
     # IP-Adapter (Remix): the adapter file and its image encoder, as h94/IP-Adapter lays out
     # (`models/ip-adapter_sd15.safetensors`, `models/image_encoder/`)
     "ip_adapter": "ip-adapter",

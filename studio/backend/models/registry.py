@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,15 @@ class ModelRegistry:
                 self.family = get_family(model_set.family)
 
     # ------------------------------------------------------------------ components
+    def source(self, role: str) -> str:
+        """Where `role` loads from: the model set's source, except the VAE in fp16 when the
+        set has a VAE made for it (SDXL's own VAE overflows in fp16 and decodes black)."""
+        if role == "vae" and self.dtype == torch.float16 and self.model_set.get("vae_fp16"):
+            return self.model_set.get("vae_fp16")
+        return self.model_set.source(role)
+
     def key(self, role: str) -> str:
-        return f"{role}@{self.model_set.source(role)}"
+        return f"{role}@{self.source(role)}"
 
     def component(self, role: str) -> Any:
         """The shared object for `role`, loading it on first use (see `prepare` to onload)."""
@@ -206,7 +213,7 @@ class ModelRegistry:
         log.info(msg)
 
     def _load(self, role: str, key: str) -> _Entry:
-        source = self.model_set.source(role)
+        source = self.source(role)
         t0 = time.perf_counter()
         try:
             obj = self._build(role, source)
@@ -240,6 +247,8 @@ class ModelRegistry:
         says how its roles load; the family-independent ones (preview decoder, image
         encoders, IP-Adapter) load here."""
         spec = self.family.component(role)
+        if spec is not None and source == self.model_set.get("vae_fp16"):
+            spec = replace(spec, subfolder=None)  # a VAE repo: its files at the root
         if spec is not None:
             if is_single_file(source) and role in self._single_file_roles():
                 return self._from_single_file(role, source)

@@ -25,6 +25,8 @@ MODEL_SET = ModelSet(
         "lcm_lora": "latent-consistency/lcm-lora-sdxl",
         # TAESDXL: SDXL's latents decoded for live previews
         "taesd": "madebyollin/taesdxl",
+        # SDXL's VAE fine-tuned to decode in fp16 (the original overflows to NaN there)
+        "vae_fp16": "madebyollin/sdxl-vae-fp16-fix",
     },
     native_size=1024,
     description="Stable Diffusion XL (downloaded from the Hugging Face Hub on first use)",
