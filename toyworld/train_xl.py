@@ -15,9 +15,11 @@ scaling factor; the toy VAE serves both worlds), read from `build/toy` or the sh
 `assets/toy`. Later stages (a scribble/canny ControlNet, the inpainting and InstructPix2Pix
 UNets, the export to `assets/toy-xl`) follow in later sessions.
 
-Every stage saves its weights every `--save-every` steps with the step reached
-(`progress.json`), and `--resume` continues from there on the same seeded schedule, so a
-stage longer than one working session is run in pieces.
+Every stage saves its weights (fp32) every `--save-every` steps with the step reached
+(`progress.json`) under `checkpoints/toy-xl/<stage>`, which is committed, and `--resume`
+continues from there on the same learning-rate schedule (the batches follow the step; AdamW's
+moments and the noise draws restart), so a stage longer than one working session is run in
+pieces across sessions.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from .train import (
 
 log = logging.getLogger("toyworld.train_xl")
 
-WORK = Path("build/toy-xl")
+# committed: a stage longer than a working session resumes from here in the next one
+WORK = Path("checkpoints/toy-xl")
 TOY_WORK = Path("build/toy")  # the toy world's stages (VAE, tokenizer), else assets/toy
 TEXT_DIM, TEXT_DIM_2 = 64, 96
 TIME_DIM = 8  # addition_time_embed_dim

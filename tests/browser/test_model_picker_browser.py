@@ -56,3 +56,35 @@ def test_pick_a_model_generate_and_pick_back(page, browser, app_url):
     wait_image(page, "#txt2img-result", old_src=old)
     no_error_toast(page)
     assert '"model": "tiny"' in page.locator("#txt2img-info").inner_text()
+
+
+def test_control_and_instruct_run_on_the_picked_sdxl_model(page, photo, studio):
+    from .conftest import block, drag, on_box, set_slider
+    from .test_control_browser import small_run
+
+    pick(page, "tiny-xl (SDXL)")
+    open_tab(page, "Control")
+    small_run(page, "a house")
+    sketch = page.locator("#control-unit1-sketch")
+    sketch.get_by_role("button", name="Brush", exact=True).click()
+    canvas = sketch.locator(".pixi-target canvas")
+    drag(page, [on_box(canvas, 0.42, 0.3), on_box(canvas, 0.58, 0.7)])
+    page.locator("#control-generate").click()
+    wait_image(page, "#control-result")
+    no_error_toast(page)
+    assert '"model": "tiny-xl"' in info_of(page, "control")
+
+    open_tab(page, "Instruct")
+    source = block(page, "Image to edit (Edit starts from this)")
+    source.locator("input[type=file]").set_input_files(str(photo))
+    source.locator("img").wait_for(state="visible")
+    open_settings(page)
+    set_slider(page, "Steps", 2)
+    set_slider(page, "Max side", 64)
+    page.get_by_label("Instruction").locator("visible=true").fill("make it winter")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    block(page, "Edit history (click a version to go back to it)").locator("img").nth(1)\
+        .wait_for(state="visible")
+    no_error_toast(page)
+    latest = studio.history(limit=1)[0]  # the edit the page just made
+    assert latest["task"] == "instruct" and latest["model"] == "tiny-xl"
