@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,6 @@ def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
                save_every: int = 250) -> None:
     """Both text encoders and the SDXL UNet from scratch (object pixels of the loss weighted
     x3, as the toy base: objects are a small part of each image)."""
-    import shutil
-
     from diffusers import UNet2DConditionModel
     from transformers import (
         CLIPTextConfig,
@@ -177,12 +176,66 @@ def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
              start=start)
 
 
+def export_base(work: Path, out: Path) -> Path:
+    """The base stage as an SDXL pipeline folder in the Hub layout (fp16 safetensors, the
+    toy VAE with its own scaling factor), as `stabilityai/stable-diffusion-xl-base-1.0` lays
+    out its repo; returns the folder."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from studio.backend.models.tiny import save_pipeline_index
+
+    src, base = work / "base", out / "stable-diffusion"
+    half = {"safe_serialization": True}
+    UNet2DConditionModel.from_pretrained(src / "unet").half().save_pretrained(
+        base / "unet", **half)
+    AutoencoderKL.from_pretrained(trained(TOY_WORK, "vae"), dtype=torch.float32).half()\
+        .save_pretrained(base / "vae", **half)
+    CLIPTextModel.from_pretrained(src / "text_encoder").half().save_pretrained(
+        base / "text_encoder", **half)
+    CLIPTextModelWithProjection.from_pretrained(src / "text_encoder_2").half()\
+        .save_pretrained(base / "text_encoder_2", **half)
+    for name in ("tokenizer", "tokenizer_2"):
+        shutil.copytree(src / "tokenizer", base / name, dirs_exist_ok=True)
+    (base / "scheduler").mkdir(parents=True, exist_ok=True)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config()))
+    save_pipeline_index(base, "StableDiffusionXLPipeline", {
+        "unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "tokenizer_2": ("transformers", "CLIPTokenizer"),
+        "scheduler": ("diffusers", "EulerDiscreteScheduler"),
+    })
+    return base
+
+
+def evaluate_base(work: Path, out: Path, n: int = 48) -> str:
+    """Export the base and run the toy world's text-to-image check on it through the studio
+    (SDXL family, the real loading path): colour and shape of "a <colour> <shape>"."""
+    from studio.backend.models.modelsets import ModelSet
+    from studio.backend.service import Studio
+    from studio.settings import Settings
+
+    from .evaluate import eval_txt2img
+
+    base = export_base(work, out)
+    ms = ModelSet(name="toy-xl-base", family="sdxl", repos={"base": str(base)},
+                  offline_models=True, native_size=SIZE, description="toy SDXL base stage")
+    settings = Settings(models=str(base), offline=True, outputs_dir=out / "outputs",
+                        previews=False, cache_dir=out / "cache")
+    studio = Studio(settings, model_set=ms)
+    return eval_txt2img(studio, n).line()
+
+
 STAGES = {"base": (train_base, 4500)}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("stage", choices=[*STAGES, "evaluate-base"])
+    p.add_argument("--out", type=Path, default=Path("build/toy-xl-export"),
+                   help="evaluate-base: where the exported pipeline goes")
     p.add_argument("--steps", type=int, help="training steps (default: the stage's own)")
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--resume", action="store_true",
@@ -193,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stage == "evaluate-base":
+        print(evaluate_base(args.work, args.out))
+        return
     fn, default_steps = STAGES[args.stage]
     fn(args.work, args.steps or default_steps, resume=args.resume,
        save_every=args.save_every)
