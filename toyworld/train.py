@@ -111,11 +111,11 @@ def unet_config(**extra: Any) -> dict[str, Any]:
     return kw
 
 
-def text_config(vocab_size: int) -> dict[str, Any]:
+def text_config(vocab_size: int, width: int = CROSS_DIM) -> dict[str, Any]:
     return dict(
-        vocab_size=vocab_size, hidden_size=CROSS_DIM, intermediate_size=4 * CROSS_DIM,
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-        projection_dim=CROSS_DIM, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        projection_dim=width, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1, layer_norm_eps=1e-5,
     )
 

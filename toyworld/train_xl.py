@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from studio.backend.models.tiny_xl import scheduler_config  # SDXL base's own
+
 from .scenes import SIZE
 from .train import (
     LATENT,
@@ -44,6 +46,7 @@ from .train import (
     run_loop,
     scenes,
     seed_all,
+    text_config,
     trained,
 )
 
@@ -73,26 +76,6 @@ def unet_config(**extra: Any) -> dict[str, Any]:
     )
     kw.update(extra)
     return kw
-
-
-def text_config(vocab_size: int, width: int) -> dict[str, Any]:
-    return dict(
-        vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-        projection_dim=width, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1, layer_norm_eps=1e-5,
-    )
-
-
-def scheduler_config() -> dict[str, Any]:
-    """SDXL base's own scheduler (Euler, SD's noise schedule, leading spacing)."""
-    return {
-        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-        "prediction_type": "epsilon", "interpolation_type": "linear", "sample_max_value": 1.0,
-        "steps_offset": 1, "timestep_spacing": "leading", "use_karras_sigmas": False,
-        "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
-    }
 
 
 def encode_prompts(tok: Any, te: Any, te2: Any, prompts: list[str], keep: torch.Tensor

@@ -152,7 +152,7 @@ class GenerationParams:
         if self.fast and self.schedule != DEFAULT_SCHEDULE:
             raise RequestError(f"schedule {self.schedule!r}: fast mode samples with LCM on "
                                "its own schedule; use schedule default, or untick Fast mode")
-        why = None if self.fast else schedule_refusal(self.scheduler, self.schedule, "any")
+        why = None if self.fast else schedule_refusal(self.scheduler, self.schedule)
         if why:
             raise RequestError(why)
         check_number("clip skip", self.clip_skip, 1, MAX_CLIP_SKIP, integer=True)

@@ -40,15 +40,20 @@ def small_run(page, prompt: str) -> None:
     set_number(page, "control-height", 64)
 
 
-def test_sketch_strokes_then_generate(page):
-    open_tab(page, "Control")
-    small_run(page, "a house")
+def sketch_an_x(page) -> None:
+    """Draw an X in unit 1's sketch, in the middle of the white page (the canvas is wider
+    than the page it shows)."""
     sketch = page.locator("#control-unit1-sketch")
     sketch.get_by_role("button", name="Brush", exact=True).click()
     canvas = sketch.locator(".pixi-target canvas")
-    # an X in the middle of the white page (the canvas is wider than the page it shows)
     drag(page, [on_box(canvas, 0.42, 0.3), on_box(canvas, 0.58, 0.7)])
     drag(page, [on_box(canvas, 0.58, 0.3), on_box(canvas, 0.42, 0.7)])
+
+
+def test_sketch_strokes_then_generate(page):
+    open_tab(page, "Control")
+    small_run(page, "a house")
+    sketch_an_x(page)
     page.locator("#control-generate").click()
     result = fetch_image(page, wait_image(page, "#control-result"))
     assert result.size == (64, 64)

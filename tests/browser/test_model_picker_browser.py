@@ -59,16 +59,13 @@ def test_pick_a_model_generate_and_pick_back(page, browser, app_url):
 
 
 def test_control_and_instruct_run_on_the_picked_sdxl_model(page, photo, studio):
-    from .conftest import block, drag, on_box, set_slider
-    from .test_control_browser import small_run
+    from .conftest import block, set_slider
+    from .test_control_browser import sketch_an_x, small_run
 
     pick(page, "tiny-xl (SDXL)")
     open_tab(page, "Control")
     small_run(page, "a house")
-    sketch = page.locator("#control-unit1-sketch")
-    sketch.get_by_role("button", name="Brush", exact=True).click()
-    canvas = sketch.locator(".pixi-target canvas")
-    drag(page, [on_box(canvas, 0.42, 0.3), on_box(canvas, 0.58, 0.7)])
+    sketch_an_x(page)
     page.locator("#control-generate").click()
     wait_image(page, "#control-result")
     no_error_toast(page)

@@ -48,20 +48,17 @@ def _class(name: str) -> Any:
     return getattr(diffusers, SCHEDULERS[name][0])
 
 
-def schedule_refusal(name: str, schedule: str, ays: str | None = None) -> str | None:
-    """Why sampler `name` cannot sample with `schedule` (None: it can)."""
+def schedule_refusal(name: str, schedule: str) -> str | None:
+    """Why sampler `name` cannot sample with `schedule` (None: it can). Whether a family
+    has Align Your Steps timesteps is the caller's check (`common.new_scheduler`)."""
     if schedule not in SCHEDULES:
         return f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}"
     cls = _class(name)
     accepts = inspect.signature(cls.__init__).parameters
-    if schedule == "ays":
-        if ays is None:
-            return "the Align Your Steps schedule has no timesteps for this model family"
-        if "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
-            able = [n for n in USER_SCHEDULERS if "timesteps" in
-                    inspect.signature(_class(n).set_timesteps).parameters]
-            return (f"sampler {name} cannot take the Align Your Steps schedule; use "
-                    f"{', '.join(able)}")
+    if schedule == "ays" and "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
+        able = [n for n in USER_SCHEDULERS if "timesteps" in
+                inspect.signature(_class(n).set_timesteps).parameters]
+        return f"sampler {name} cannot take the Align Your Steps schedule; use {', '.join(able)}"
     missing = [k for k in SCHEDULES[schedule] if k not in accepts]
     if missing:
         able = [n for n in USER_SCHEDULERS if all(
@@ -95,7 +92,9 @@ def make_scheduler(name: str, base_config: dict[str, Any], schedule: str = DEFAU
                    ays: str | None = None) -> Any:
     """A fresh scheduler (schedulers hold per-run state, so never share one between calls)
     sampling with `schedule` (see SCHEDULES; `ays` is the family's AYS key)."""
-    why = schedule_refusal(name, schedule, ays)
+    why = schedule_refusal(name, schedule) or (
+        "the Align Your Steps schedule needs the family's timesteps" if schedule == "ays"
+        and ays is None else None)
     if why:
         raise ValueError(why)
     cls = _class(name)

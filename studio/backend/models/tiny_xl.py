@@ -52,7 +52,7 @@ def _unet_kwargs(**extra: object) -> dict:
     return unet_kwargs(**XL_UNET, **extra)
 
 
-def _scheduler_config() -> dict:
+def scheduler_config() -> dict:
     """SDXL base's own scheduler config (Euler, SD's noise schedule, leading spacing)."""
     return {
         "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -85,7 +85,7 @@ def _text_encoders(base: Path, seed: int) -> None:
 def _build_base(root: Path, seed: int) -> None:
     """The base repo, laid out as stabilityai/stable-diffusion-xl-base-1.0."""
     base = root / REPOS["base"]
-    write_base_parts(base, seed, _unet_kwargs(), _scheduler_config())
+    write_base_parts(base, seed, _unet_kwargs(), scheduler_config())
     _text_encoders(base, seed)
     save_pipeline_index(base, "StableDiffusionXLPipeline", {
         "unet": ("diffusers", "UNet2DConditionModel"),
