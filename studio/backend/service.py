@@ -86,6 +86,7 @@ class Studio:
                 budget_bytes=settings.memory_budget_bytes, offline=settings.offline,
                 max_loras=settings.max_loras,
                 speed=SpeedOptions.from_settings(settings, device),
+                configs_dir=Path(settings.cache_dir) / "family-configs",
             )
         self.registry = registry
         limit_decoded_pixels()

@@ -139,6 +139,7 @@ class ModelRegistry:
         evict_policy: str = "auto",
         max_loras: int = 8,
         speed: SpeedOptions | None = None,
+        configs_dir: Path | None = None,
     ) -> None:
         self.model_set = model_set
         self.family = get_family(model_set.family)
@@ -154,6 +155,8 @@ class ModelRegistry:
         self.evict_policy = evict_policy
         self.offline = offline
         self.hub_cache_dir = None if cache_dir is None else str(cache_dir)
+        # where the families' shipped configs are written for single files (None: the Hub's)
+        self.configs_dir = configs_dir
         self.stats: Counter[str] = Counter()
         self.events: list[str] = []
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order: oldest first
@@ -326,14 +329,28 @@ class ModelRegistry:
             # the configs (model index, component configs, tokenizers) come from the set's
             # own folder where it has one, else from the family's base repo (the Hub cache
             # offline): the family is known from the file's keys, so nothing is guessed
-            extra: dict[str, Any] = {
-                "config": self.model_set.extra.get("single_file_config")
-                or self.family.model_set.base}
+            extra: dict[str, Any] = {"config": self._single_file_config()}
             if self.hub_cache_dir:
                 extra["cache_dir"] = self.hub_cache_dir
             parts = self._single_file_parts[source] = self.family.single_file_parts(
                 source, self.dtype, self.offline, extra)
         return parts.pop(role)
+
+    def _single_file_config(self) -> str:
+        """Where a single file's configs come from: the set's own folder (a built-in set);
+        else the family's base repo when the Hub cache holds it; else the family's shipped
+        configs (no Hub, no cache needed); else the base repo from the Hub."""
+        own = self.model_set.extra.get("single_file_config")
+        if own:
+            return own
+        base = self.family.model_set.base
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(base, "model_index.json",
+                                             cache_dir=self.hub_cache_dir), str):
+            return base
+        shipped = self.family.write_configs(self.configs_dir) if self.configs_dir else None
+        return str(shipped) if shipped else base
 
     # ------------------------------------------------------------------ memory budget
     def resident_bytes(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .families.sdxl import SCHEDULER
 from .modelsets import CONTROL_TYPES, REPOS
 from .tiny import (
     build_taesd,
@@ -54,13 +55,7 @@ def _unet_kwargs(**extra: object) -> dict:
 
 def scheduler_config() -> dict:
     """SDXL base's own scheduler config (Euler, SD's noise schedule, leading spacing)."""
-    return {
-        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-        "prediction_type": "epsilon", "interpolation_type": "linear", "sample_max_value": 1.0,
-        "steps_offset": 1, "timestep_spacing": "leading", "use_karras_sigmas": False,
-        "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
-    }
+    return dict(SCHEDULER)
 
 
 def _text_encoders(base: Path, seed: int) -> None:

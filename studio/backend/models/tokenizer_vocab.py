@@ -95,3 +95,43 @@ def write_tokenizer(folder: Path, words: tuple[str, ...] | list[str] = WORDS) ->
         "unk_token": SPECIAL[1],
     }))
     return len(vocab)
+
+
+def clip_bpe_merges() -> list[str]:
+    """CLIP's 48894 BPE merges, as OpenAI's tokenizer reads them from its
+    `bpe_simple_vocab_16e6.txt.gz` (first line skipped, 49152 - 256 - 2 merges kept). The
+    file ships in the `open_clip` package (a dependency), found without importing it."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "CLIP's BPE merges come from the open_clip package: pip install open_clip_torch")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
+    return lines[1:49152 - 256 - 2 + 1]
+
+
+def write_clip_tokenizer(folder: Path, pad_token: str = SPECIAL[1]) -> Path:
+    """Write the real CLIP tokenizer (49408 tokens, as OpenAI's CLIP ViT-L/14 repo and
+    SD's `tokenizer` folders hold it) into `folder`, built offline from CLIP's BPE merges:
+    the vocabulary is the 256 byte symbols, the same with "</w>", each merge's result, then
+    the two special tokens. `pad_token` is "<|endoftext|>" (SD1.5, SDXL's first tokenizer)
+    or "!" (SDXL's second, OpenCLIP's)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    merges = clip_bpe_merges()
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols]
+    tokens += ["".join(m.split()) for m in merges] + list(SPECIAL)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    specials = {"bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "pad_token": pad_token,
+                "unk_token": SPECIAL[1]}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+        "add_prefix_space": False, "errors": "replace", **specials}))
+    return folder

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..modelsets import ModelSet
 
+log = logging.getLogger(__name__)
+
 
 class UnsupportedTask(ValueError):
     """A task this family has no method for; the message says why (and what to use)."""
+
+
+def _digest(family: Family) -> str:
+    """What a written config folder was written from (rewritten when it changes)."""
+    text = json.dumps([family.configs, family.tokenizers], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_class(path: str) -> Any:
@@ -97,6 +109,11 @@ class Family:
     embedding_parts: tuple[tuple[str, str, str], ...] = (
         ("clip_l", "tokenizer", "text_encoder"),)
     denoiser: str = "unet"  # the pipeline argument that takes the denoiser
+    # the base repo's small files, shipped so a single-file checkpoint loads with no Hub and
+    # no cache (`write_configs`): a path in the repo -> its JSON; and each CLIP tokenizer
+    # folder -> its pad token (the tokenizer files are built from CLIP's BPE merges)
+    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tokenizers: Mapping[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ components
     def component(self, role: str) -> Component | None:
@@ -105,6 +122,31 @@ class Family:
             if name in self.components:
                 return self.components[name]
         return None
+
+    def write_configs(self, folder: Path) -> Path | None:
+        """The family's base repo without weights (model index, component configs,
+        tokenizers) in `folder`, written once, for `from_single_file(config=folder)`; None
+        when the family ships none or CLIP's merges are not installed (then the Hub's base
+        repo, or its cached copy, is the config)."""
+        if not self.configs:
+            return None
+        folder = Path(folder) / self.name
+        marker = folder / "COMPLETE"
+        if marker.is_file() and marker.read_text() == _digest(self):
+            return folder
+        from ..tokenizer_vocab import write_clip_tokenizer
+
+        try:
+            for sub, pad in self.tokenizers.items():
+                write_clip_tokenizer(folder / sub, pad)
+        except FileNotFoundError as e:
+            log.warning("no shipped configs for %s single files: %s", self.label, e)
+            return None
+        for rel, data in self.configs.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(json.dumps(data, indent=1))
+        marker.write_text(_digest(self))
+        return folder
 
     def single_file_parts(self, source: str, dtype: Any, local_only: bool,
                           extra: dict[str, Any]) -> dict[str, Any]:
@@ -142,3 +184,31 @@ class Family:
                 **self.pipeline_kwargs)
 
         return registry.pipeline(kind, factory, roles)
+
+
+def clip_text_config(width: int, layers: int, heads: int, act: str,
+                     with_projection: bool = False) -> dict[str, Any]:
+    """A CLIP text encoder's `config.json` as SD's repos hold it (CLIP's 49408 tokens, 77
+    positions; bos/eos/pad ids 0/2/1 as those configs say, so the pooled output is read at
+    the highest token id, the end token, as the models were trained)."""
+    return {
+        "architectures": ["CLIPTextModelWithProjection" if with_projection else "CLIPTextModel"],
+        "model_type": "clip_text_model", "attention_dropout": 0.0, "dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "hidden_act": act,
+        "hidden_size": width, "intermediate_size": 4 * width, "initializer_factor": 1.0,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+        "num_attention_heads": heads, "num_hidden_layers": layers, "projection_dim": width,
+        "vocab_size": 49408,
+    }
+
+
+def sd_vae_config(scaling_factor: float, sample_size: int, **extra: Any) -> dict[str, Any]:
+    """SD's VAE (`AutoencoderKL`, 4 latent channels, 8x downsampling) as its repos hold it."""
+    return {
+        "_class_name": "AutoencoderKL", "act_fn": "silu", "in_channels": 3, "out_channels": 3,
+        "block_out_channels": [128, 256, 512, 512], "latent_channels": 4,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2,
+        "norm_num_groups": 32, "sample_size": sample_size, "scaling_factor": scaling_factor,
+        **extra,
+    }

@@ -7,7 +7,7 @@ The toy and tiny built-in sets are this family at miniature scale (`models/built
 from __future__ import annotations
 
 from ..modelsets import ModelSet
-from .base import Component, Defaults, Family, Method
+from .base import Component, Defaults, Family, Method, clip_text_config, sd_vae_config
 
 MODEL_SET = ModelSet(
     name="sd15",
@@ -34,6 +34,37 @@ MODEL_SET = ModelSet(
     },
     description="Stable Diffusion 1.5 family (downloaded from the Hugging Face Hub on first use)",
 )
+
+# stable-diffusion-v1-5's small files (no safety checker: the studio loads none)
+CONFIGS = {
+    "model_index.json": {
+        "_class_name": "StableDiffusionPipeline",
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "safety_checker": [None, None], "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    },
+    "scheduler/scheduler_config.json": {
+        "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+        "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+        "clip_sample": False, "prediction_type": "epsilon",
+    },
+    "unet/config.json": {
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+        "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False,
+        "cross_attention_dim": 768,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
+        "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+        "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    },
+    "vae/config.json": sd_vae_config(0.18215, 512),
+    "text_encoder/config.json": clip_text_config(768, 12, 12, "quick_gelu"),
+}
 
 FAMILY = Family(
     name="sd15",
@@ -74,4 +105,6 @@ FAMILY = Family(
     pipeline_kwargs={"safety_checker": None, "feature_extractor": None,
                      "requires_safety_checker": False},
     single_file="diffusers.StableDiffusionPipeline",
+    configs=CONFIGS,
+    tokenizers={"tokenizer": "<|endoftext|>"},
 )

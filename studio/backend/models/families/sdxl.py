@@ -9,7 +9,15 @@ do. The tiny random set is `tiny-xl` (`models/tiny_xl.py`).
 from __future__ import annotations
 
 from ..modelsets import ModelSet
-from .base import Component, Defaults, Family, Method, Unsupported
+from .base import (
+    Component,
+    Defaults,
+    Family,
+    Method,
+    Unsupported,
+    clip_text_config,
+    sd_vae_config,
+)
 
 MODEL_SET = ModelSet(
     name="sdxl",
@@ -31,6 +39,46 @@ MODEL_SET = ModelSet(
     native_size=1024,
     description="Stable Diffusion XL (downloaded from the Hugging Face Hub on first use)",
 )
+
+# stable-diffusion-xl-base-1.0's sampler: Euler, SD's noise schedule, leading spacing
+SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+    "prediction_type": "epsilon", "interpolation_type": "linear", "sample_max_value": 1.0,
+    "steps_offset": 1, "timestep_spacing": "leading", "use_karras_sigmas": False,
+    "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
+}
+# stable-diffusion-xl-base-1.0's small files
+CONFIGS = {
+    "model_index.json": {
+        "_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_prompt": True,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "scheduler/scheduler_config.json": SCHEDULER,
+    "unet/config.json": {
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu",
+        "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+        "block_out_channels": [320, 640, 1280], "center_input_sample": False,
+        "cross_attention_dim": 2048,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
+        "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+        "norm_num_groups": 32, "out_channels": 4, "sample_size": 128,
+        "projection_class_embeddings_input_dim": 2816,
+        "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True,
+    },
+    "vae/config.json": sd_vae_config(0.13025, 1024, force_upcast=True),
+    # CLIP ViT-L/14 (as SD1.5's) and OpenCLIP ViT-bigG/14 with its projection
+    "text_encoder/config.json": clip_text_config(768, 12, 12, "quick_gelu"),
+    "text_encoder_2/config.json": clip_text_config(1280, 32, 20, "gelu", with_projection=True),
+}
 
 _NOT_YET = "not wired for SDXL yet (the model-families issue lists it)"
 
@@ -80,4 +128,7 @@ FAMILY = Family(
     single_file="diffusers.StableDiffusionXLPipeline",
     embedding_parts=(("clip_l", "tokenizer", "text_encoder"),
                      ("clip_g", "tokenizer_2", "text_encoder_2")),
+    configs=CONFIGS,
+    # OpenCLIP's tokenizer pads with "!" (id 0), CLIP's with the end token
+    tokenizers={"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
 )
