@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-MODEL_SETS = ("auto", "sd15", "sdxl", "toy", "tiny", "tiny-xl")
+MODEL_SETS = ("auto", "sd15", "sdxl", "toy", "toy-xl", "tiny", "tiny-xl")
 # Budgets when anyone can reach the studio (a share link, a non-local host, a Space): one
 # visitor must not hold the GPU. 60 megapixel-steps is e.g. 512x512 x 50 steps with
 # guidance (2 UNet passes) with room to spare, or 1024x1024 x 28 steps.
@@ -65,7 +65,10 @@ class Settings:
     max_job_work: float | None = None  # megapixel-steps x UNet passes per job; 0 = no limit
     max_job_seconds: float | None = None  # a job running longer is stopped; 0 = no limit
     max_jobs_per_session: int | None = None  # waiting or running per visitor; 0 = no limit
-    max_file_mb: float = 50.0  # largest upload
+    max_file_mb: float = 50.0  # largest upload (an image, a mask, a picture of a concept)
+    # largest model file (a LoRA or an embedding imported in Concepts: SDXL LoRAs from model
+    # sites are 50-800 MB)
+    max_model_mb: float = 1024.0
     max_loras: int = 8  # LoRA adapters kept loaded in a shared UNet (idle ones unloaded)
     a1111_api: bool = True  # serve AUTOMATIC1111's REST API (/sdapi/v1, /controlnet)
     previews: bool = True  # live previews (TAESD) while an image forms
@@ -133,6 +136,8 @@ class Settings:
                 raise ValueError(f"{flag} must be >= 0 (0 means no limit), got {value}")
         if not self.max_file_mb > 0:
             raise ValueError(f"--max-file-mb must be more than 0, got {self.max_file_mb}")
+        if not self.max_model_mb > 0:
+            raise ValueError(f"--max-model-mb must be more than 0, got {self.max_model_mb}")
         if self.max_loras < 1:
             raise ValueError(f"--max-loras must be at least 1, got {self.max_loras}")
         if not self.preview_interval >= 0:
@@ -205,9 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         help="model set: auto (real SD1.5 weights when cached or the Hub is reachable, "
-        "otherwise the trained toy world), sd15, sdxl, toy (built-in miniature world of "
-        "coloured shapes), tiny / tiny-xl (random SD1.5 / SDXL test models), or a path "
-        "to a diffusers folder / single .safetensors file (SD1.5 or SDXL)",
+        "otherwise the trained toy world), sd15, sdxl, toy / toy-xl (built-in miniature "
+        "world of coloured shapes, on SD1.5's / SDXL's architecture), tiny / tiny-xl "
+        "(random SD1.5 / SDXL test models), or a path to a diffusers folder / single "
+        ".safetensors file (SD1.5 or SDXL)",
     )
     p.add_argument(
         "--base-model", help="Hub id, local folder or .safetensors used as the base model"
@@ -256,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs one visitor may have waiting or running. 0 = no limit. Default: 1 when "
         "public, else 0",
     )
-    p.add_argument("--max-file-mb", type=float, help="largest upload in MB")
+    p.add_argument("--max-file-mb", type=float,
+                   help="largest upload in MB (an image, a mask; model files: --max-model-mb)")
+    p.add_argument("--max-model-mb", type=float,
+                   help="largest model file in MB (a LoRA or embedding imported in Concepts)")
     p.add_argument("--max-loras", type=int,
                    help="LoRA adapters kept loaded per UNet; idle ones are unloaded past it")
     p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
@@ -336,7 +345,8 @@ def settings_from_args(
         "memory_budget_gb": float, "port": int, "queue_size": int,
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
         "concepts_dir": Path, "models_dir": Path, "max_job_work": float, "max_job_seconds": float,
-        "max_jobs_per_session": int, "max_file_mb": float, "max_loras": int,
+        "max_jobs_per_session": int, "max_file_mb": float, "max_model_mb": float,
+        "max_loras": int,
         "a1111_api": bool, "a1111_api_public": bool, "previews": bool,
         "preview_interval": float, "public_history": bool, "compile": bool,
         "vae_slicing": bool, "replicas": int, "min_replicas": int, "max_replicas": int,

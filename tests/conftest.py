@@ -31,6 +31,7 @@ def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
         outputs_dir=tmp_path_factory.mktemp("outputs"),
         concepts_dir=tmp_path_factory.mktemp("concepts"),  # not in a reused model cache
         max_file_mb=12,  # small, so the oversized-upload case stays cheap
+        max_model_mb=20,  # model files over --max-file-mb pass, up to this
     )
 
 

@@ -29,13 +29,14 @@ JSON_BODY_MB = 4  # gradio's routes take JSON values and file references only
 UPLOAD_ROUTE = "/gradio_api/upload"
 
 
-def route_limits(max_file_mb: float, base64_prefixes: Sequence[str]
-                 ) -> tuple[int, list[tuple[str, int]]]:
+def route_limits(max_file_mb: float, base64_prefixes: Sequence[str],
+                 max_model_mb: float = 0.0) -> tuple[int, list[tuple[str, int]]]:
     """(default, [(route prefix, bytes)]): routes taking images as base64 JSON (4/3 of
-    their size, several per request) get 4 files' room, gradio's upload route 8 files'."""
+    their size, several per request) get 4 files' room, gradio's upload route 8 files' or
+    one model file's, whichever is more."""
     file_bytes = int(max_file_mb * MB)
     routes = [(prefix, 4 * file_bytes) for prefix in base64_prefixes]
-    routes.append((UPLOAD_ROUTE, 8 * file_bytes + MB))
+    routes.append((UPLOAD_ROUTE, max(8 * file_bytes, int(max_model_mb * MB)) + MB))
     return JSON_BODY_MB * MB, routes
 
 

@@ -55,7 +55,9 @@ def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> 
         "auth": settings.auth_pair,
         "allowed_paths": [str(outputs_dir)],
         "blocked_paths": [str(outputs_dir / INDEX_DIR)],
-        "max_file_size": int(settings.max_file_mb * 1024 * 1024),
+        # gradio's one limit for every uploaded file: a model file's; images are held to
+        # --max-file-mb by the file guard
+        "max_file_size": int(max(settings.max_file_mb, settings.max_model_mb) * 1024 * 1024),
         "app_kwargs": app_kwargs(settings, studio),
     }
     return {**options, **overrides}
@@ -107,7 +109,8 @@ def app_kwargs(settings: Settings, studio: Any = None) -> dict[str, Any]:
     from studio.api.a1111 import ROUTE_PREFIXES
     from studio.api.limits import RequestLimits, route_limits
 
-    default, routes = route_limits(settings.max_file_mb, ROUTE_PREFIXES)
+    default, routes = route_limits(settings.max_file_mb, ROUTE_PREFIXES,
+                                   settings.max_model_mb)
     limits: dict[str, Any] = {"default": default, "routes": routes}
     kwargs: dict[str, Any] = {}
     if studio is not None and settings.a1111_api:
@@ -199,7 +202,7 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
     settings = studio.settings
     install_queue_guard(demo, max_jobs_per_session, per_address=settings.public,
                         trusted_proxies=settings.trusted_proxies)
-    install_file_guard(demo)
+    install_file_guard(demo, int(settings.max_file_mb * 1024 * 1024))
     # uploads land in gradio's upload folder: the only client files the backend may open
     allow_root(demo.GRADIO_CACHE)
     return demo

@@ -22,6 +22,7 @@ from .common import (
     path_and_info,
     user_errors,
 )
+from .file_guard import MODEL_FILE_CLASS
 
 INTRO = (
     "Upload 3-20 pictures of something hard to describe (your dog, a character, a rare bird), "
@@ -199,8 +200,10 @@ def _seedselect_settings(size: int) -> dict[str, Any]:
 def _import_tab(studio: Any) -> None:
     with gr.Row():
         with gr.Column(scale=1):
+            # a model file: up to --max-model-mb (the file guard holds images to less)
             file = gr.File(label="Embedding or LoRA (.safetensors)", file_count="single",
-                           file_types=[".safetensors"], value=None)
+                           file_types=[".safetensors"], value=None,
+                           elem_classes=[MODEL_FILE_CLASS])
             name = gr.Textbox(label="Name (default: from the file name)", value="")
             run = gr.Button("Import", variant="primary")
         with gr.Column(scale=1):

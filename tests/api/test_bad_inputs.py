@@ -38,6 +38,9 @@ def files(tmp_path_factory) -> dict[str, str]:
     Image.new("1", (12000, 12000)).save(d / "bomb.png")  # 144 MP: under Pillow's own limit
     (d / "oversized.png").write_bytes(good.read_bytes() + bytes(13 * 1024 * 1024))
     save_file({"emb_params": torch.zeros(50_000, 32)}, str(d / "many_vectors.safetensors"))
+    # model files: over --max-file-mb (12) but under --max-model-mb (20), and over that
+    save_file({"something": torch.zeros(208, 128, 128)}, str(d / "big_model.safetensors"))
+    (d / "huge_model.safetensors").write_bytes(bytes(21 * 1024 * 1024))
     crafted = PngImagePlugin.PngInfo()  # metadata that inflates to 64 MB, and a forged path
     crafted.add_text("studio_request", json.dumps({"request": {"image": "/etc/passwd"}}))
     crafted.add_text("parameters", "x" * (64 * 1024 * 1024), zip=True)
@@ -186,8 +189,15 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
         ("/annotate", {"image": f(files, "bomb"), "annotator": "canny"}, "far too large"),
         ("/inpaint", {"image": f(files, "bomb"), "mask": f(files, "mask"), "prompt": "ok",
                       "steps": 1}, "far too large"),
+        # an image over --max-file-mb (gradio's own limit is --max-model-mb's)
         ("/instruct", {"image": f(files, "oversized"), "instruction": "make it blue",
-                       "steps": 1}, "maximum file size"),
+                       "steps": 1}, "may be at most 12 MB (--max-file-mb)"),
+        # a model file over --max-file-mb reaches the import (which reads its keys), one over
+        # --max-model-mb does not
+        ("/concept_import", {"file": f(files, "big_model"), "name": "big"},
+         "nor a LoRA"),
+        ("/concept_import", {"file": f(files, "huge_model"), "name": "huge"},
+         "maximum file size"),
         ("/seedselect", {"prompt": "a dog", "images": [f(files, "good")] * 21, "steps": 1},
          "the limit is 20"),
         ("/concept_import", {"file": f(files, "many_vectors"), "name": "many"},
