@@ -8,6 +8,7 @@ command line prints them as the README's table:
     python -m toyworld.evaluate                  # every check, 48 cases each
     python -m toyworld.evaluate txt2img layout   # some of them
     python -m toyworld.evaluate --examples assets/toy-examples.png
+    python -m toyworld.evaluate --set toy-xl     # the toy world on SDXL's architecture
 
 Evaluation scenes use seeds far from the training seeds (see `EVAL_SEED`), so they are new.
 """
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from studio.backend.requests import RequestError
 
 from .analyse import Found, analyse, foreground, iou
 from .scenes import (
@@ -736,19 +739,21 @@ def _overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
 
 # ---------------------------------------------------------------------------- CLI
 
-def toy_studio(root: Path | None = None, work: Path | None = None) -> Any:
-    """A Studio on the toy models (the shipped ones, or those in `root`), with its outputs,
-    cache and concept library in `work` (default: a new temporary folder)."""
+def toy_studio(root: Path | None = None, work: Path | None = None, name: str = "toy") -> Any:
+    """A Studio on the toy models (`name`: "toy", or "toy-xl" for SDXL's architecture; the
+    shipped ones, or those in `root`), with its outputs, cache and concept library in `work`
+    (default: a new temporary folder)."""
     import tempfile
 
-    from studio.backend.models.builtin import toy_model_set
+    from studio.backend.models.builtin import toy_model_set, toy_xl_model_set
     from studio.backend.service import Studio
     from studio.settings import Settings
 
     work = Path(work or tempfile.mkdtemp(prefix="toy-eval-"))
-    settings = Settings(models="toy", offline=True, cache_dir=work / "cache",
+    settings = Settings(models=name, offline=True, cache_dir=work / "cache",
                         outputs_dir=work / "outputs")
-    return Studio(settings, model_set=toy_model_set(settings.cache_dir, root))
+    build = {"toy": toy_model_set, "toy-xl": toy_xl_model_set}[name]
+    return Studio(settings, model_set=build(settings.cache_dir, root))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -756,6 +761,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("checks", nargs="*", help=f"some of: {', '.join(CHECKS)} (default: all)")
     p.add_argument("--examples", type=Path, help="write the example sheet to this PNG")
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    p.add_argument("--set", choices=("toy", "toy-xl"), default="toy",
+                   help="which toy world: SD1.5's architecture or SDXL's")
     p.add_argument("--toy-dir", type=Path, help="toy models to measure (default: the shipped)")
     p.add_argument("--n", type=int, default=0, help="cases per check (default: each check's)")
     args = p.parse_args(argv)
@@ -765,7 +772,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    studio = toy_studio(args.toy_dir)
+    studio = toy_studio(args.toy_dir, name=args.set)
     if args.examples:
         print("examples:", example_sheet(studio, args.examples))
         if not args.checks:
@@ -773,7 +780,11 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name in args.checks or CHECKS:
         t0 = time.perf_counter()
-        ev = CHECKS[name](studio, *([args.n] if args.n else []))
+        try:
+            ev = CHECKS[name](studio, *([args.n] if args.n else []))
+        except RequestError as e:  # a task this family cannot do (toy-xl has no layout)
+            print(f"{name}: not measured: {e}", flush=True)
+            continue
         results.append(ev)
         print(f"{ev.line()}  [{time.perf_counter() - t0:.0f} s]", flush=True)
     if args.json:

@@ -459,9 +459,45 @@ def widen_conv_in(unet: Any, in_channels: int) -> Any:
     return wide
 
 
-def inpaint_example(scene: Scene, rng: random.Random) -> tuple[Image.Image, str]:
+def extend_example(scene: Scene, rng: random.Random) -> tuple[Image.Image, str] | None:
+    """What extending a canvas (outpainting) and a large empty mask ask of the inpainting
+    model, which the box-shaped masks alone never teach: 3 in 4, a strip from an image edge
+    that holds one shape (prompt = its phrase: draw it in the new area); 1 in 4, a strip at
+    an edge that holds nothing (prompt = the caption or none: plain background). None when
+    the empty strip would cut a shape (the caller falls back to a plain example)."""
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    d = ImageDraw.Draw(mask)
+    side = rng.choice("lrtb")
+    if rng.random() < 0.75:
+        s = rng.choice(scene.shapes)
+        x0, y0, x1, y1 = (v + rng.randint(2, 12) * sign
+                          for v, sign in zip(s.box, (-1, -1, 1, 1), strict=True))
+        if rng.random() < 0.5:  # the whole side, as a canvas extension
+            x0, y0, x1, y1 = (x0, 0, x1, SIZE) if side in "lr" else (0, y0, SIZE, y1)
+        x0, y0, x1, y1 = {"l": (0, y0, x1, y1), "r": (x0, y0, SIZE, y1),
+                          "t": (x0, 0, x1, y1), "b": (x0, y0, x1, SIZE)}[side]
+        d.rectangle((max(0, x0), max(0, y0), min(SIZE, x1) - 1, min(SIZE, y1) - 1), fill=255)
+        return mask, s.phrase
+    w = rng.randint(8, 32)
+    box = {"l": (0, 0, w, SIZE), "r": (SIZE - w, 0, SIZE, SIZE),
+           "t": (0, 0, SIZE, w), "b": (0, SIZE - w, SIZE, SIZE)}[side]
+    d.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
+    covered = np.asarray(mask) > 0
+    if any((scene.mask(i) & covered).any() for i in range(len(scene.shapes))):
+        return None
+    return mask, scene.caption if rng.random() < 0.5 else ""
+
+
+def inpaint_example(scene: Scene, rng: random.Random, extend: float = 0.0
+                    ) -> tuple[Image.Image, str]:
     """A mask and its prompt: one shape's box grown by 2-8 px (prompt = that shape's phrase,
-    sometimes the caption) or a random rectangle (prompt = the caption)."""
+    sometimes the caption) or a random rectangle (prompt = the caption); with `extend` > 0,
+    that share are outpainting strips (`extend_example`). The shipped SD1.5 toy inpainting
+    UNet was trained with `extend` 0 (the same draws as before it existed)."""
+    if extend and rng.random() < extend:
+        example = extend_example(scene, rng)
+        if example is not None:
+            return example
     mask = Image.new("L", (SIZE, SIZE), 0)
     d = ImageDraw.Draw(mask)
     if rng.random() < 0.75:

@@ -10,10 +10,16 @@ toy-xl`:
   second encoder's pooled, projected embedding. Dropped captions (10%) are zero embeddings,
   as SDXL's pipeline gives an empty negative prompt (`force_zeros_for_empty_prompt`).
 
+- ``controlnet``: an SDXL ControlNet (`text_time` conditioning too) from the base UNet, on the
+  toy world's scribbles, edge maps and Canny maps (one model for the scribble and canny types,
+  as the toy set's).
+- ``inpaint``: the base UNet widened to 9 input channels, on the toy inpainting recipe with
+  outpainting strips (`toyworld.train.inpaint_example` with `extend`).
+- ``instruct``: the base UNet widened to 8 channels, InstructPix2Pix on recolour pairs.
+
 The VAE and the tokenizer are the toy world's (SDXL's VAE is SD's architecture with its own
 scaling factor; the toy VAE serves both worlds), read from `build/toy` or the shipped
-`assets/toy`. Later stages (a scribble/canny ControlNet, the inpainting and InstructPix2Pix
-UNets, the export to `assets/toy-xl`) follow in later sessions.
+`assets/toy`; the later stages read the base stage's text encoders and UNet, frozen.
 
 Every stage saves its weights (fp32) every `--save-every` steps with the step reached
 (`progress.json`) under `checkpoints/toy-xl/<stage>`, which is committed, and `--resume`
@@ -41,13 +47,18 @@ from .train import (
     LATENT,
     Frozen,
     Noise,
+    control_map,
     drop,
+    inpaint_example,
+    instruct_example,
     object_weights,
     run_loop,
     scenes,
     seed_all,
     text_config,
+    to_tensor,
     trained,
+    widen_conv_in,
 )
 
 log = logging.getLogger("toyworld.train_xl")
@@ -60,6 +71,7 @@ TIME_DIM = 8  # addition_time_embed_dim
 # SDXL's micro-conditioning at the toy size: original size, crop top-left, target size
 TIME_IDS = (SIZE, SIZE, 0, 0, SIZE, SIZE)
 PROGRESS = "progress.json"
+ASSETS_XL = Path("assets/toy-xl")  # what `--models toy-xl` loads (models.builtin.TOY_XL_DIR)
 
 
 def unet_config(**extra: Any) -> dict[str, Any]:
@@ -159,6 +171,171 @@ def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
              start=start)
 
 
+class Text:
+    """The base stage's tokenizer and both text encoders, frozen, for the later stages."""
+
+    def __init__(self, work: Path) -> None:
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        src = work / "base"
+        self.tok = CLIPTokenizer.from_pretrained(src / "tokenizer")
+        self.te = CLIPTextModel.from_pretrained(src / "text_encoder").eval()
+        self.te2 = CLIPTextModelWithProjection.from_pretrained(src / "text_encoder_2").eval()
+        self.te.requires_grad_(False)
+        self.te2.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states, pooled) with an empty prompt as zeros, as the SDXL pipelines give it."""
+        keep = torch.tensor([0.0 if p == "" else 1.0 for p in prompts])
+        return encode_prompts(self.tok, self.te, self.te2, prompts, keep)
+
+
+def base_unet(work: Path, train: bool = False) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(work / "base" / "unet")
+    return unet.train() if train else unet.eval().requires_grad_(False)
+
+
+def resumable(out: Path, name: str, steps: int, resume: bool, seed: int,
+              models: dict[str, Any], fresh: Any, load: Any
+              ) -> tuple[int, random.Random, dict[str, int], Any]:
+    """The start step, an rng, the step counter and a `save` for a stage saved in `out`:
+    `models` is filled by `load(out)` when resuming, else by `fresh()`; `save` writes each
+    model under its key and the step reached (`progress.json`)."""
+    start = _progress(out) if resume else 0
+    seed_all(seed + start)  # a resumed run draws fresh noise; its scenes follow the step
+    out.mkdir(parents=True, exist_ok=True)
+    models.update(load(out) if start else fresh())
+    if start:
+        log.info("resuming %s at step %d of %d", name, start, steps)
+    reached = {"step": start}
+
+    def save() -> None:
+        for key, model in models.items():
+            model.save_pretrained(out / key)
+        (out / PROGRESS).write_text(json.dumps({"step": reached["step"], "of": steps}))
+        log.info("%s saved at step %d", name, reached["step"])
+
+    return start, random.Random(seed + start), reached, save
+
+
+def train_controlnet(work: Path, steps: int, batch: int = 32, resume: bool = False,
+                     save_every: int = 250) -> None:
+    """An SDXL ControlNet from the base UNet (its `text_time` embedding copied) on the toy
+    control maps; prompts dropped half the time, so the map alone must place the shapes."""
+    from diffusers import ControlNetModel
+
+    unet = base_unet(work)
+    text, frozen, noise = Text(work), Frozen(TOY_WORK, text=False), Noise()
+    models: dict[str, Any] = {}
+    start, rng, reached, save = resumable(
+        work / "controlnet", "xl-controlnet", steps, resume, 30, models,
+        lambda: {"controlnet": ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=(16, 32, 64)).train()},
+        lambda out: {"controlnet": ControlNetModel.from_pretrained(out / "controlnet").train()})
+    cn = models["controlnet"]
+
+    def loss_fn(step: int) -> torch.Tensor:
+        reached["step"] = step + 1
+        batch_scenes = scenes(30, step, batch)
+        z = frozen.encode([s.render() for s in batch_scenes])
+        cond_img = (to_tensor([control_map(s, rng) for s in batch_scenes]) + 1) / 2
+        states, pooled = text(drop([s.caption for s in batch_scenes], rng, 0.5))
+        added = {"text_embeds": pooled, "time_ids": time_ids(len(z))}
+        zt, eps, t = noise(z)
+        down, mid = cn(zt, t, states, controlnet_cond=cond_img, added_cond_kwargs=added,
+                       return_dict=False)
+        pred = unet(zt, t, states, added_cond_kwargs=added,
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid).sample
+        return noise.loss(pred, eps, t)
+
+    run_loop("xl-controlnet", list(cn.parameters()), steps, 5e-4, loss_fn, save=save,
+             save_every=save_every, start=start)
+
+
+def _widened(work: Path, channels: int) -> Any:
+    return widen_conv_in(base_unet(work, train=True), channels).train()
+
+
+def _load_unet(out: Path) -> dict[str, Any]:
+    from diffusers import UNet2DConditionModel
+
+    return {"unet": UNet2DConditionModel.from_pretrained(out / "unet").train()}
+
+
+def train_inpaint(work: Path, steps: int, batch: int = 32, resume: bool = False,
+                  save_every: int = 250) -> None:
+    """SDXL's inpainting UNet (9 channels: noisy latents, mask, masked-image latents, as
+    StableDiffusionXLInpaintPipeline prepares them) on the toy recipe with outpainting
+    strips in 30% of the examples."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    text, frozen, noise = Text(work), Frozen(TOY_WORK, text=False), Noise()
+    models: dict[str, Any] = {}
+    start, rng, reached, save = resumable(
+        work / "inpaint", "xl-inpaint", steps, resume, 40, models,
+        lambda: {"unet": _widened(work, 9)}, _load_unet)
+    unet = models["unet"]
+
+    def loss_fn(step: int) -> torch.Tensor:
+        reached["step"] = step + 1
+        batch_scenes = scenes(40, step, batch)
+        examples = [inpaint_example(s, rng, extend=0.3) for s in batch_scenes]
+        masks = torch.stack([torch.from_numpy(np.asarray(m, np.float32) / 255.0)
+                             for m, _ in examples])[:, None]
+        x = to_tensor([s.render() for s in batch_scenes])
+        with torch.no_grad():
+            z = frozen.vae.encode(x).latent_dist.sample() * frozen.scale
+            zm = frozen.vae.encode(x * (masks < 0.5)).latent_dist.sample() * frozen.scale
+        m = F.interpolate(masks, size=(LATENT, LATENT))
+        states, pooled = text(drop([p for _, p in examples], rng, 0.1))
+        zt, eps, t = noise(z)
+        pred = unet(torch.cat([zt, m, zm], 1), t, states, added_cond_kwargs={
+            "text_embeds": pooled, "time_ids": time_ids(len(z))}).sample
+        return noise.loss(pred, eps, t)
+
+    run_loop("xl-inpaint", list(unet.parameters()), steps, 5e-4, loss_fn, save=save,
+             save_every=save_every, start=start)
+
+
+def train_instruct(work: Path, steps: int, batch: int = 32, resume: bool = False,
+                   save_every: int = 250) -> None:
+    """SDXL InstructPix2Pix (8 channels; the source image's unscaled latent mode, as
+    StableDiffusionXLInstructPix2PixPipeline prepares it) on recolour pairs, with the
+    paper's dropout (5% text, 5% image, 5% both) and object pixels weighted x3."""
+    text, frozen, noise = Text(work), Frozen(TOY_WORK, text=False), Noise()
+    models: dict[str, Any] = {}
+    start, rng, reached, save = resumable(
+        work / "instruct", "xl-instruct", steps, resume, 50, models,
+        lambda: {"unet": _widened(work, 8)}, _load_unet)
+    unet = models["unet"]
+
+    def loss_fn(step: int) -> torch.Tensor:
+        reached["step"] = step + 1
+        batch_scenes = scenes(50, step, batch, max_shapes=rng.choice((1, 2, 3)))
+        ex = [instruct_example(s, rng) for s in batch_scenes]
+        src = frozen.encode([a.render() for a, _, _ in ex], scaled=False, sample=False)
+        z = frozen.encode([b.render() for _, b, _ in ex])
+        prompts, keep = [], []
+        for _, _, instruction in ex:
+            r = rng.random()
+            prompts.append("" if r < 0.05 or 0.10 <= r < 0.15 else instruction)
+            keep.append(0.0 if 0.05 <= r < 0.15 else 1.0)
+        src = src * torch.tensor(keep)[:, None, None, None]
+        states, pooled = text(prompts)
+        zt, eps, t = noise(z)
+        pred = unet(torch.cat([zt, src], 1), t, states, added_cond_kwargs={
+            "text_embeds": pooled, "time_ids": time_ids(len(z))}).sample
+        return noise.loss(pred, eps, t, object_weights([a for a, _, _ in ex], 3.0))
+
+    run_loop("xl-instruct", list(unet.parameters()), steps, 5e-4, loss_fn, save=save,
+             save_every=save_every, start=start)
+
+
 def export_base(work: Path, out: Path) -> Path:
     """The base stage as an SDXL pipeline folder in the Hub layout (fp16 safetensors, the
     toy VAE with its own scaling factor), as `stabilityai/stable-diffusion-xl-base-1.0` lays
@@ -193,6 +370,29 @@ def export_base(work: Path, out: Path) -> Path:
     return base
 
 
+def export(work: Path, out: Path) -> Path:
+    """Every stage trained in `work` as the `toy-xl` set's folders in the Hub layout (fp16
+    safetensors), named as `models.modelsets.REPOS` names a local set's repos: the base,
+    `controlnet-scribble` (it serves the canny type too), the inpainting and InstructPix2Pix
+    UNets. The previews, the SAM and the detector are the toy set's (same VAE, same scenes)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    export_base(work, out)
+    half = {"safe_serialization": True}
+    if (work / "controlnet" / "controlnet").is_dir():
+        ControlNetModel.from_pretrained(work / "controlnet" / "controlnet").half()\
+            .save_pretrained(out / "controlnet-scribble", **half)
+    for stage, folder in (("inpaint", "stable-diffusion-inpainting"),
+                          ("instruct", "instruct-pix2pix")):
+        if (work / stage / "unet").is_dir():
+            UNet2DConditionModel.from_pretrained(work / stage / "unet").half()\
+                .save_pretrained(out / folder / "unet", **half)
+    (out / "README.md").write_text(
+        "The toy SDXL world (`--models toy-xl`), exported by `python -m toyworld.train_xl "
+        "export` from the fp16 checkpoints in checkpoints/toy-xl; see the main README.\n")
+    return out
+
+
 def evaluate_base(work: Path, out: Path, n: int = 48) -> str:
     """Export the base and run the toy world's text-to-image check on it through the studio
     (SDXL family, the real loading path): colour and shape of "a <colour> <shape>"."""
@@ -211,14 +411,20 @@ def evaluate_base(work: Path, out: Path, n: int = 48) -> str:
     return eval_txt2img(studio, n).line()
 
 
-STAGES = {"base": (train_base, 4500)}
+STAGES = {
+    "base": (train_base, 4500),
+    "controlnet": (train_controlnet, 1200),
+    "inpaint": (train_inpaint, 1200),
+    "instruct": (train_instruct, 2000),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=[*STAGES, "evaluate-base"])
-    p.add_argument("--out", type=Path, default=Path("build/toy-xl-export"),
-                   help="evaluate-base: where the exported pipeline goes")
+    p.add_argument("stage", choices=[*STAGES, "evaluate-base", "export"])
+    p.add_argument("--out", type=Path, default=None,
+                   help="export: the set's folder (default assets/toy-xl); evaluate-base: "
+                   "where the exported pipeline goes (default build/toy-xl-export)")
     p.add_argument("--steps", type=int, help="training steps (default: the stage's own)")
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--resume", action="store_true",
@@ -230,7 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.stage == "evaluate-base":
-        print(evaluate_base(args.work, args.out))
+        print(evaluate_base(args.work, args.out or Path("build/toy-xl-export")))
+        return
+    if args.stage == "export":
+        print("exported to", export(args.work, args.out or ASSETS_XL))
         return
     fn, default_steps = STAGES[args.stage]
     fn(args.work, args.steps or default_steps, resume=args.resume,

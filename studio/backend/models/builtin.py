@@ -20,6 +20,7 @@ from .tiny import build_lock, ensure_tiny_set
 log = logging.getLogger(__name__)
 
 TOY_DIR = Path(__file__).resolve().parents[3] / "assets" / "toy"
+TOY_XL_DIR = TOY_DIR.parent / "toy-xl"  # the toy world at SDXL's architecture
 
 
 def toy_available(root: Path | None = None) -> bool:
@@ -60,6 +61,38 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         concept_templates=("a {}",),  # the toy captions' grammar: "a red circle"
         description="a trained miniature world of flat coloured shapes at 64x64 px: try "
         "'a red circle and a blue square'",
+    )
+
+
+def toy_xl_available(root: Path | None = None) -> bool:
+    """True when the toy SDXL models are on disk (they ship in assets/toy-xl)."""
+    return (Path(root or TOY_XL_DIR) / "stable-diffusion" / "model_index.json").exists()
+
+
+def toy_xl_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
+    """The toy world at SDXL's architecture (`--models toy-xl`, `toyworld.train_xl`): two text
+    encoders, `text_time` conditioning, an SDXL ControlNet (scribble and canny), inpainting
+    and InstructPix2Pix UNets. The toy VAE is shared with `toy`, so the toy set's preview
+    decoder, SAM and detector serve it too."""
+    root = Path(root or TOY_XL_DIR)
+    if not toy_xl_available(root):
+        raise FileNotFoundError(
+            f"the toy SDXL models are missing from {root}: they ship with the project in "
+            "assets/toy-xl (rebuild them with `python -m toyworld.train_xl` stages, see README)")
+    toy = toy_model_set(cache_dir) if toy_available() else None
+    repos = local_repos(root, aliases={"controlnet:canny": "controlnet:scribble"})
+    if toy is not None and toy.get("taesd"):
+        repos["taesd"] = toy.get("taesd")
+    return ModelSet(
+        name="toy-xl",
+        family="sdxl",
+        repos=repos,
+        annotators=toy.annotators if toy is not None else None,
+        offline_models=True,
+        native_size=64,
+        concept_templates=("a {}",),
+        description="the toy world (flat coloured shapes at 64x64 px) on SDXL's architecture: "
+        "try 'a red circle and a blue square'",
     )
 
 
@@ -158,6 +191,8 @@ def builtin_choices(settings: Settings, default: ModelSet
     out: dict[str, tuple[str, Callable[[], ModelSet]]] = {}
     if toy_available():
         out["toy"] = ("sd15", lambda: toy_model_set(cache))
+    if toy_xl_available():
+        out["toy-xl"] = ("sdxl", lambda: toy_xl_model_set(cache))
     if default.name in ("tiny", "tiny-xl"):
         out["tiny"] = ("sd15", lambda: tiny_model_set(cache))
         out["tiny-xl"] = ("sdxl", lambda: tiny_xl_model_set(cache))
@@ -174,6 +209,8 @@ def resolve_model_set(settings: Settings) -> ModelSet:
         return toy_model_set(settings.cache_dir)
     if choice == "tiny-xl":
         return tiny_xl_model_set(settings.cache_dir)
+    if choice == "toy-xl":
+        return toy_xl_model_set(settings.cache_dir)
     if choice == "sdxl":
         ms = SDXL
     elif choice == "sd15":
