@@ -156,6 +156,29 @@ def test_prompt_to_prompt_and_attend_and_excite_run_on_the_sdxl_unet(xl):
     assert before.keys() == after.keys() and all(after[k] is v for k, v in before.items())
 
 
+def test_remix_and_reference_pictures_use_sdxls_ip_adapter(xl):
+    """Remix on SDXL: the picture is the prompt (another picture, another image; the same,
+    the same image), text diffs move it, and Control's reference pictures take the same
+    adapter; the UNet's own processors are back afterwards."""
+    unet = xl.registry.component("unet")
+    before = dict(unet.attn_processors)
+    remix = {**BASE, "prompt": "", "images": [scene()]}
+    first = xl.run("remix", remix)
+    assert np.array_equal(px(xl.run("remix", remix).image), px(first.image))
+    assert not np.array_equal(px(xl.run("remix", {**remix, "images": [sketch()]}).image),
+                              px(first.image))
+    moved = xl.run("remix", {**remix, "text_from": "a red circle", "text_to": "a blue circle",
+                             "text_amount": 1.0})
+    assert not np.array_equal(px(moved.image), px(first.image))
+    assert xl.registry.component("ip_adapter").source.endswith("ip-adapter")
+    unit = {"type": "scribble", "image": sketch()}
+    plain = xl.control({**BASE, "units": [unit]})
+    referenced = xl.control({**BASE, "units": [unit], "reference_images": [scene()]})
+    assert not np.array_equal(px(referenced.image), px(plain.image))
+    after = unet.attn_processors
+    assert before.keys() == after.keys() and all(after[k] is v for k, v in before.items())
+
+
 def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
     plain = px(xl.txt2img(BASE).image)
     fast = xl.txt2img({**BASE, "fast": True})
@@ -166,7 +189,6 @@ def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
 @pytest.mark.parametrize(("task", "data", "reason"), [
     ("layout", {"boxes": [{"phrase": "a cat", "box": [0.1, 0.1, 0.5, 0.5]}]},
      "layout is not available for SDXL models: GLIGEN has no SDXL weights"),
-    ("remix", {"images": [scene()]}, "remix is not available for SDXL models: IP-Adapter"),
     ("seedselect", {"images": [scene()]}, "seedselect is not available for SDXL models"),
 ])
 def test_what_sdxl_cannot_do_is_refused_before_anything_loads(
@@ -187,8 +209,8 @@ def test_what_sdxl_cannot_do_is_refused_before_anything_loads(
 def hub(tiny_xl_model_set, tmp_path_factory):
     """The tiny SDXL models under the real SDXL repo ids, in a Hugging Face cache."""
     return hub_cache_of(tiny_xl_model_set, tmp_path_factory.mktemp("hub-xl"),
-                        ("base", "inpaint", "instruct", "controlnet:canny", "lcm_lora"),
-                        real=SDXL)
+                        ("base", "inpaint", "instruct", "controlnet:canny", "lcm_lora",
+                         "ip_adapter", "ip_text"), real=SDXL)
 
 
 def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_path,
@@ -209,6 +231,11 @@ def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_p
     assert studio.run("instruct", {**BASE, "image": scene(), "max_side": 64}).image
     assert studio.txt2img({**BASE, "fast": True}).info["guidance_run"] == 1.0
     assert registry.stats[f"load:unet_inpaint@{SDXL.get('inpaint')}"] == 1
+    # h94/IP-Adapter's SDXL file (sdxl_models/) with its ViT-H encoder (models/image_encoder)
+    remix = studio.run("remix", {**BASE, "images": [scene()], "text_from": "a red circle",
+                                 "text_to": "a blue circle"})
+    assert remix.image.size == (64, 64)
+    assert registry.key("ip_adapter") == "ip_adapter@h94/IP-Adapter"
 
 
 def test_fp16_uses_the_vae_made_for_fp16_and_fp32_sdxls_own(tiny_xl_model_set, tmp_path):

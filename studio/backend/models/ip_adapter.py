@@ -1,6 +1,7 @@
 """IP-Adapter (Ye et al. 2023) on the shared base UNet, installed for one call at a time.
 
-The weights are the plain `ip-adapter_sd15` kind: an image projection of one pooled CLIP
+The weights are the plain `ip-adapter_sd15` kind (and SDXL's `ip-adapter_sdxl_vit-h`, the
+same design at SDXL's width): an image projection of one pooled CLIP
 image embedding into 4 extra context tokens, and decoupled cross-attention K/V for them.
 (Plus and FaceID adapters use patch tokens or face embeddings: they cannot do text diffs,
 so they are refused with a message.)
@@ -28,9 +29,8 @@ import torch
 
 from .speed import eager
 
-# Where h94/IP-Adapter keeps the SD1.5 adapter and its image encoder (ViT-H/14).
-IP_SUBFOLDER = "models"
-IP_WEIGHT_NAME = "ip-adapter_sd15.safetensors"
+# Where h94/IP-Adapter keeps the image encoder (ViT-H/14) every family's adapter uses; the
+# adapter file is the family's (`Family.ip_adapter_weight`).
 IP_ENCODER_SUBFOLDER = "models/image_encoder"
 IP_PROJ_TYPE = "ip_image_proj"
 
@@ -49,21 +49,23 @@ class IPAdapterWeights:
         return int(self.state_dict["image_proj"]["proj.weight"].shape[-1])
 
 
-def ip_adapter_file(source: str, hub_kwargs: dict[str, Any]) -> Path:
+def ip_adapter_file(source: str, hub_kwargs: dict[str, Any], weight: str) -> Path:
     """The adapter file of `source`: a .safetensors file, a folder in the h94 layout, or a
-    Hub repo id (from the Hugging Face cache, or downloaded unless offline)."""
+    Hub repo id (from the Hugging Face cache, or downloaded unless offline); `weight` is the
+    file's path in the repo (`models/ip-adapter_sd15.safetensors`)."""
     path = Path(source)
+    subfolder, _, name = weight.rpartition("/")
     if path.is_file():
         file = path
     elif path.is_dir():
-        file = path / IP_SUBFOLDER / IP_WEIGHT_NAME
+        file = path / weight
         if not file.is_file():
-            raise FileNotFoundError(f"no {IP_SUBFOLDER}/{IP_WEIGHT_NAME} in {source}")
+            raise FileNotFoundError(f"no {weight} in {source}")
     else:
         from huggingface_hub import hf_hub_download
 
         file = Path(hf_hub_download(
-            source, IP_WEIGHT_NAME, subfolder=IP_SUBFOLDER,
+            source, name, subfolder=subfolder or None,
             local_files_only=hub_kwargs.get("local_files_only", False),
             cache_dir=hub_kwargs.get("cache_dir")))
     if file.suffix != ".safetensors":
@@ -72,12 +74,13 @@ def ip_adapter_file(source: str, hub_kwargs: dict[str, Any]) -> Path:
     return file
 
 
-def load_ip_adapter_weights(source: str, hub_kwargs: dict[str, Any],
-                            dtype: torch.dtype) -> IPAdapterWeights:
-    """Read an IP-Adapter (safetensors) into the nested form diffusers' converters take."""
+def load_ip_adapter_weights(source: str, hub_kwargs: dict[str, Any], dtype: torch.dtype,
+                            weight: str) -> IPAdapterWeights:
+    """Read an IP-Adapter (safetensors; `weight` its path in the repo) into the nested form
+    diffusers' converters take."""
     from safetensors.torch import load_file
 
-    flat = load_file(str(ip_adapter_file(source, hub_kwargs)))
+    flat = load_file(str(ip_adapter_file(source, hub_kwargs, weight)))
     nested: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
     for key, value in flat.items():
         head, _, rest = key.partition(".")

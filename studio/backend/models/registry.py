@@ -285,7 +285,10 @@ class ModelRegistry:
 
         kw = self._hub_kwargs()
         if role == "ip_adapter":
-            return load_ip_adapter_weights(source, kw, self.dtype)
+            if not self.family.ip_adapter_weight:
+                raise ModelUnavailableError(f"{self.family.label} models have no IP-Adapter")
+            return load_ip_adapter_weights(source, kw, self.dtype,
+                                           self.family.ip_adapter_weight)
         if role == "ip_image_encoder":
             from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 

@@ -301,8 +301,14 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
     .safetensors` + `models/image_encoder/`, which has no preprocessor config, so CLIP's
     224 px default applies as for the real one), and a whole tiny CLIPModel with its
     tokenizer as the text tower (laion's repo is a whole CLIPModel too)."""
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
+    write_ip_encoders(root, seed)
+    write_ip_adapter(root / REPOS["ip_adapter"] / "models" / "ip-adapter_sd15.safetensors",
+                     seed, unet_kwargs())
+
+
+def write_ip_encoders(root: Path, seed: int) -> None:
+    """The tiny IP-Adapter image encoder (`models/image_encoder/` of the adapter repo) and
+    its text tower, a whole tiny CLIPModel with its tokenizer (as laion's repo)."""
     from transformers import (
         CLIPConfig,
         CLIPModel,
@@ -311,33 +317,12 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
         CLIPVisionModelWithProjection,
     )
 
-    folder = root / REPOS["ip_adapter"] / "models"
     vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
                   num_hidden_layers=2, image_size=224, patch_size=32,
                   projection_dim=IP_EMBED_DIM)
     torch.manual_seed(seed + 300)
     CLIPVisionModelWithProjection(CLIPVisionConfig(**vision)).save_pretrained(
-        folder / "image_encoder")
-    gen = torch.Generator().manual_seed(seed + 301)
-    tensors = {
-        "image_proj.proj.weight": torch.randn(4 * CROSS_DIM, IP_EMBED_DIM, generator=gen) * 0.2,
-        "image_proj.proj.bias": torch.zeros(4 * CROSS_DIM),
-        "image_proj.norm.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
-    }
-    unet = UNet2DConditionModel(**unet_kwargs())
-    key_id = 1
-    for name in unet.attn_processors:
-        if not name.endswith("attn2.processor"):
-            continue
-        attn = unet.get_submodule(name.rsplit(".", 1)[0])
-        hidden = attn.to_k.out_features
-        for kind in ("to_k_ip", "to_v_ip"):
-            tensors[f"ip_adapter.{key_id}.{kind}.weight"] = torch.randn(
-                hidden, CROSS_DIM, generator=gen) * 0.3
-        key_id += 2
-    save_file(tensors, str(folder / "ip-adapter_sd15.safetensors"))
-
+        root / REPOS["ip_adapter"] / "models" / "image_encoder")
     text_folder = root / REPOS["ip_text"]
     vocab_size = write_tokenizer(text_folder)
     text = dict(bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
@@ -348,6 +333,35 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
     CLIPModel(CLIPConfig(text_config=CLIPTextConfig(**text).to_dict(),
                          vision_config=CLIPVisionConfig(**vision).to_dict(),
                          projection_dim=IP_EMBED_DIM)).save_pretrained(text_folder)
+
+
+def write_ip_adapter(file: Path, seed: int, unet_config: dict) -> None:
+    """A random plain IP-Adapter (`image_proj.*`, `ip_adapter.<n>.to_k_ip/to_v_ip`) for a
+    UNet built from `unet_config`, in the key layout of h94's files."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    cross = unet_config["cross_attention_dim"]
+    gen = torch.Generator().manual_seed(seed + 301)
+    tensors = {
+        "image_proj.proj.weight": torch.randn(4 * cross, IP_EMBED_DIM, generator=gen) * 0.2,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    unet = UNet2DConditionModel(**unet_config)
+    key_id = 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        attn = unet.get_submodule(name.rsplit(".", 1)[0])
+        hidden = attn.to_k.out_features
+        for kind in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{key_id}.{kind}.weight"] = torch.randn(
+                hidden, cross, generator=gen) * 0.3
+        key_id += 2
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(file))
 
 
 # One builder per group of repos; a new model role adds its builder here.

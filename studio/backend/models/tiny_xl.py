@@ -4,8 +4,8 @@ SDXL's architecture at toy width: two CLIP text encoders (the second with a proj
 pooled output joins the size/crop micro-conditioning through the UNet's `text_time`
 embedding), a UNet whose cross-attention reads both encoders' states side by side, its
 inpainting (9 ch) and InstructPix2Pix (8 ch) UNets, ControlNets with the same conditioning,
-a TAESD and an LCM-LoRA. Saved in the Hub layout of the real repos and loaded through the same
-`from_pretrained` code; the images are noise (wiring only).
+a TAESD, an LCM-LoRA and an IP-Adapter. Saved in the Hub layout of the real repos and loaded
+through the same `from_pretrained` code; the images are noise (wiring only).
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from .tiny import (
     save_pipeline_index,
     unet_kwargs,
     write_base_parts,
+    write_ip_adapter,
+    write_ip_encoders,
     write_lcm_lora,
 )
 from .tokenizer_vocab import write_tokenizer
 
-TINY_XL_VERSION = "xl2"  # bump when the configs below change, so caches are rebuilt
+TINY_XL_VERSION = "xl3"  # bump when the configs below change, so caches are rebuilt
 # the text encoders' widths: different, as SDXL's (768 and 1280), so nothing can mistake one
 # for the other (diffusers' single-file loader tells them apart by width); the UNet attends
 # to both side by side
@@ -125,7 +127,17 @@ def _build_lcm_lora(root: Path, seed: int) -> None:
     write_lcm_lora(root, seed, _unet_kwargs(), "StableDiffusionXLPipeline")
 
 
-BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd)
+def _build_ip_adapter(root: Path, seed: int) -> None:
+    """A tiny SDXL IP-Adapter where h94/IP-Adapter keeps SDXL's
+    (`sdxl_models/ip-adapter_sdxl_vit-h.safetensors`), with the tiny set's image encoder in
+    `models/image_encoder` (SDXL's ViT-H adapter uses SD1.5's encoder) and its text tower."""
+    write_ip_encoders(root, seed)
+    write_ip_adapter(root / REPOS["ip_adapter"] / "sdxl_models"
+                     / "ip-adapter_sdxl_vit-h.safetensors", seed, _unet_kwargs())
+
+
+BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd,
+            _build_ip_adapter)
 
 
 def ensure_tiny_xl_set(cache_dir: Path) -> Path:

@@ -109,6 +109,8 @@ class Family:
     embedding_parts: tuple[tuple[str, str, str], ...] = (
         ("clip_l", "tokenizer", "text_encoder"),)
     denoiser: str = "unet"  # the pipeline argument that takes the denoiser
+    # the IP-Adapter file's path in the adapter repo (Remix, reference pictures); "": none
+    ip_adapter_weight: str = ""
     # the base repo's small files, shipped so a single-file checkpoint loads with no Hub and
     # no cache (`write_configs`): a path in the repo -> its JSON; and each CLIP tokenizer
     # folder -> its pad token (the tokenizer files are built from CLIP's BPE merges)

@@ -107,4 +107,5 @@ FAMILY = Family(
     single_file="diffusers.StableDiffusionPipeline",
     configs=CONFIGS,
     tokenizers={"tokenizer": "<|endoftext|>"},
+    ip_adapter_weight="models/ip-adapter_sd15.safetensors",
 )

@@ -35,6 +35,10 @@ MODEL_SET = ModelSet(
         "taesd": "madebyollin/taesdxl",
         # SDXL's VAE fine-tuned to decode in fp16 (the original overflows to NaN there)
         "vae_fp16": "madebyollin/sdxl-vae-fp16-fix",
+        # IP-Adapter for SDXL with SD1.5's image encoder, OpenCLIP ViT-H/14 (plain: one pooled
+        # image embedding, so text diffs work as on SD1.5)
+        "ip_adapter": "h94/IP-Adapter",
+        "ip_text": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     },
     native_size=1024,
     description="Stable Diffusion XL (downloaded from the Hugging Face Hub on first use)",
@@ -116,7 +120,7 @@ FAMILY = Family(
                               "layouts"),
         "inpaint": Method("SDXL inpainting UNet (9 ch), or blend on any checkpoint"),
         "instruct": Method("InstructPix2Pix (`sdxl-instructpix2pix-768`)"),
-        "remix": Unsupported(f"IP-Adapter is {_NOT_YET}"),
+        "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
         "seedselect": Unsupported(f"SeedSelect is {_NOT_YET}"),
         "concept_train": Unsupported(f"concept training (two text encoders) is {_NOT_YET}"),
     },
@@ -131,4 +135,5 @@ FAMILY = Family(
     configs=CONFIGS,
     # OpenCLIP's tokenizer pads with "!" (id 0), CLIP's with the end token
     tokenizers={"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
+    ip_adapter_weight="sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
 )
