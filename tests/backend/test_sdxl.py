@@ -179,6 +179,20 @@ def test_remix_and_reference_pictures_use_sdxls_ip_adapter(xl):
     assert before.keys() == after.keys() and all(after[k] is v for k, v in before.items())
 
 
+def test_seedselect_optimises_the_starting_noise_through_the_sdxl_unet(xl):
+    """SeedSelect calls the SDXL UNet itself (both encoders' states, the pooled prompt and the
+    size/crop numbers, as the pipeline gives them): the loss drops, a seed reproduces, and
+    the optimised noise draws through the SDXL pipeline."""
+    req = {**BASE, "prompt": "a red circle", "images": [scene(), sketch(), scene()], "steps": 3,
+           "sample_steps": 2, "guidance_scale": 2.0, "bootstrap": 0, "learning_rate": 0.05}
+    run = xl.seedselect(req)
+    assert run.info["loss_final"]["total"] < run.info["loss_initial"]["total"]
+    assert np.array_equal(px(xl.seedselect(req).image), px(run.image))
+    assert xl.registry.key("image_encoder").startswith("image_encoder@")
+    fewer = xl.seedselect({**req, "steps": 1})  # less optimised: another noise, image
+    assert not np.array_equal(px(fewer.image), px(run.image))
+
+
 def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
     plain = px(xl.txt2img(BASE).image)
     fast = xl.txt2img({**BASE, "fast": True})
@@ -189,7 +203,6 @@ def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
 @pytest.mark.parametrize(("task", "data", "reason"), [
     ("layout", {"boxes": [{"phrase": "a cat", "box": [0.1, 0.1, 0.5, 0.5]}]},
      "layout is not available for SDXL models: GLIGEN has no SDXL weights"),
-    ("seedselect", {"images": [scene()]}, "seedselect is not available for SDXL models"),
 ])
 def test_what_sdxl_cannot_do_is_refused_before_anything_loads(
         tiny_settings, tiny_xl_model_set, tmp_path, task, data, reason):

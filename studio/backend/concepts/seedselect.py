@@ -171,7 +171,7 @@ class SeedSelector:
 
     def __init__(self, pipe: Any, image_encoder: Any, prompt: str, negative_prompt: str,
                  guidance_scale: float, sample_steps: int, width: int, height: int,
-                 semantic_weight: float, scheduler: Any) -> None:
+                 semantic_weight: float, scheduler: Any, family: Any) -> None:
         self.pipe, self.image_encoder = pipe, image_encoder
         self.unet, self.vae = pipe.unet, pipe.vae
         self.device, self.dtype = self.unet.device, self.unet.dtype
@@ -179,10 +179,9 @@ class SeedSelector:
         self.lam = semantic_weight
         self.guidance = guidance_scale
         self.cfg = guidance_scale > 1.0
-        with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(prompt, self.device, 1, self.cfg,
-                                              negative_prompt or None)
-        self.text = torch.cat([uncond, cond]) if self.cfg else cond
+        # the prompt as the family's denoiser takes it (SDXL: pooled and size/crop numbers too)
+        self.text, self.added = family.denoiser_conditioning(
+            pipe, prompt, negative_prompt, self.cfg, width, height)
         self.scheduler = scheduler
         self.scheduler.set_timesteps(sample_steps, device=self.device)
         self.scale = float(getattr(self.vae.config, "scaling_factor", 0.18215))
@@ -229,7 +228,8 @@ class SeedSelector:
     def _eps(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         zin = torch.cat([z, z]) if self.cfg else z
         zin = self.scheduler.scale_model_input(zin, t).to(self.dtype)
-        out = self.unet(zin, t, encoder_hidden_states=self.text).sample.float()
+        out = self.unet(zin, t, encoder_hidden_states=self.text,
+                        added_cond_kwargs=self.added or None).sample.float()
         if not self.cfg:
             return out
         uncond, cond = out.chunk(2)
@@ -366,11 +366,11 @@ def run_seedselect(
     `pipe` is the configured base pipeline (its UNet, VAE, text encoder are the shared ones).
     """
     image_encoder = registry.component("image_encoder")
-    registry.prepare(["unet", "vae", "text_encoder", "image_encoder"])
+    registry.prepare(["unet", *registry.family.shared.values(), "image_encoder"])
     selector = SeedSelector(
         pipe, image_encoder, req.prompt, req.negative_prompt, req.guidance_scale,
         req.sample_steps, req.width, req.height, req.semantic_weight,
-        registry.new_scheduler(SAMPLER),
+        registry.new_scheduler(SAMPLER), registry.family,
     )
     if start is None:
         start = initial_noise(selector.latent_shape, req.seed)

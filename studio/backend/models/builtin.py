@@ -81,8 +81,10 @@ def toy_xl_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
             "assets/toy-xl (rebuild them with `python -m toyworld.train_xl` stages, see README)")
     toy = toy_model_set(cache_dir) if toy_available() else None
     repos = local_repos(root, aliases={"controlnet:canny": "controlnet:scribble"})
-    if toy is not None and toy.get("taesd"):
-        repos["taesd"] = toy.get("taesd")
+    # the toy set's preview decoder (same VAE) and CLIP image tower (SeedSelect's judge)
+    for key in ("taesd", "image_encoder"):
+        if toy is not None and toy.get(key):
+            repos[key] = toy.get(key)
     return ModelSet(
         name="toy-xl",
         family="sdxl",

@@ -212,7 +212,7 @@ def open_controlnet(cn: torch.nn.Module) -> None:
             torch.nn.init.zeros_(conv.bias)
 
 
-def _build_image_encoder(root: Path, seed: int) -> None:
+def build_image_encoder(root: Path, seed: int) -> None:
     """A tiny CLIP vision tower with projection and its image processor config."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -366,7 +366,7 @@ def write_ip_adapter(file: Path, seed: int, unet_config: dict) -> None:
 
 # One builder per group of repos; a new model role adds its builder here.
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora,
-            _build_image_encoder, build_taesd, _build_ip_adapter)
+            build_image_encoder, build_taesd, _build_ip_adapter)
 
 
 @contextlib.contextmanager

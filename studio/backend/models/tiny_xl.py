@@ -4,8 +4,9 @@ SDXL's architecture at toy width: two CLIP text encoders (the second with a proj
 pooled output joins the size/crop micro-conditioning through the UNet's `text_time`
 embedding), a UNet whose cross-attention reads both encoders' states side by side, its
 inpainting (9 ch) and InstructPix2Pix (8 ch) UNets, ControlNets with the same conditioning,
-a TAESD, an LCM-LoRA and an IP-Adapter. Saved in the Hub layout of the real repos and loaded
-through the same `from_pretrained` code; the images are noise (wiring only).
+a TAESD, an LCM-LoRA, an IP-Adapter and a CLIP image tower. Saved in the Hub layout of the
+real repos and loaded through the same `from_pretrained` code; the images are noise (wiring
+only).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from .families.sdxl import SCHEDULER
 from .modelsets import CONTROL_TYPES, REPOS
 from .tiny import (
+    build_image_encoder,
     build_taesd,
     ensure_tiny_set,
     open_controlnet,
@@ -29,7 +31,7 @@ from .tiny import (
 )
 from .tokenizer_vocab import write_tokenizer
 
-TINY_XL_VERSION = "xl3"  # bump when the configs below change, so caches are rebuilt
+TINY_XL_VERSION = "xl4"  # bump when the configs below change, so caches are rebuilt
 # the text encoders' widths: different, as SDXL's (768 and 1280), so nothing can mistake one
 # for the other (diffusers' single-file loader tells them apart by width); the UNet attends
 # to both side by side
@@ -136,8 +138,9 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
                      / "ip-adapter_sdxl_vit-h.safetensors", seed, _unet_kwargs())
 
 
+# the image encoder is SeedSelect's judge of likeness (family-independent: the tiny set's)
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd,
-            _build_ip_adapter)
+            _build_ip_adapter, build_image_encoder)
 
 
 def ensure_tiny_xl_set(cache_dir: Path) -> Path:

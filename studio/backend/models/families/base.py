@@ -111,6 +111,8 @@ class Family:
     denoiser: str = "unet"  # the pipeline argument that takes the denoiser
     # the IP-Adapter file's path in the adapter repo (Remix, reference pictures); "": none
     ip_adapter_weight: str = ""
+    # the denoiser also takes the pooled prompt and the size/crop numbers (SDXL's text_time)
+    text_time: bool = False
     # the base repo's small files, shipped so a single-file checkpoint loads with no Hub and
     # no cache (`write_configs`): a path in the repo -> its JSON; and each CLIP tokenizer
     # folder -> its pad token (the tokenizer files are built from CLIP's BPE merges)
@@ -158,6 +160,32 @@ class Family:
         parts = {role: getattr(pipe, role) for role in ("unet", *self.shared.values())}
         parts["scheduler"] = dict(pipe.scheduler.config)
         return parts
+
+    def denoiser_conditioning(self, pipe: Any, prompt: str, negative_prompt: str,
+                              guidance: bool, width: int, height: int
+                              ) -> tuple[Any, dict[str, Any]]:
+        """(encoder hidden states, added conditioning) a denoiser call of `pipe`'s takes for
+        `prompt`, unconditional first when `guidance`, as the family's pipeline makes them:
+        for methods that call the denoiser themselves (SeedSelect). Under no_grad."""
+        import torch
+
+        with torch.no_grad():
+            encoded = pipe.encode_prompt(
+                prompt=prompt, device=pipe.unet.device, num_images_per_prompt=1,
+                do_classifier_free_guidance=guidance, negative_prompt=negative_prompt or None)
+        if not self.text_time:
+            cond, uncond = encoded[:2]
+            return (torch.cat([uncond, cond]) if guidance else cond), {}
+        cond, uncond, pooled, upooled = encoded
+        size = (height, width)
+        time_ids = pipe._get_add_time_ids(
+            size, (0, 0), size, dtype=cond.dtype,
+            text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+        ).to(pipe.unet.device)
+        if not guidance:
+            return cond, {"text_embeds": pooled, "time_ids": time_ids}
+        return torch.cat([uncond, cond]), {"text_embeds": torch.cat([upooled, pooled]),
+                                           "time_ids": torch.cat([time_ids, time_ids])}
 
     # ------------------------------------------------------------------ tasks
     def refusal(self, task: str) -> str | None:

@@ -39,6 +39,8 @@ MODEL_SET = ModelSet(
         # image embedding, so text diffs work as on SD1.5)
         "ip_adapter": "h94/IP-Adapter",
         "ip_text": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        # SeedSelect's judge of likeness, as on SD1.5 (any CLIP image tower serves)
+        "image_encoder": "openai/clip-vit-large-patch14",
     },
     native_size=1024,
     description="Stable Diffusion XL (downloaded from the Hugging Face Hub on first use)",
@@ -121,7 +123,7 @@ FAMILY = Family(
         "inpaint": Method("SDXL inpainting UNet (9 ch), or blend on any checkpoint"),
         "instruct": Method("InstructPix2Pix (`sdxl-instructpix2pix-768`)"),
         "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
-        "seedselect": Unsupported(f"SeedSelect is {_NOT_YET}"),
+        "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
         "concept_train": Unsupported(f"concept training (two text encoders) is {_NOT_YET}"),
     },
     model_set=MODEL_SET,
@@ -136,4 +138,5 @@ FAMILY = Family(
     # OpenCLIP's tokenizer pads with "!" (id 0), CLIP's with the end token
     tokenizers={"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
     ip_adapter_weight="sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
+    text_time=True,
 )
