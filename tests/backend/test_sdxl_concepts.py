@@ -93,3 +93,49 @@ def test_an_sdxl_lora_imports_for_sdxl_and_changes_the_image(studio_xl, tiny_xl_
     assert np.abs(styled - plain).mean() > 0.5
     with pytest.raises(RequestError, match="was made for sdxl models"):
         studio_xl.txt2img({**XL, "prompt": "a cat <xl-style>", "model": "tiny"})
+
+
+def _pictures() -> list:
+    from PIL import Image, ImageDraw
+
+    out = []
+    for i in range(3):
+        img = Image.new("RGB", (64, 64), (240, 240, 235))
+        ImageDraw.Draw(img).ellipse((12 + 3 * i, 12, 50, 50), fill=(140, 50, 180))
+        out.append(img)
+    return out
+
+
+def test_textual_inversion_trains_on_sdxl_in_both_text_encoders(studio_xl):
+    """The token is learned in clip_l and clip_g (the SDXL file layout model sites share),
+    the loss on a fixed probe drops, and the token then changes the SDXL image."""
+    from safetensors.torch import load_file
+
+    made = studio_xl.concept_train({
+        "name": "xl-learned", "images": _pictures(), "method": "textual_inversion",
+        "initializer": "circle", "steps": 6, "learning_rate": 0.05, "resolution": 64,
+        "seed": 2, "model": "tiny-xl"})
+    concept = next(c for c in studio_xl.list_concepts() if c["name"] == "xl-learned")
+    assert concept["family"] == "sdxl"
+    folder = studio_xl.concepts.get("xl-learned").folder
+    state = load_file(str(next(folder.glob("*.safetensors"))))
+    assert {k: tuple(v.shape) for k, v in state.items()} == {"clip_l": (1, 32),
+                                                             "clip_g": (1, 48)}
+    probes = [loss for _, loss in made.info["training"]["probe_losses"]]
+    assert probes[-1] < probes[0]
+    with_token = px(studio_xl.txt2img({**XL, "prompt": "a photo of <xl-learned>"}))
+    word = px(studio_xl.txt2img({**XL, "prompt": "a photo of circle"}))
+    assert np.abs(with_token - word).mean() > 0.5
+
+
+def test_lora_trains_on_the_sdxl_unet(studio_xl):
+    made = studio_xl.concept_train({
+        "name": "xl-lora", "images": _pictures(), "method": "lora", "initializer": "circle",
+        "steps": 4, "learning_rate": 1e-3, "rank": 2, "resolution": 64, "seed": 2,
+        "model": "tiny-xl"})
+    assert made.info["training"]["probe_losses"]
+    styled = px(studio_xl.txt2img({**XL, "prompt": "a photo of <xl-lora>"}))
+    plain = px(studio_xl.txt2img({**XL, "prompt": "a photo of circle"}))
+    assert np.abs(styled - plain).mean() > 0.5
+    with pytest.raises(RequestError, match="was made for sdxl models"):
+        studio_xl.txt2img({**XL, "prompt": "a photo of <xl-lora>", "model": "tiny"})

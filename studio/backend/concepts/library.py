@@ -302,7 +302,11 @@ class ConceptManager:
             def write(tmp: Path) -> dict[str, Any]:
                 from safetensors.torch import save_file
 
-                save_file({req.token: result.embedding}, str(tmp / EMBEDDING_FILE))
+                # one encoder: diffusers' {token: vectors}; SDXL: {clip_l, clip_g}, as sites
+                # share them (the import reads both)
+                parts = result.embedding
+                tensors = parts if len(parts) > 1 else {req.token: next(iter(parts.values()))}
+                save_file(tensors, str(tmp / EMBEDDING_FILE))
                 return {"files": {"embedding": EMBEDDING_FILE}}
         else:
             adapter = f"training-{req.name}-{uuid.uuid4().hex[:6]}"

@@ -18,6 +18,7 @@ Training runs inside the GPU queue, so no generation sees the models mid-trainin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -38,6 +39,8 @@ from ..models.registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# a batch of prompts as a denoiser takes them: hidden states and the added conditioning
+Cond = tuple[torch.Tensor, dict[str, torch.Tensor]]
 ENCODE_CHUNK = 4  # images per VAE encode call
 
 
@@ -49,7 +52,9 @@ class TrainResult:
     # (step, loss) on one fixed probe batch (fixed images, noise and timesteps): unlike the
     # training loss it is not dominated by the random noise drawn at each step.
     probe_losses: list[tuple[int, float]] = field(default_factory=list)
-    embedding: torch.Tensor | None = None  # textual inversion: [1, dim] float32 on CPU
+    # textual inversion: per text encoder (the family's embedding parts, e.g. "clip_l"),
+    # [1, dim] float32 on CPU
+    embedding: dict[str, torch.Tensor] | None = None
     lora_state: dict[str, torch.Tensor] | None = None  # LoRA: diffusers-format state dict
     lora_config: dict[str, Any] | None = None
 
@@ -102,14 +107,13 @@ class _Probe:
         self.t = torch.linspace(0, n - 1, size).round().long().to(self.latents.device)
         self.sched = sched
 
-    def loss(self, unet: Any, cond: torch.Tensor) -> float:
+    def loss(self, unet: Any, cond: Cond) -> float:
         with torch.no_grad():
             noisy = self.sched.add_noise(self.latents, self.noise, self.t)
             target = self.noise
             if self.sched.config.prediction_type == "v_prediction":
                 target = self.sched.get_velocity(self.latents, self.noise, self.t)
-            cond = cond.expand(len(self.t), -1, -1).to(unet.dtype)
-            pred = unet(noisy.to(unet.dtype), self.t, encoder_hidden_states=cond).sample
+            pred = _denoise(unet, noisy, self.t, _rows(cond, [0] * len(self.t)))
             return float(F.mse_loss(pred.float(), target.float()))
 
 
@@ -135,7 +139,47 @@ def _optimiser_step(optim: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
     result.losses.append(float(loss.detach()))
 
 
-def _diffusion_loss(unet: Any, sched: Any, latents: torch.Tensor, cond: torch.Tensor,
+def _denoise(unet: Any, noisy: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+    states, added = cond
+    added = {k: v.to(unet.dtype) for k, v in added.items()} or None
+    return unet(noisy.to(unet.dtype), t, encoder_hidden_states=states.to(unet.dtype),
+                added_cond_kwargs=added).sample
+
+
+def _rows(cond: Cond, rows: list[int]) -> Cond:
+    """The prompts `rows` of a batch of conditioning (states and added tensors)."""
+    states, added = cond
+    return states[rows], {k: v[rows] for k, v in added.items()}
+
+
+class Prompts:
+    """Prompts as the family's denoiser takes them, from the shared text encoder(s): SD1.5,
+    the encoder's last hidden states; SDXL, both encoders' penultimate states side by side,
+    the second's pooled projection and the size/crop numbers of the training size (as
+    StableDiffusionXLPipeline conditions its UNet). `private` tokenizers (one per encoder)
+    may replace the shared ones: textual inversion adds its token to copies."""
+
+    def __init__(self, pipe: Any, family: Any, size: int,
+                 private: list[Any] | None = None) -> None:
+        self.encoders = [getattr(pipe, te) for _, _, te in family.embedding_parts]
+        self.tokenizers = private or [getattr(pipe, tok) for _, tok, _ in family.embedding_parts]
+        self.text_time = family.text_time
+        self.time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)
+
+    def __call__(self, prompts: list[str]) -> Cond:
+        device = self.encoders[0].device
+        ids = [_encode_ids(tok, prompts, device) for tok in self.tokenizers]
+        if not self.text_time:
+            return self.encoders[0](ids[0])[0], {}
+        outs = [te(i, output_hidden_states=True) for te, i in zip(self.encoders, ids,
+                                                                  strict=True)]
+        states = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)
+        pooled = outs[-1].text_embeds
+        return states, {"text_embeds": pooled,
+                        "time_ids": self.time_ids.to(device).expand(len(prompts), -1)}
+
+
+def _diffusion_loss(unet: Any, sched: Any, latents: torch.Tensor, cond: Cond,
                     gen: torch.Generator) -> torch.Tensor:
     """Noise-prediction (or v-prediction) MSE at random timesteps."""
     device = latents.device
@@ -147,7 +191,7 @@ def _diffusion_loss(unet: Any, sched: Any, latents: torch.Tensor, cond: torch.Te
         target = sched.get_velocity(latents, noise, t)
     else:
         target = noise
-    pred = unet(noisy.to(unet.dtype), t, encoder_hidden_states=cond.to(unet.dtype)).sample
+    pred = _denoise(unet, noisy, t, cond)
     return F.mse_loss(pred.float(), target.float())
 
 
@@ -203,48 +247,55 @@ def train_textual_inversion(
     cancel: CancelToken | None = None,
     templates: tuple[str, ...] = PHOTO_TEMPLATES,
 ) -> TrainResult:
-    """Learn one embedding for `token` from `images` (same size, multiple of 8), with the
-    token in caption `templates` like the ones the model was trained on."""
-    tokenizer, text_encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
+    """Learn an embedding of `token` in every text encoder of the family (SDXL: clip_l and
+    clip_g) from `images` (same size, multiple of 8), with the token in caption `templates`
+    like the ones the model was trained on."""
+    family, unet, vae = registry.family, pipe.unet, pipe.vae
     device = unet.device
     torch.manual_seed(seed)
     rng, gen = random.Random(seed), torch.Generator("cpu").manual_seed(seed)
 
-    private = copy.deepcopy(tokenizer)  # the shared tokenizer stays untouched while training
-    private.add_tokens([token])
-    token_id = private.convert_tokens_to_ids(token)
-    init_ids = initializer_ids(tokenizer, initializer)
-    weight = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        init = weight[init_ids].float().mean(0)
-    vector = torch.nn.Parameter(init.clone())
-    optim = torch.optim.AdamW([vector], lr=learning_rate, weight_decay=0.0)
+    private, vectors, injected = [], [], []
+    for _, tokenizer_role, encoder_role in family.embedding_parts:
+        tokenizer, text_encoder = getattr(pipe, tokenizer_role), getattr(pipe, encoder_role)
+        own = copy.deepcopy(tokenizer)  # the shared tokenizer stays untouched while training
+        own.add_tokens([token])
+        init_ids = initializer_ids(tokenizer, initializer)
+        with torch.no_grad():
+            init = text_encoder.get_input_embeddings().weight[init_ids].float().mean(0)
+        vector = torch.nn.Parameter(init.clone())
+        private.append(own)
+        vectors.append(vector)
+        injected.append(_injected_token(text_encoder, own.convert_tokens_to_ids(token),
+                                        init_ids[0], vector))
+    optim = torch.optim.AdamW(vectors, lr=learning_rate, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
 
     bank = _LatentBank(vae, images, device, vae.dtype)
     sched = _noise_scheduler(registry)
     result = TrainResult()
     probe = _Probe(bank, sched, seed)
-    probe_ids = _encode_ids(private, [templates[0].format(token)], device)
-    with _injected_token(text_encoder, token_id, init_ids[0], vector):
+    text = Prompts(pipe, family, images[0].width, private)
+    probe_prompt = [templates[0].format(token)]
+    with contextlib.ExitStack() as stack:
+        for hooks in injected:
+            stack.enter_context(hooks)
         for step in range(steps):
             if step % _probe_every(steps) == 0:
                 with torch.no_grad():
-                    cond = text_encoder(probe_ids)[0]
-                result.probe_losses.append((step, probe.loss(unet, cond)))
+                    result.probe_losses.append((step, probe.loss(unet, text(probe_prompt))))
             _check_cancel(cancel)
             idx = torch.randint(0, len(bank), (min(batch_size, len(bank)),), generator=gen)
             prompts = [rng.choice(templates).format(token) for _ in range(len(idx))]
-            cond = text_encoder(_encode_ids(private, prompts, device))[0]
-            loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), cond, gen)
+            loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), text(prompts), gen)
             _optimiser_step(optim, scaler, loss, result)
             if progress is not None:
                 progress(step + 1, steps)
         _check_cancel(cancel)
         with torch.no_grad():
-            cond = text_encoder(probe_ids)[0]
-        result.probe_losses.append((steps, probe.loss(unet, cond)))
-    result.embedding = vector.detach().float().cpu().unsqueeze(0)
+            result.probe_losses.append((steps, probe.loss(unet, text(probe_prompt))))
+    result.embedding = {key: v.detach().float().cpu().unsqueeze(0)
+                        for (key, _, _), v in zip(family.embedding_parts, vectors, strict=True)}
     return result
 
 
@@ -273,15 +324,15 @@ def train_lora(
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    tokenizer, text_encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
+    unet, vae = pipe.unet, pipe.vae
     device = unet.device
     torch.manual_seed(seed)
     rng, gen = random.Random(seed), torch.Generator("cpu").manual_seed(seed)
     bank = _LatentBank(vae, images, device, vae.dtype)
     sched = _noise_scheduler(registry)
-    with torch.no_grad():  # the text encoder is frozen: embed every template once
+    with torch.no_grad():  # the text encoders are frozen: embed every template once
         prompts = [t.format(prompt_subject) for t in templates]
-        conds = text_encoder(_encode_ids(tokenizer, prompts, device))[0]
+        conds = Prompts(pipe, registry.family, images[0].width)(prompts)
 
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                         target_modules=list(LORA_TARGETS))
@@ -306,16 +357,16 @@ def train_lora(
         probe = _Probe(bank, sched, seed)
         for step in range(steps):
             if step % _probe_every(steps) == 0:
-                result.probe_losses.append((step, probe.loss(unet, conds[:1])))
+                result.probe_losses.append((step, probe.loss(unet, conds)))
             _check_cancel(cancel)
             idx = torch.randint(0, len(bank), (min(batch_size, len(bank)),), generator=gen)
-            cond = conds[[rng.randrange(len(prompts)) for _ in range(len(idx))]]
+            cond = _rows(conds, [rng.randrange(len(prompts)) for _ in range(len(idx))])
             loss = _diffusion_loss(unet, sched, bank.sample(idx, gen), cond, gen)
             _optimiser_step(optim, scaler, loss, result)
             if progress is not None:
                 progress(step + 1, steps)
         _check_cancel(cancel)
-        result.probe_losses.append((steps, probe.loss(unet, conds[:1])))
+        result.probe_losses.append((steps, probe.loss(unet, conds)))
         state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
         state = convert_state_dict_to_diffusers(state)
         result.lora_state = {k: v.detach().to("cpu", torch.float32).contiguous()

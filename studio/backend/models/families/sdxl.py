@@ -86,8 +86,6 @@ CONFIGS = {
     "text_encoder_2/config.json": clip_text_config(1280, 32, 20, "gelu", with_projection=True),
 }
 
-_NOT_YET = "not wired for SDXL yet (the model-families issue lists it)"
-
 FAMILY = Family(
     name="sdxl",
     label="SDXL",
@@ -124,7 +122,7 @@ FAMILY = Family(
         "instruct": Method("InstructPix2Pix (`sdxl-instructpix2pix-768`)"),
         "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
-        "concept_train": Unsupported(f"concept training (two text encoders) is {_NOT_YET}"),
+        "concept_train": Method("textual inversion (clip_l + clip_g), LoRA, SeedSelect"),
     },
     model_set=MODEL_SET,
     defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a",
