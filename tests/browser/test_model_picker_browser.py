@@ -85,3 +85,33 @@ def test_control_and_instruct_run_on_the_picked_sdxl_model(page, photo, studio):
     no_error_toast(page)
     latest = studio.history(limit=1)[0]  # the edit the page just made
     assert latest["task"] == "instruct" and latest["model"] == "tiny-xl"
+
+
+def test_edit_and_remix_run_on_the_picked_sdxl_model(page, photo, studio):
+    """The rest of the generating tabs on SDXL: a painted mask inpainted by the SDXL
+    inpainting UNet (unmasked pixels kept), and Remix through SDXL's IP-Adapter."""
+    import numpy as np
+
+    from .conftest import drag, fetch_image, on_box
+    from .test_edit_browser import inpaint_and_check, upload
+    from .test_remix_browser import _small_settings
+
+    pick(page, "tiny-xl (SDXL)")
+    upload(page, photo)
+    editor = page.locator("#edit-editor")
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    canvas = editor.locator(".pixi-target canvas")
+    drag(page, [on_box(canvas, 0.45, 0.5), on_box(canvas, 0.55, 0.5)])
+    mask = np.asarray(fetch_image(page, wait_image(page, "#edit-mask")).convert("L")) > 127
+    inpaint_and_check(page, photo, mask)
+    assert studio.history(limit=1)[0]["model"] == "tiny-xl"
+
+    open_tab(page, "Remix")
+    page.locator("#remix-images input[type=file]").set_input_files(str(photo))
+    page.locator("#remix-thumbs img").first.wait_for(state="visible")
+    _small_settings(page)
+    page.locator("#remix-generate").click()
+    wait_image(page, "#remix-result")
+    no_error_toast(page)
+    latest = studio.history(limit=1)[0]
+    assert latest["task"] == "remix" and latest["model"] == "tiny-xl"

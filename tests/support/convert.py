@@ -305,15 +305,19 @@ def _openclip_state(text_encoder_2: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_single_file_xl(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+def save_single_file_xl(folder: str | os.PathLike[str], path: str | os.PathLike[str],
+                        dtype: torch.dtype | None = None) -> Path:
     """Write a diffusers SDXL folder as one original-layout (SGM) `.safetensors` checkpoint,
-    as SDXL fine-tunes are shared (both text encoders included)."""
+    as SDXL fine-tunes are shared (both text encoders included); `dtype` (e.g. fp16, as
+    sites share them) also bounds the memory a real-size conversion needs."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder, path = Path(folder), Path(path)
     kw: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kw["dtype"] = dtype
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
     clip_l = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", **kw)
