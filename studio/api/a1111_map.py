@@ -222,7 +222,7 @@ def control_types(model_set: ModelSet) -> dict[str, Any]:
     names = model_names(model_set)
     out: dict[str, Any] = {}
     for ctype, label in CONTROL_TYPES.items():
-        models = sorted(n for n, t in names.items() if t == ctype)
+        models = sorted(n for n, t in names.items() if t in (ctype, UNION))
         modules = ["none", *(m for m, a in MODULES.items() if a == ctype and m != "None")]
         out[label] = {"module_list": modules, "model_list": ["None", *models],
                       "default_option": modules[1] if len(modules) > 1 else "none",
@@ -230,10 +230,18 @@ def control_types(model_set: ModelSet) -> dict[str, Any]:
     return {"control_types": out}
 
 
+UNION = "union"  # model_names' type for ControlNet Union (every type, by the unit's module)
+
+
 def model_names(model_set: ModelSet) -> dict[str, str]:
-    """ControlNet model names as clients see them (the repo's last part) -> control type."""
-    return {source.rstrip("/").rsplit("/", 1)[-1]: ctype
-            for ctype, source in model_set.controlnets.items()}
+    """ControlNet model names as clients see them (the repo's last part) -> control type
+    (`UNION` for the set's ControlNet Union)."""
+    names = {source.rstrip("/").rsplit("/", 1)[-1]: ctype
+             for ctype, source in model_set.controlnets.items()}
+    union = model_set.get("controlnet_union")
+    if union:
+        names[union.rstrip("/").rsplit("/", 1)[-1]] = UNION
+    return names
 
 
 @dataclass
@@ -365,6 +373,13 @@ def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: in
                 f"ControlNet unit {i}: module {module!r} is not available here; use one of "
                 f"{', '.join(sorted(m for m in MODULES if ' ' not in m))}")
         ctype = _unit_type(i, arg.get("model"), MODULES[module], names, model_set.family)
+        union = ctype == UNION
+        if union:  # one model for every type: the module says which
+            ctype = MODULES[module]
+            if ctype is None:
+                raise RequestError(
+                    f"ControlNet unit {i}: ControlNet Union draws any control type, so name "
+                    "the map's type with a module (canny, depth_midas, openpose, scribble...)")
         image = arg.get("image") or arg.get("input_image")
         if isinstance(image, dict):  # ControlNet >= 1.1.4: {"image": b64, "mask": b64}
             image = image.get("image")
@@ -393,6 +408,7 @@ def controlnet_units(payload: dict[str, Any], model_set: ModelSet, max_bytes: in
             "preprocess": MODULES[module] is not None,
             "annotator": MODULES[module], "resize_mode": RESIZE[resize],
             "resolution": resolution, "control_mode": CONTROL_MODES[mode],
+            "model": UNION if union else "",
         })
     return units
 

@@ -66,6 +66,10 @@ class UnitWidgets:
             self.source = gr.Radio([("Sketch", "sketch"), ("Photo or map", "image")],
                                    value="sketch" if first else "image", label="Input",
                                    elem_id=f"{eid}-source")
+            # one model for every type (SDXL's); every enabled unit must agree
+            self.union = gr.Checkbox(label="ControlNet Union", value=False,
+                                     info="one model for every type (SDXL)",
+                                     elem_id=f"{eid}-union")
         self.sketch = gr.ImageEditor(
             value=_blank_canvas(), type="pil", image_mode="RGB", format="png",
             canvas_size=CANVAS, sources=("upload", "clipboard"), layers=False,
@@ -111,6 +115,7 @@ class UnitWidgets:
             "type": v[self.type], "weight": v[self.weight], "start": v[self.start],
             "end": v[self.end], "resize_mode": v[self.resize_mode],
             "resolution": whole_number(v[self.resolution]),
+            "model": "union" if v[self.union] else "",
         }
         if v[self.use_preview] and v[self.preview]:
             return {**unit, "image": v[self.preview], "preprocess": False}
@@ -122,9 +127,9 @@ class UnitWidgets:
         return {**unit, "image": v[self.photo], "preprocess": not v[self.is_map]}
 
     def inputs(self) -> list[Any]:
-        return [self.enabled, self.type, self.source, self.sketch, self.photo, self.is_map,
-                self.resolution, self.resize_mode, self.weight, self.start, self.end,
-                self.preview, self.use_preview]
+        return [self.enabled, self.type, self.source, self.union, self.sketch, self.photo,
+                self.is_map, self.resolution, self.resize_mode, self.weight, self.start,
+                self.end, self.preview, self.use_preview]
 
 
 def _sketch_image(value: Any, index: int) -> Any:

@@ -104,6 +104,36 @@ def test_a_control_map_steers_and_weight_zero_is_plain_generation(xl):
     assert not np.array_equal(px(img2img.image), px(steered.image))
 
 
+def test_controlnet_union_steers_by_map_and_mode_and_stacks(xl):
+    """ControlNet Union: one model, told each unit's type by its mode. The map and the mode
+    both change the image, weight 0 is plain generation, units stack (the same model once
+    per unit), img2img works, and a mix with per-type ControlNets is refused by name."""
+    plain = px(xl.txt2img(BASE).image)
+    unit = {"type": "scribble", "image": sketch(), "model": "union"}
+    steered = px(xl.control({**BASE, "units": [unit]}).image)
+    assert np.abs(steered - plain).mean() > 1
+    assert type(xl.registry.family.pipeline(
+        xl.registry, "control_union", controlnets=("controlnet_union",))).__name__ == \
+        "StableDiffusionXLControlNetUnionPipeline"
+    other_map = px(xl.control({**BASE, "units": [{**unit, "image": scene()}]}).image)
+    other_mode = px(xl.control({**BASE, "units": [{**unit, "type": "canny"}]}).image)
+    assert not np.array_equal(other_map, steered) and not np.array_equal(other_mode, steered)
+    zero = px(xl.control({**BASE, "units": [{**unit, "weight": 0}]}).image)
+    assert np.abs(zero - plain).max() <= 2
+    stacked = xl.control({**BASE, "units": [unit, {**unit, "type": "depth",
+                                                    "image": scene()}]})
+    assert not np.array_equal(px(stacked.image), steered)
+    assert stacked.info["request"]["units"][1]["model"] == "union"
+    img2img = xl.control({**BASE, "units": [unit], "init_image": scene(), "strength": 0.5})
+    assert not np.array_equal(px(img2img.image), steered)
+    with pytest.raises(RequestError, match="cannot steer one image together"):
+        xl.control({**BASE, "units": [unit, {"type": "depth", "image": scene()}]})
+    with pytest.raises(RequestError, match="unknown model 'unionx'"):
+        xl.control({**BASE, "units": [{**unit, "model": "unionx"}]})
+    assert xl.registry.stats[f"load:controlnet_union@{xl.model_set.get('controlnet_union')}"] \
+        == 1
+
+
 def test_schedules_clip_skip_and_control_modes_work_on_sdxl(xl):
     plain = px(xl.txt2img({**BASE, "scheduler": "Euler"}).image)
     for change in ({"schedule": "karras"}, {"schedule": "ays"}, {"clip_skip": 2}):
@@ -203,6 +233,9 @@ def test_fast_mode_loads_the_sdxl_lcm_lora(xl):
 @pytest.mark.parametrize(("task", "data", "reason"), [
     ("layout", {"boxes": [{"phrase": "a cat", "box": [0.1, 0.1, 0.5, 0.5]}]},
      "layout is not available for SDXL models: GLIGEN has no SDXL weights"),
+    ("control", {"units": [{"type": "scribble", "image": sketch(), "model": "union"},
+                           {"type": "canny", "image": sketch()}]},
+     "ControlNet Union and per-type ControlNets cannot steer one image together"),
 ])
 def test_what_sdxl_cannot_do_is_refused_before_anything_loads(
         tiny_settings, tiny_xl_model_set, tmp_path, task, data, reason):
@@ -221,7 +254,7 @@ def hub(tiny_xl_model_set, tmp_path_factory):
     """The tiny SDXL models under the real SDXL repo ids, in a Hugging Face cache."""
     return hub_cache_of(tiny_xl_model_set, tmp_path_factory.mktemp("hub-xl"),
                         ("base", "inpaint", "instruct", "controlnet:canny", "lcm_lora",
-                         "ip_adapter", "ip_text"), real=SDXL)
+                         "ip_adapter", "ip_text", "controlnet_union"), real=SDXL)
 
 
 def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_path,
@@ -238,6 +271,11 @@ def test_sdxl_repo_ids_load_from_the_hub_cache_offline(hub, tiny_settings, tmp_p
     assert plain.info["model"] == SDXL.base  # the Hub checkpoint, by its repo id
     canny = studio.control({**BASE, "units": [{"type": "canny", "image": sketch()}]})
     assert not np.array_equal(px(canny.image), px(plain.image))
+    union = studio.control({**BASE, "units": [{"type": "canny", "image": sketch(),
+                                               "model": "union"}]})
+    assert not np.array_equal(px(union.image), px(plain.image))
+    assert registry.key("controlnet_union") == \
+        "controlnet_union@xinsir/controlnet-union-sdxl-1.0"
     assert studio.inpaint({**BASE, "image": scene(), "mask": box_mask()}).image.size == (64, 64)
     assert studio.run("instruct", {**BASE, "image": scene(), "max_side": 64}).image
     assert studio.txt2img({**BASE, "fast": True}).info["guidance_run"] == 1.0

@@ -70,6 +70,18 @@ def test_control_and_instruct_run_on_the_picked_sdxl_model(page, photo, studio):
     wait_image(page, "#control-result")
     no_error_toast(page)
     assert '"model": "tiny-xl"' in info_of(page, "control")
+    # the same sketch through ControlNet Union
+    old = page.locator("#control-result img").get_attribute("src")
+    page.locator("#control-unit1-union input").check()
+    page.locator("#control-generate").click()
+    wait_image(page, "#control-result", old_src=old)
+    no_error_toast(page)
+    from PIL import Image
+
+    from studio.backend.outputs import read_metadata
+
+    _, stored = read_metadata(Image.open(studio.outputs.root / studio.history(limit=1)[0]["file"]))
+    assert stored["request"]["units"][0]["model"] == "union"
 
     open_tab(page, "Instruct")
     source = block(page, "Image to edit (Edit starts from this)")

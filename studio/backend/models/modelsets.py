@@ -49,6 +49,8 @@ REPOS: dict[str, str] = {
     "ip_adapter": "ip-adapter",
     "ip_text": "clip-text",  # the text tower of the IP-Adapter's image encoder (text diffs)
     **{f"controlnet:{t}": f"controlnet-{t}" for t in CONTROL_TYPES},
+    # one ControlNet for every control type, told which by a mode (ControlNet Union)
+    "controlnet_union": "controlnet-union",
 }
 # Registry roles -> the repo providing them (ControlNet roles are their own repo keys).
 ROLE_REPOS: dict[str, str] = {
@@ -58,6 +60,7 @@ ROLE_REPOS: dict[str, str] = {
     "unet_gligen": "gligen", "unet_gligen_inpaint": "gligen_inpaint",
     "lcm_lora": "lcm_lora", "image_encoder": "image_encoder", "taesd": "taesd",
     "ip_adapter": "ip_adapter", "ip_image_encoder": "ip_adapter", "ip_text_encoder": "ip_text",
+    "controlnet_union": "controlnet_union",
 }
 
 

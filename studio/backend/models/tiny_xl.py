@@ -4,9 +4,9 @@ SDXL's architecture at toy width: two CLIP text encoders (the second with a proj
 pooled output joins the size/crop micro-conditioning through the UNet's `text_time`
 embedding), a UNet whose cross-attention reads both encoders' states side by side, its
 inpainting (9 ch) and InstructPix2Pix (8 ch) UNets, ControlNets with the same conditioning,
-a TAESD, an LCM-LoRA, an IP-Adapter and a CLIP image tower. Saved in the Hub layout of the
-real repos and loaded through the same `from_pretrained` code; the images are noise (wiring
-only).
+ControlNet Union, a TAESD, an LCM-LoRA, an IP-Adapter and a CLIP image tower. Saved in the
+Hub layout of the real repos and loaded through the same `from_pretrained` code; the images
+are noise (wiring only).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .tiny import (
 )
 from .tokenizer_vocab import write_tokenizer
 
-TINY_XL_VERSION = "xl4"  # bump when the configs below change, so caches are rebuilt
+TINY_XL_VERSION = "xl5"  # bump when the configs below change, so caches are rebuilt
 # the text encoders' widths: different, as SDXL's (768 and 1280), so nothing can mistake one
 # for the other (diffusers' single-file loader tells them apart by width); the UNet attends
 # to both side by side
@@ -124,6 +124,27 @@ def _build_controlnets(root: Path, seed: int) -> None:
         cn.save_pretrained(root / REPOS[f"controlnet:{ctype}"])
 
 
+def _build_controlnet_union(root: Path, seed: int) -> None:
+    """A tiny ControlNet Union in xinsir's layout (6 control types), its zero convolutions
+    and its type projection opened so both the map and the mode change the output."""
+    from diffusers import ControlNetUnionModel
+
+    keep = ("block_out_channels", "layers_per_block", "in_channels", "down_block_types",
+            "cross_attention_dim", "attention_head_dim", "use_linear_projection",
+            "addition_embed_type", "addition_time_embed_dim", "transformer_layers_per_block",
+            "projection_class_embeddings_input_dim", "norm_num_groups")
+    kwargs = {k: v for k, v in _unet_kwargs().items() if k in keep}
+    width = kwargs["block_out_channels"][0]
+    torch.manual_seed(seed + 20)
+    union = ControlNetUnionModel(
+        **kwargs, conditioning_embedding_out_channels=(16, 32, 64, 64), num_control_type=6,
+        num_trans_channel=width, num_trans_head=4, num_trans_layer=1, num_proj_channel=width)
+    open_controlnet(union)
+    with torch.no_grad():
+        torch.nn.init.normal_(union.spatial_ch_projs.weight, std=0.3)
+    union.save_pretrained(root / REPOS["controlnet_union"])
+
+
 def _build_lcm_lora(root: Path, seed: int) -> None:
     """A tiny LCM-LoRA in the diffusers SDXL LoRA format, training-free but non-zero."""
     write_lcm_lora(root, seed, _unet_kwargs(), "StableDiffusionXLPipeline")
@@ -140,7 +161,7 @@ def _build_ip_adapter(root: Path, seed: int) -> None:
 
 # the image encoder is SeedSelect's judge of likeness (family-independent: the tiny set's)
 BUILDERS = (_build_base, _build_task_unets, _build_controlnets, _build_lcm_lora, build_taesd,
-            _build_ip_adapter, build_image_encoder)
+            _build_ip_adapter, build_image_encoder, _build_controlnet_union)
 
 
 def ensure_tiny_xl_set(cache_dir: Path) -> Path:

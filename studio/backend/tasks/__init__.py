@@ -71,7 +71,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "info has OpenPose `keypoints`", note="preview"),
     Task("control", "control",
          "`images` (files), `units` (JSON list aligned with `images`: `{\"type\", \"weight\", "
-         "\"start\", \"end\", \"preprocess\", \"resize_mode\", \"resolution\"}`), `init_image`, "
+         "\"start\", \"end\", \"preprocess\", \"resize_mode\", \"resolution\", "
+         "\"control_mode\", \"model\"}`; `model` `\"union\"`: ControlNet Union, SDXL), "
+         "`init_image`, "
          "`strength`, `reference_images` (files, 0-4: a style/content reference through "
          "IP-Adapter), `reference_scale` (0..1.5, default 0.6)", ControlRequest, control_runner),
     Task("layout", "layout",

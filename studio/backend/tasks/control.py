@@ -54,7 +54,9 @@ ANNOTATORS = CONTROL_TYPES
 RESIZE_MODES = {"crop": "Crop and Resize", "fit": "Resize and Fill", "stretch": "Just Resize"}
 _RESIZE_ALIASES = {v.lower(): k for k, v in RESIZE_MODES.items()}
 UNIT_KEYS = ("type", "image", "weight", "start", "end", "preprocess", "resize_mode",
-             "resolution", "annotator", "control_mode")
+             "resolution", "annotator", "control_mode", "model")
+# a unit's ControlNet: "" the type's own, "union" the family's ControlNet Union
+UNIT_MODELS = ("", "union")
 # How a unit's control weighs against the prompt, as the A1111 ControlNet extension defines it:
 # balanced = as given; prompt = "My prompt is more important" (residuals scaled down layer by
 # layer, its soft weights 0.825^(n-1-i)); control = "ControlNet is more important" (the soft
@@ -82,6 +84,7 @@ class ControlUnit:
     resolution: int = 512
     annotator: str | None = None  # None: the type's own annotator
     control_mode: str = "balanced"  # see CONTROL_MODES
+    model: str = ""  # see UNIT_MODELS
 
     def __post_init__(self) -> None:
         self.prepared_from: dict[str, Any] | None = None
@@ -161,8 +164,12 @@ class ControlUnit:
             raise RequestError(
                 f"{name}: unknown control_mode {self.control_mode!r}; choose one of: "
                 f"{', '.join(CONTROL_MODES)}")
+        model = self.model.strip().lower() if isinstance(self.model, str) else self.model
+        if model not in UNIT_MODELS:
+            raise RequestError(f"{name}: unknown model {self.model!r}; use \"\" (the control "
+                               "type's own ControlNet) or \"union\" (ControlNet Union)")
         self.image = load_image(self.image, f"{name} image")
-        self.resize_mode, self.control_mode = mode, control_mode
+        self.resize_mode, self.control_mode, self.model = mode, control_mode, model
         self.weight, self.start, self.end = float(self.weight), float(self.start), float(self.end)
         self.resolution = int(self.resolution)
 
@@ -171,7 +178,8 @@ class ControlUnit:
         d = {"type": self.type, "weight": self.weight, "start": self.start, "end": self.end,
              "preprocess": self.preprocess, "resize_mode": self.resize_mode,
              "resolution": self.resolution, "annotator": self.annotator,
-             "control_mode": self.control_mode, "image": jsonable(self.image)}
+             "control_mode": self.control_mode, "model": self.model,
+             "image": jsonable(self.image)}
         if self.prepared_from is not None:
             d[_PREPARED_KEY] = {k: self.prepared_from.get(k)
                                 for k in ("preprocess", "resize_mode", "annotator")}
@@ -396,11 +404,15 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- pipeline
-def control_pipeline(registry: ModelRegistry, types: tuple[str, ...], img2img: bool) -> Any:
+def control_pipeline(registry: ModelRegistry, types: tuple[str, ...], img2img: bool,
+                     union: bool = False) -> Any:
     """The family's ControlNet (img2img) pipeline: shared base UNet/VAE/text encoder + the
-    chosen ControlNets."""
-    return registry.family.pipeline(registry, "control_img2img" if img2img else "control",
-                                    controlnets=tuple(f"controlnet:{t}" for t in types))
+    chosen ControlNets, or ControlNet Union once per unit (one model, told each unit's type
+    by its mode; diffusers stacks the copies as it stacks ControlNets)."""
+    kind = ("control_union" if union else "control") + ("_img2img" if img2img else "")
+    nets = (("controlnet_union",) * len(types) if union
+            else tuple(f"controlnet:{t}" for t in types))
+    return registry.family.pipeline(registry, kind, controlnets=nets)
 
 
 def soft_weights(count: int) -> list[float]:
@@ -419,9 +431,10 @@ def control_modes(pipe: Any, units: list[ControlUnit]) -> Iterator[None]:
     for i, (net, unit) in enumerate(zip(nets, units, strict=True), 1):
         known = modes.setdefault(id(net), (net, unit.control_mode))
         if known[1] != unit.control_mode:
+            which = "ControlNet Union" if unit.model == "union" else f"{unit.type} ControlNet"
             raise RequestError(
-                f"unit {i} uses the same {unit.type} ControlNet as an earlier unit with "
-                f"another control mode ({known[1]}); give them one control mode")
+                f"unit {i} uses the same {which} as an earlier unit with another control "
+                f"mode ({known[1]}); give them one control mode")
 
     def hook(mode: str) -> Callable[..., Any]:
         def scaled(module: Any, args: Any, output: Any) -> Any:
@@ -458,7 +471,8 @@ def run_control(
 ) -> tuple[Any, dict[str, Any]]:
     """Generate with prepared maps (each exactly width x height); returns (PIL, info)."""
     units: list[ControlUnit] = list(req.units or [])
-    pipe = control_pipeline(registry, tuple(u.type for u in units), init is not None)
+    union = any(u.model == "union" for u in units)
+    pipe = control_pipeline(registry, tuple(u.type for u in units), init is not None, union)
     configure_pipe(registry, pipe, req, "unet", adapters)
     steps, guidance = effective_steps_guidance(req)
     multi = len(units) > 1
@@ -479,12 +493,18 @@ def run_control(
         control_guidance_end=per_unit([u.end for u in units]),
         generator=cpu_generator(req.seed),
     )
+    if union:  # each copy of the union model gets its unit's map and mode (in this order)
+        kwargs.update(control_image=list(maps),
+                      control_mode=[registry.family.union_modes[u.type] for u in units])
     if init is None:
         total = steps
-        kwargs["image"] = per_unit(maps)
+        if not union:
+            kwargs["image"] = per_unit(maps)
     else:
         total = min(int(steps * req.strength), steps)
-        kwargs.update(image=init, control_image=per_unit(maps), strength=req.strength)
+        kwargs.update(image=init, strength=req.strength)
+        if not union:
+            kwargs["control_image"] = per_unit(maps)
     kwargs["callback_on_step_end"] = step_callback(total, progress, cancel)
     with referenced(registry, pipe.unet, list(req.reference_images or []),
                     req.reference_scale, guidance) as reference:
@@ -496,16 +516,35 @@ def run_control(
     return out.images[0], info
 
 
+def check_models(ctx: TaskContext, units: list[ControlUnit]) -> None:
+    """Refuse, before anything loads, a unit whose ControlNet the models lack, and a mix of
+    ControlNet Union and per-type ControlNets (diffusers runs one kind per image)."""
+    available = ctx.model_set.controlnets
+    modes = ctx.registry.family.union_modes if ctx.model_set.get("controlnet_union") else {}
+    for i, unit in enumerate(units, 1):
+        if unit.model == "union":
+            if not modes:
+                raise RequestError(
+                    f"unit {i}: the {ctx.model_set.name} models have no ControlNet Union; "
+                    "leave the unit's model empty (its control type's own ControlNet)")
+            if unit.type not in modes:
+                raise RequestError(f"unit {i}: ControlNet Union has no {unit.type} mode; it "
+                                   f"takes: {', '.join(sorted(modes))}")
+        elif unit.type not in available:
+            hint = ' (or model "union": ControlNet Union)' if unit.type in modes else ""
+            raise RequestError(
+                f"unit {i}: the {ctx.model_set.name} models have no {unit.type} ControlNet; "
+                f"use one of: {', '.join(sorted(available))}{hint}")
+    if len({u.model == "union" for u in units}) > 1:
+        raise RequestError(
+            "ControlNet Union and per-type ControlNets cannot steer one image together (one "
+            'kind per pipeline): give every unit model "union", or none')
+
+
 def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
     """Studio task runner: annotate and fit the maps, generate, record the maps as used."""
-    available = ctx.model_set.controlnets
-    for i, unit in enumerate(req.units or [], 1):
-        if unit.type not in available:
-            raise RequestError(
-                f"unit {i}: the {ctx.model_set.name} models have no {unit.type} ControlNet; "
-                f"use one of: {', '.join(sorted(available))}"
-            )
+    check_models(ctx, list(req.units or []))
     maps, annotations = prepare_maps(ctx, req)
     init = None
     if req.init_image is not None:

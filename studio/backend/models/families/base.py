@@ -113,6 +113,8 @@ class Family:
     ip_adapter_weight: str = ""
     # the denoiser also takes the pooled prompt and the size/crop numbers (SDXL's text_time)
     text_time: bool = False
+    # ControlNet Union (one model, every type): control type -> its mode index ({}: none)
+    union_modes: Mapping[str, int] = field(default_factory=dict)
     # the base repo's small files, shipped so a single-file checkpoint loads with no Hub and
     # no cache (`write_configs`): a path in the repo -> its JSON; and each CLIP tokenizer
     # folder -> its pad token (the tokenizer files are built from CLIP's BPE merges)

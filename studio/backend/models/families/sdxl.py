@@ -30,6 +30,8 @@ MODEL_SET = ModelSet(
         "controlnet:openpose": "thibaud/controlnet-openpose-sdxl-1.0",
         "controlnet:depth": "diffusers/controlnet-depth-sdxl-1.0",
         "controlnet:canny": "diffusers/controlnet-canny-sdxl-1.0",
+        # one model for every control type (a unit's `model: "union"`)
+        "controlnet_union": "xinsir/controlnet-union-sdxl-1.0",
         "lcm_lora": "latent-consistency/lcm-lora-sdxl",
         # TAESDXL: SDXL's latents decoded for live previews
         "taesd": "madebyollin/taesdxl",
@@ -100,6 +102,7 @@ FAMILY = Family(
         "vae": Component("diffusers.AutoencoderKL", "vae"),
         "unet": Component("diffusers.UNet2DConditionModel", "unet"),
         "controlnet": Component("diffusers.ControlNetModel"),
+        "controlnet_union": Component("diffusers.ControlNetUnionModel"),
     },
     shared={"vae": "vae", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2",
             "tokenizer": "tokenizer", "tokenizer_2": "tokenizer_2"},
@@ -107,6 +110,8 @@ FAMILY = Family(
         "txt2img": "diffusers.StableDiffusionXLPipeline",
         "control": "diffusers.StableDiffusionXLControlNetPipeline",
         "control_img2img": "diffusers.StableDiffusionXLControlNetImg2ImgPipeline",
+        "control_union": "diffusers.StableDiffusionXLControlNetUnionPipeline",
+        "control_union_img2img": "diffusers.StableDiffusionXLControlNetUnionImg2ImgPipeline",
         "inpaint": "diffusers.StableDiffusionXLInpaintPipeline",
         "instruct": "diffusers.StableDiffusionXLInstructPix2PixPipeline",
     },
@@ -114,8 +119,8 @@ FAMILY = Family(
         "txt2img": Method("StableDiffusionXLPipeline (both text encoders, size/crop "
                           "conditioning); Attend-and-Excite on the UNet"),
         "prompt_edit": Method("prompt-to-prompt on the UNet's cross-attention"),
-        "control": Method("SDXL ControlNets (scribble, openpose, depth, canny), stackable; "
-                          "img2img"),
+        "control": Method("SDXL ControlNets (scribble, openpose, depth, canny) or ControlNet "
+                          "Union, stackable; img2img"),
         "layout": Unsupported("GLIGEN has no SDXL weights; use an SD1.5 model for box "
                               "layouts"),
         "inpaint": Method("SDXL inpainting UNet (9 ch), or blend on any checkpoint"),
@@ -137,4 +142,7 @@ FAMILY = Family(
     tokenizers={"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
     ip_adapter_weight="sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
     text_time=True,
+    # xinsir's ControlNet Union: 0 openpose, 1 depth, 2 thick lines (scribble, HED), 3 thin
+    # lines (canny, lineart), 4 normal, 5 segmentation
+    union_modes={"openpose": 0, "depth": 1, "scribble": 2, "canny": 3},
 )
