@@ -45,3 +45,15 @@ def report():
         REPORT.parent.mkdir(exist_ok=True)
         old = json.loads(REPORT.read_text()) if REPORT.exists() else {}
         REPORT.write_text(json.dumps({**old, **results}, indent=2))
+
+
+@pytest.fixture(scope="session")
+def toy_xl_studio(tmp_path_factory: pytest.TempPathFactory):
+    """A Studio on the shipped toy SDXL models (assets/toy-xl)."""
+    from studio.backend.models.builtin import TOY_XL_DIR, toy_xl_available
+    from toyworld.evaluate import toy_studio as build
+
+    if not toy_xl_available():
+        pytest.fail(f"the toy SDXL models are missing from {TOY_XL_DIR}; they ship with the "
+                    "project")
+    return build(work=tmp_path_factory.mktemp("toy-xl"), name="toy-xl")
