@@ -153,6 +153,9 @@ class Catalog:
             same = [name for name, (fam, _) in self.builtins.items() if fam == family]
             if not (ms.offline_models and same):
                 return get_family(family).model_set
+            # the default's kin first: a tiny studio's files are tiny-xl's, a toy one's toy-xl's
+            kin = ms.name.split("-")[0]
+            same.sort(key=lambda name: name.split("-")[0] != kin)
             ms = self.model_set(same[0])
         if Path(ms.base).is_dir():
             ms = replace(ms, extra={"single_file_config": ms.base, **ms.extra})
