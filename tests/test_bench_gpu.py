@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,7 @@ def load_bench(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_gpu_bench_smoke_prints_every_row_and_writes_json(model_cache, tmp_path, monkeypatch,
                                                           capsys):
     bench = load_bench(monkeypatch)

@@ -144,6 +144,7 @@ def test_the_routes_clients_call_for_their_menus(app_url, method, route, expecte
     assert flags["api"] is True and flags["api_auth"] is False
 
 
+@pytest.mark.slow
 def test_eight_by_eight_images_fit_the_batch_limit(app_url):
     answer = requests.post(api(app_url, "/sdapi/v1/txt2img"), timeout=300, json={
         **SMALL, "steps": 1, "seed": 1, "batch_size": 8, "n_iter": 8})

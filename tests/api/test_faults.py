@@ -37,6 +37,7 @@ def test_missing_weights_offline_give_a_message_naming_model_and_fix(broken_clie
     assert "huggingface-cli download" in msg and "--base-model" in msg
 
 
+@pytest.mark.slow
 def test_out_of_memory_frees_models_and_next_call_succeeds(client, studio, monkeypatch):
     from studio.backend.tasks import txt2img
 

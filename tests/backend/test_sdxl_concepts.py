@@ -106,6 +106,7 @@ def _pictures() -> list:
     return out
 
 
+@pytest.mark.slow
 def test_textual_inversion_trains_on_sdxl_in_both_text_encoders(studio_xl):
     """The token is learned in clip_l and clip_g (the SDXL file layout model sites share),
     the loss on a fixed probe drops, and the token then changes the SDXL image."""
@@ -128,6 +129,7 @@ def test_textual_inversion_trains_on_sdxl_in_both_text_encoders(studio_xl):
     assert np.abs(with_token - word).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_lora_trains_on_the_sdxl_unet(studio_xl):
     made = studio_xl.concept_train({
         "name": "xl-lora", "images": _pictures(), "method": "lora", "initializer": "circle",

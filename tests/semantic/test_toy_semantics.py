@@ -83,7 +83,7 @@ def test_named_shape_instruction_leaves_the_others(toy_studio, report):
 
 
 def test_textual_inversion_learns_a_concept_from_five_pictures(toy_studio, report):
-    ev = evaluate.eval_textual_inversion(toy_studio, n=16)
+    ev = evaluate.eval_textual_inversion(toy_studio, n=8)  # README: 16 (evaluate)
     report(ev)
     assert ev.metrics["concept with the learned token"] >= 0.75
     assert ev.metrics["concept with the initializer word"] <= 0.25

@@ -73,6 +73,7 @@ def test_patches_at_the_last_row_and_column_never_fire():
     assert (labels[~edge, 0] == 1).sum() >= 4
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_export_loads(tmp_path, caplog):
     caplog.set_level("INFO", logger="toyworld.train_grounding")
     model, processor = train_grounding.train(steps=30, batch=4)
