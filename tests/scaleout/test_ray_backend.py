@@ -179,6 +179,18 @@ def test_every_generating_endpoint_gives_the_local_backends_image(ray_client, tw
     assert (twin.outputs.root / json.loads(info)["source"]).is_file()
 
 
+def test_the_chosen_model_runs_on_the_replica(ray_client, twin, pictures):
+    """The trailing `model` reaches the replica: the SDXL checkpoint draws there, the image
+    regenerates bit-identically on the local backend, and the next call is the default's."""
+    path, info = ray_client.predict(prompt="a red circle", **COMMON, model="tiny-xl",
+                                    api_name="/txt2img")
+    info = json.loads(info)
+    assert info["model"] == "tiny-xl"
+    same_as_local(twin, str(twin.outputs.root / info["file"]))
+    _, info = ray_client.predict(prompt="a red circle", **COMMON, api_name="/txt2img")
+    assert json.loads(info)["model"] == "tiny"
+
+
 def test_annotators_and_sam_run_on_a_replica_with_the_local_result(ray_client, twin, pictures):
     cmap, info = ray_client.predict(image=handle_file(pictures[0]), annotator="canny",
                                     resolution=64, api_name="/annotate")
