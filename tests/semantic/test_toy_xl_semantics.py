@@ -35,7 +35,7 @@ def test_prompted_colour_and_shape(toy_xl_studio, report):
 
 
 def test_sketch_and_edge_maps_are_followed(toy_xl_studio, report):
-    # all 48: at 81% the rate sits near its bar, and the first 24 give exactly 75%
+    # all 48: at 83% the rate sits nearest its bar, and the first 24 give exactly 75%
     ev = _named(evaluate.eval_control(toy_xl_studio, n=48))
     report(ev)
     assert ev.metrics["IoU >= 0.6"] >= 0.75
