@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -44,8 +45,6 @@ def build(cache: Path) -> Path:
     if (snapshot / "COMPLETE").is_file():
         return snapshot
     configs = family.write_configs(cache / "configs")
-    import shutil
-
     shutil.copytree(configs, snapshot, dirs_exist_ok=True)
     (snapshot / "COMPLETE").unlink(missing_ok=True)
     torch.manual_seed(0)

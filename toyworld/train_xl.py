@@ -126,26 +126,27 @@ def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
     )
 
     out = work / "base"
-    start = _progress(out) if resume else 0
-    seed_all(20 + start)  # a resumed run draws fresh noise; its scenes follow the step
-    if start:
-        unet = UNet2DConditionModel.from_pretrained(out / "unet").train()
-        te = CLIPTextModel.from_pretrained(out / "text_encoder").train()
-        te2 = CLIPTextModelWithProjection.from_pretrained(out / "text_encoder_2").train()
-        log.info("resuming base at step %d of %d", start, steps)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+
+    def fresh() -> dict[str, Any]:
         shutil.copytree(trained(TOY_WORK, "tokenizer"), out / "tokenizer", dirs_exist_ok=True)
         vocab = len(CLIPTokenizer.from_pretrained(out / "tokenizer"))
-        te = CLIPTextModel(CLIPTextConfig(**text_config(vocab, TEXT_DIM))).train()
-        te2 = CLIPTextModelWithProjection(
-            CLIPTextConfig(**text_config(vocab, TEXT_DIM_2))).train()
-        unet = UNet2DConditionModel(**unet_config()).train()
+        te = CLIPTextModel(CLIPTextConfig(**text_config(vocab, TEXT_DIM)))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config(vocab, TEXT_DIM_2)))
+        return {"unet": UNet2DConditionModel(**unet_config()), "text_encoder": te,
+                "text_encoder_2": te2}
+
+    def load(folder: Path) -> dict[str, Any]:
+        return {"unet": UNet2DConditionModel.from_pretrained(folder / "unet"),
+                "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder"),
+                "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                    folder / "text_encoder_2")}
+
+    models: dict[str, Any] = {}
+    start, rng, reached, save = resumable(out, "base", steps, resume, 20, models, fresh, load)
+    unet, te, te2 = (models[k].train() for k in ("unet", "text_encoder", "text_encoder_2"))
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
     frozen = Frozen(TOY_WORK, text=False)
     noise = Noise()
-    rng = random.Random(20 + start)
-    reached = {"step": start}
 
     def loss_fn(step: int) -> torch.Tensor:
         reached["step"] = step + 1
@@ -158,13 +159,6 @@ def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
         pred = unet(zt, t, states, added_cond_kwargs={
             "text_embeds": pooled, "time_ids": time_ids(len(z))}).sample
         return noise.loss(pred, eps, t, object_weights(batch_scenes, 3.0))
-
-    def save() -> None:
-        unet.save_pretrained(out / "unet")
-        te.save_pretrained(out / "text_encoder")
-        te2.save_pretrained(out / "text_encoder_2")
-        (out / PROGRESS).write_text(json.dumps({"step": reached["step"], "of": steps}))
-        log.info("base saved at step %d", reached["step"])
 
     params = [*unet.parameters(), *te.parameters(), *te2.parameters()]
     run_loop("xl-base", params, steps, 1e-3, loss_fn, save=save, save_every=save_every,
@@ -256,14 +250,18 @@ def train_controlnet(work: Path, steps: int, batch: int = 32, resume: bool = Fal
              save_every=save_every, start=start)
 
 
-def _widened(work: Path, channels: int) -> Any:
-    return widen_conv_in(base_unet(work, train=True), channels).train()
-
-
-def _load_unet(out: Path) -> dict[str, Any]:
+def widened_stage(work: Path, stage: str, steps: int, resume: bool, seed: int,
+                  channels: int) -> tuple[int, random.Random, dict[str, int], Any, Any]:
+    """`resumable` for a stage training the base UNet widened to `channels` inputs (the
+    new ones zero): (start, rng, step counter, save, the UNet in training mode)."""
     from diffusers import UNet2DConditionModel
 
-    return {"unet": UNet2DConditionModel.from_pretrained(out / "unet").train()}
+    models: dict[str, Any] = {}
+    start, rng, reached, save = resumable(
+        work / stage, f"xl-{stage}", steps, resume, seed, models,
+        lambda: {"unet": widen_conv_in(base_unet(work, train=True), channels)},
+        lambda out: {"unet": UNet2DConditionModel.from_pretrained(out / "unet")})
+    return start, rng, reached, save, models["unet"].train()
 
 
 def train_inpaint(work: Path, steps: int, batch: int = 32, resume: bool = False,
@@ -275,11 +273,7 @@ def train_inpaint(work: Path, steps: int, batch: int = 32, resume: bool = False,
     import torch.nn.functional as F
 
     text, frozen, noise = Text(work), Frozen(TOY_WORK, text=False), Noise()
-    models: dict[str, Any] = {}
-    start, rng, reached, save = resumable(
-        work / "inpaint", "xl-inpaint", steps, resume, 40, models,
-        lambda: {"unet": _widened(work, 9)}, _load_unet)
-    unet = models["unet"]
+    start, rng, reached, save, unet = widened_stage(work, "inpaint", steps, resume, 40, 9)
 
     def loss_fn(step: int) -> torch.Tensor:
         reached["step"] = step + 1
@@ -308,11 +302,7 @@ def train_instruct(work: Path, steps: int, batch: int = 32, resume: bool = False
     StableDiffusionXLInstructPix2PixPipeline prepares it) on recolour pairs, with the
     paper's dropout (5% text, 5% image, 5% both) and object pixels weighted x3."""
     text, frozen, noise = Text(work), Frozen(TOY_WORK, text=False), Noise()
-    models: dict[str, Any] = {}
-    start, rng, reached, save = resumable(
-        work / "instruct", "xl-instruct", steps, resume, 50, models,
-        lambda: {"unet": _widened(work, 8)}, _load_unet)
-    unet = models["unet"]
+    start, rng, reached, save, unet = widened_stage(work, "instruct", steps, resume, 50, 8)
 
     def loss_fn(step: int) -> torch.Tensor:
         reached["step"] = step + 1
