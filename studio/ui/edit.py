@@ -27,11 +27,14 @@ from studio.backend.tasks.inpaint import (
     parse_points,
     shrink_mask,
 )
+from studio.backend.tasks.outpaint import extend_to_ratio_text
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, spaces_gpu, user_errors
 
 CLICK_MODES = ("Object (+)", "Background (-)", "Box corners")
 INPAINT_PARAMS = ("only_masked", "padding", "mask_blur", "strength", "mode")
+OUTPAINT_SIDES = ("left", "right", "top", "bottom")
+ASPECT_RATIOS = ("1:1", "4:3", "3:2", "16:9", "21:9", "3:4", "2:3", "9:16")
 
 
 # ---------------------------------------------------------------------------- click logic
@@ -158,6 +161,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
             params["height"].label = "Only-masked working height"
             w.update(_inpaint_widgets())
             run, _ = tab.buttons("Inpaint")
+            w.update(_extend_widgets())
             tab.results()
             w["preview"] = gr.Image(label="Preview: red = will change", interactive=False,
                                     format="png", elem_id="edit-preview")
@@ -171,6 +175,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                  "image size rounded to multiples of 8 (width/height are ignored). "
                  "only_masked: a crop around the mask (+ padding) is inpainted at width x "
                  "height and pasted back. Returns [image, info].")
+    _wire_extend(studio, gallery_hook, tab, w, params)
     _wire_sam(studio, w)
     _wire_text(studio, w)
     _wire_mask_tools(w)
@@ -268,7 +273,50 @@ def _inpaint_widgets() -> dict[str, Any]:
     return w
 
 
+def _extend_widgets() -> dict[str, Any]:
+    """Outpainting: the pixels to add on each side (or to reach an aspect ratio)."""
+    w: dict[str, Any] = {}
+    with gr.Accordion("Extend the canvas (outpaint)", open=False, elem_id="edit-extend-box"):
+        with gr.Row():
+            for side in OUTPAINT_SIDES:
+                w[side] = gr.Slider(0, 1024, value=0, step=8, label=f"Add {side} (px)",
+                                    elem_id=f"edit-{side}")
+        with gr.Row():
+            w["ratio"] = gr.Dropdown(list(ASPECT_RATIOS), value=None, label="Or extend to",
+                                     allow_custom_value=True, elem_id="edit-ratio", scale=2,
+                                     info="an aspect ratio (16:9, 1.5): fills the sides")
+            w["extend"] = gr.Button("Extend", variant="primary", elem_id="edit-extend",
+                                    scale=1)
+    return w
+
+
+def ratio_sides(image: str | None, ratio: str | None) -> list[int]:
+    """The side sliders' values to reach `ratio` from `image`'s size."""
+    if not image or not ratio:
+        raise RequestError("upload an image and pick an aspect ratio first")
+    sides = extend_to_ratio_text(load_image(image, "image").size, ratio)
+    return [sides[s] for s in OUTPAINT_SIDES]
+
+
 # ---------------------------------------------------------------------------- wiring
+def _wire_extend(studio: Any, gallery_hook: Any, inpaint_tab: GenerationTab,
+                 w: dict[str, Any], params: dict[str, Any]) -> None:
+    """`/outpaint`: the same image, prompt and settings as Inpaint, shown in its result."""
+    tab = GenerationTab(studio, "outpaint", gallery_hook, prefix="edit")
+    tab.image, tab.info = inpaint_tab.image, inpaint_tab.info
+    w["ratio"].input(user_errors(ratio_sides), [w["image"], w["ratio"]],
+                     [w[s] for s in OUTPAINT_SIDES], queue=False, **PRIVATE)
+    tab.wire(w["extend"].click, {"image": w["image"], **params,
+                                 **{s: w[s] for s in OUTPAINT_SIDES},
+                                 "mask_blur": w["mask_blur"], "mode": w["mode"]},
+             api_name="outpaint", preprocess=False,
+             doc="Extend `image` by `left`, `right`, `top`, `bottom` pixels and fill the new "
+                 "area from the prompt with the inpainting model; the original pixels stay "
+                 "exactly as they were, the seam fades in over `mask_blur` px outside them. "
+                 "Works on the whole canvas at its size (width/height are ignored). Returns "
+                 "[image, info].")
+
+
 def _wire_sam(studio: Any, w: dict[str, Any]) -> None:
     """`/sam_mask`, and the click view that runs it after every click."""
     prompts = [w["image"], w["points"], w["box"]]

@@ -129,6 +129,14 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
                       "prompt": "ok", "steps": 1}, "image"),
         ("/inpaint", {"image": f(files, "good"), "mask": f(files, "mask"), "prompt": "ok",
                       "steps": 1, "mode": "magic"}, "magic"),
+        # --- /outpaint: sides, the canvas limit
+        ("/outpaint", {"image": f(files, "good"), "prompt": "ok", "steps": 1}, "nothing to extend"),
+        ("/outpaint", {"image": f(files, "good"), "prompt": "ok", "steps": 1, "left": -8},
+         "left (pixels to add) must be between 0 and 2048"),
+        ("/outpaint", {"image": f(files, "good"), "prompt": "ok", "steps": 1, "right": 5000},
+         "right (pixels to add) must be between 0 and 2048"),
+        ("/outpaint", {"image": f(files, "huge"), "prompt": "ok", "steps": 1, "right": 8},
+         "over 40 megapixels"),
         # --- /sam_mask: points and boxes
         ("/sam_mask", {"image": f(files, "good"), "points": "[[10, 10, 1]"}, "JSON"),
         ("/sam_mask", {"image": f(files, "good"), "points": "[[500, 10, 1]]"}, "outside"),

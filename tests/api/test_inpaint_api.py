@@ -93,6 +93,17 @@ def test_bad_inpaint_calls_give_clear_messages_then_next_call_works(client, file
     assert info["seed"] == 5 and Image.open(out).size == (96, 64)
 
 
+def test_outpaint_grows_the_canvas_and_keeps_the_image(client, files) -> None:
+    from gradio_client import handle_file
+
+    path, info = client.predict(handle_file(files["small"]), prompt="sky", seed=2, steps=2,
+                                left=0, right=32, top=16, bottom=0, api_name="/outpaint")
+    out, src = Image.open(path).convert("RGB"), Image.open(files["small"]).convert("RGB")
+    assert out.size == (96 + 32, 64 + 16)
+    assert (np.asarray(out)[16:, :96] == np.asarray(src)).all()
+    assert json.loads(info)["original_box"] == [0, 16, 96, 80]
+
+
 def test_sam_clicks_give_a_mask_inpaint_accepts(client, files) -> None:
     from gradio_client import handle_file
 

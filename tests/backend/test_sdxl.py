@@ -160,6 +160,13 @@ def test_inpainting_keeps_every_unmasked_pixel(xl, mode, channels):
     assert pipe.unet.config.in_channels == channels
 
 
+def test_outpainting_extends_and_keeps_the_original(xl):
+    image = scene()
+    out = xl.outpaint({**BASE, "image": image, "bottom": 32})
+    assert out.image.size == (64, 96) and (px(out.image)[:64] == px(image)).all()
+    assert out.info["mode_run"] == "inpaint"
+
+
 def test_instruct_follows_the_image_reports_progress_and_stops(xl):
     steps: list[tuple[int, int]] = []
     req = {**BASE, "prompt": "make it blue", "image": scene(), "max_side": 64}

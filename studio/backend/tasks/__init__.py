@@ -23,6 +23,7 @@ from .control import ControlRequest, control_runner
 from .inpaint import InpaintRequest, inpaint_runner
 from .instruct import InstructRequest, instruct_runner
 from .layout import LayoutRequest, layout_runner
+from .outpaint import OutpaintRequest, outpaint_runner
 from .prompt_edit import PromptEditRequest, run_prompt_edit
 from .remix import RemixRequest, remix_runner
 from .txt2img import txt2img_runner
@@ -91,6 +92,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("inpaint", "edit",
          "`image`, `mask` (white = change), `only_masked`, `padding`, `mask_blur`, `strength`, "
          "`mode` (`inpaint` or `blend`)", InpaintRequest, inpaint_runner),
+    Task("outpaint", "edit",
+         "`image`, `left`, `right`, `top`, `bottom` (pixels to add on each side, 0-2048), "
+         "`mask_blur` (seam feather in px outside the original, default 8), `mode` "
+         "(`inpaint` or `blend`); the original pixels are kept exactly",
+         OutpaintRequest, outpaint_runner),
     Task("instruct", "instruct",
          "`image`, `instruction`, `text_guidance`, `image_guidance`, `max_side` (instead of "
          "width/height), `tools` (default true: 'mark the cat in red' is answered by a text "

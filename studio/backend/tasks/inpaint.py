@@ -453,6 +453,18 @@ def inpaint_pipeline(registry: Any, mode: str) -> Any:
 def inpaint_runner(ctx: TaskContext, req: InpaintRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
     """Studio task runner: inpaint, paste the outside back exactly, record the inputs."""
+    result, info = run_inpaint(ctx, req, feather_alpha(req.mask, req.mask_blur), progress,
+                               cancel)
+    req.record_inputs(ctx.outputs.record_input)
+    return result, info
+
+
+def run_inpaint(ctx: TaskContext, req: InpaintRequest, alpha: np.ndarray,
+                progress: ProgressFn | None, cancel: CancelToken | None
+                ) -> tuple[Image.Image, dict[str, Any]]:
+    """Inpaint `req.mask` of `req.image` (a validated request) and paste the new pixels in
+    with the blend weights `alpha` (0 = the input pixel, exactly). Shared by Edit's inpaint
+    and outpaint (`tasks.outpaint`), which differ only in the image, mask and seam."""
     registry = ctx.registry
     image, mask, warnings = req.image, req.mask, list(req.mask_warnings)
 
@@ -499,9 +511,8 @@ def inpaint_runner(ctx: TaskContext, req: InpaintRequest, progress: ProgressFn |
 
     out = run_guarded(registry, call, cancel)
 
-    # 4. paste back: outside the user's mask the input pixels, exactly
-    result = composite(image, out.images[0], feather_alpha(mask, req.mask_blur))
-    req.record_inputs(ctx.outputs.record_input)
+    # 4. paste back: where alpha is 0 (outside the user's mask) the input pixels, exactly
+    result = composite(image, out.images[0], alpha)
     info: dict[str, Any] = {
         "mode_run": mode,
         "steps_run": steps_run,

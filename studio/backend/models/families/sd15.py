@@ -94,6 +94,7 @@ FAMILY = Family(
                           "img2img"),
         "layout": Method("GLIGEN (generation and inside boxes)"),
         "inpaint": Method("inpainting UNet (9 ch), or blend on any checkpoint"),
+        "outpaint": Method("inpainting UNet on the extended canvas, or blend"),
         "instruct": Method("InstructPix2Pix"),
         "remix": Method("IP-Adapter (`ip-adapter_sd15`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),

@@ -124,6 +124,7 @@ FAMILY = Family(
         "layout": Unsupported("GLIGEN has no SDXL weights; use an SD1.5 model for box "
                               "layouts"),
         "inpaint": Method("SDXL inpainting UNet (9 ch), or blend on any checkpoint"),
+        "outpaint": Method("SDXL inpainting UNet on the extended canvas, or blend"),
         "instruct": Method("InstructPix2Pix (`sdxl-instructpix2pix-768`)"),
         "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
