@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from studio.backend.images import load_image
@@ -97,8 +98,9 @@ NOT_SUPPORTED_WHY = {
 }
 
 
-def decode_image(value: Any, name: str, max_bytes: int) -> Image.Image:
-    """A base64 image (raw, or a `data:image/...;base64,` URL) as a checked RGB image."""
+def decode_image(value: Any, name: str, max_bytes: int, mode: str = "RGB") -> Image.Image:
+    """A base64 image (raw, or a `data:image/...;base64,` URL) as a checked image (RGB, or
+    `mode`)."""
     if not isinstance(value, str) or not value:
         raise RequestError(f"{name} must be a base64-encoded image")
     if value.startswith("data:"):
@@ -109,7 +111,28 @@ def decode_image(value: Any, name: str, max_bytes: int) -> Image.Image:
         raw = base64.b64decode(value, validate=False)
     except (binascii.Error, ValueError) as err:
         raise RequestError(f"{name} is not valid base64 ({err})") from err
-    return load_image(raw, name)
+    return load_image(raw, name, mode=mode)
+
+
+def decode_mask(value: Any, max_bytes: int) -> Image.Image:
+    """An img2img mask as A1111 reads it: a mask with transparent pixels is its alpha
+    (opaque = change: what canvas clients such as openOutpaint send), else its brightness."""
+    rgba = decode_image(value, "mask", max_bytes, mode="RGBA")
+    alpha = np.asarray(rgba)[..., 3]
+    if (alpha < 255).any():
+        return Image.fromarray(np.where(alpha > 128, 255, 0).astype(np.uint8), mode="L")
+    return rgba.convert("L")
+
+
+def decode_init(value: Any, max_bytes: int) -> Image.Image:
+    """The img2img init image; its transparent pixels (the empty canvas an outpainting client
+    sends) are filled with a smooth continuation of the visible colours, as /outpaint does."""
+    from studio.backend.tasks.outpaint import fill_transparent
+
+    rgba = decode_image(value, "init_images[0]", max_bytes, mode="RGBA")
+    if (np.asarray(rgba)[..., 3] == 255).all():
+        return rgba.convert("RGB")
+    return fill_transparent(rgba)
 
 
 def encode_png(image: Image.Image, parameters: str = "") -> str:
@@ -482,7 +505,7 @@ def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
     if len(images) != 1:
         raise RequestError(f"init_images must hold one image, got {len(images)}")
     width, height = payload.get("width", 512), payload.get("height", 512)
-    init = decode_image(images[0], "init_images[0]", max_bytes)
+    init = decode_init(images[0], max_bytes)
     if init.size != (width, height):  # A1111 resizes the init image to width x height first
         init = init.resize((int(width), int(height)), Image.Resampling.LANCZOS)
     strength = payload.get("denoising_strength", 0.75)
@@ -493,7 +516,7 @@ def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
         if units:
             raise RequestError("ControlNet units with an inpainting mask are not supported "
                                "yet: send the mask or the units, not both")
-        m = decode_image(mask, "mask", max_bytes).convert("L")
+        m = decode_mask(mask, max_bytes)
         if m.size != (width, height):
             m = m.resize((int(width), int(height)), Image.Resampling.NEAREST)
         if payload.get("inpainting_mask_invert", 0):

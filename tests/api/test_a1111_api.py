@@ -72,6 +72,23 @@ def test_img2img_with_a_mask_keeps_every_pixel_outside_it(api):
     assert plain.info["studio_task"] == "inpaint" and plain.image.size == (64, 64)
 
 
+def test_an_outpainting_canvas_client_gets_its_new_area_filled(api):
+    """What openOutpaint sends: the canvas with the empty area transparent, and a mask that
+    is opaque white where to paint and transparent elsewhere (A1111 reads its alpha)."""
+    source = photo(2)
+    init = Image.new("RGBA", (96, 64), (0, 0, 0, 0))
+    init.paste(source.convert("RGBA"), (0, 0))
+    mask = Image.new("RGBA", (96, 64), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (64, 0, 96, 64))
+    result = api.img2img(images=[init], mask_image=mask, prompt="a cat",
+                         denoising_strength=1.0, mask_blur=0, inpaint_full_res=False,
+                         inpainting_fill=2, **{**small(), "width": 96})
+    out = pixels(result.image)
+    assert result.image.size == (96, 64) and result.info["studio_task"] == "inpaint"
+    assert np.array_equal(out[:, :64], pixels(source))
+    assert out[:, 64:].std() > 1 and (out[:, 64:] != 0).any()  # painted, not left empty
+
+
 def test_a_controlnet_unit_steers_the_image(api):
     assert "controlnet-canny" in api.controlnet_model_list()
     assert "canny" in api.controlnet_module_list()
