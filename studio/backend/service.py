@@ -32,7 +32,7 @@ from .concepts.store import has_concepts
 from .deadline import watching
 from .files import allow_root, check_file
 from .history import HistoryIndex, Page
-from .images import limit_decoded_pixels
+from .images import limit_decoded_pixels, load_image
 from .models.builtin import builtin_choices, resolve_model_set
 from .models.catalog import Catalog, UnknownModel
 from .models.devices import pick_device, pick_dtype
@@ -542,6 +542,15 @@ class Studio:
         file gate: nothing outside the outputs folder."""
         self._check_history_shown()
         return check_file(self.outputs.resolve_stored(name, "history item"), "image")
+
+    @staticmethod
+    def sent_image(value: Any) -> Path:
+        """An image one tab sends to another (a result, a gallery or Outputs item, an upload)
+        through the file gate: only a file this server made or was sent, and an image; a
+        file that is gone says so."""
+        path = check_file(value, "image")
+        load_image(path, "image")
+        return path
 
     @staticmethod
     def png_request(image: Any) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from . import outputs, pnginfo
 from .common import PRIVATE, model_picker, session_of, set_gpu_jobs
 from .file_guard import install_file_guard
 from .queue_guard import install_queue_guard
+from .sendto import SendTo, send_to
 
 TITLE = "Controllable Studio"
 DESCRIPTION = (
@@ -31,17 +32,34 @@ DESCRIPTION = (
 )
 
 
-def gallery_hook_for(results: gr.State, gallery: gr.Gallery) -> Any:
-    """After a generation, add its image to this session's gallery (UI only)."""
+def gallery_hook_for(results: gr.State, gallery: gr.Gallery,
+                     events: list[Any] | None = None) -> Any:
+    """After a generation, add its image to this session's gallery (UI only); the
+    generating events are collected in `events` (the Outputs list follows them)."""
 
     def add(history: list[str], path: str | None) -> tuple[list[str], list[str]]:
         history = ([path] if path else []) + list(history)
         return history, history
 
     def hook(event: Any, image: gr.Image) -> None:
+        if events is not None:
+            events.append(event)
         event.then(add, [results, image], [results, gallery], api_visibility="private")
 
     return hook
+
+
+def _gallery_pick(results: gr.State, gallery: gr.Gallery) -> gr.State:
+    """The session gallery item last clicked, as its file (held on the server: the click
+    sends only the index)."""
+    picked = gr.State(None)
+
+    def pick(history: list[str], evt: gr.SelectData) -> str | None:
+        index = evt.index
+        return history[index] if isinstance(index, int) and 0 <= index < len(history) else None
+
+    gallery.select(pick, results, picked, **PRIVATE)
+    return picked
 
 
 def launch_options(settings: Settings, studio: Any = None, **overrides: Any) -> dict[str, Any]:
@@ -163,10 +181,11 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
             label="This session's results", columns=8, height=200, fit_columns=False,
             object_fit="contain", preview=False, render=False, elem_id="session-gallery",
         )
-        hook = gallery_hook_for(results, gallery)
+        generations: list[Any] = []
+        hook = gallery_hook_for(results, gallery, generations)
         notes: dict[str, gr.Markdown] = {}
-        with gr.Tabs() as tabs, model_picker(picker):
-            built: dict[str, Any] = {}
+        sending = SendTo(studio)
+        with gr.Tabs() as tabs, model_picker(picker), send_to(sending):
             for name, title in TABS.items():
                 with gr.Tab(title, id=name):
                     # what the chosen model's family cannot do on this tab
@@ -174,12 +193,16 @@ def build_app(studio: Any, queue_size: int = 64, max_jobs_per_session: int = 0) 
                                               elem_classes="family-note",
                                               elem_id=f"{name}-family-note")
                     module = importlib.import_module(f"{__package__}.{name}")
-                    built[name] = module.build(studio, hook)
+                    module.build(studio, hook)
             with gr.Tab(SAVED_IMAGE_TABS["pnginfo"], id="pnginfo"):
-                pnginfo.build(studio, hook, tabs, built["txt2img"])
+                pnginfo.build(studio, hook)
             with gr.Tab(SAVED_IMAGE_TABS["outputs"], id="outputs") as outputs_tab:
-                outputs.build(studio, hook, tabs, built["txt2img"], outputs_tab)
+                follow = outputs.build(studio, hook, outputs_tab)
+        for event in generations:  # the Outputs list shows each new image
+            follow(event)
         gallery.render()
+        sending.source(_gallery_pick(results, gallery), "session")
+        sending.wire(tabs)
 
         def cancel(request: gr.Request) -> bool:
             """Stop this session's running generation at its next step (frees the worker),

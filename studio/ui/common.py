@@ -31,6 +31,8 @@ from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 from studio.backend.previews import PreviewFn
 from studio.backend.requests import RequestError
 
+from .sending import register_source
+
 log = logging.getLogger(__name__)
 
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
@@ -379,7 +381,9 @@ class GenerationTab:
         return run, stop
 
     def results(self) -> tuple[gr.Image, gr.Code]:
+        """The result image and info, with "Send to" for the image (see `sendto`)."""
         self.image, self.info = result_outputs(self.prefix)
+        register_source(self.image, f"{self.prefix or self.task}-result")
         return self.image, self.info
 
     # ------------------------------------------------------------------ handlers

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from studio.backend.concepts.request import DEFAULT_LR, DEFAULT_STEPS, METHODS, preview_crops
+from studio.backend.concepts.seedselect import MAX_IMAGES
 
 from .common import (
     PRIVATE,
@@ -23,6 +24,7 @@ from .common import (
     user_errors,
 )
 from .file_guard import MODEL_FILE_CLASS
+from .sendto import added_file, register_target
 
 INTRO = (
     "Upload 3-20 pictures of something hard to describe (your dog, a character, a rare bird), "
@@ -75,18 +77,23 @@ def build(studio: Any, gallery_hook: Any) -> None:
     gr.Markdown(INTRO)
     if studio.shared_library:
         gr.Markdown(SHARED_NOTE, elem_id="concepts-shared-note")
-    with gr.Tabs():
-        with gr.Tab("Learn a concept"):
-            trained = _learn_tab(studio, gallery_hook)
+    with gr.Tabs() as inner:
+        with gr.Tab("Learn a concept", id="concepts-learn"):
+            trained, pictures = _learn_tab(studio, gallery_hook)
         with gr.Tab("SeedSelect"):
             selected = _seedselect_tab(studio, gallery_hook)
         with gr.Tab("Import"):
             _import_tab(studio)
         with gr.Tab("Library") as lib_tab:
             _library_tab(studio, lib_tab, (trained, selected))
+    register_target("Concepts", "concepts", [pictures, inner],
+                    lambda path, current: [added_file(path, current, MAX_IMAGES),
+                                           gr.Tabs(selected="concepts-learn")],
+                    inputs=[pictures])
 
 
-def _learn_tab(studio: Any, gallery_hook: Any) -> Any:
+def _learn_tab(studio: Any, gallery_hook: Any) -> tuple[Any, Any]:
+    """The Learn tab: (its training event, its pictures)."""
     tab = GenerationTab(studio, "concept_train", gallery_hook)
     w: dict[str, Any] = {}
     with gr.Row():
@@ -115,12 +122,13 @@ def _learn_tab(studio: Any, gallery_hook: Any) -> Any:
         return crops, "\n".join(f"- {e}" for e in errors)
 
     w["images"].change(user_errors(show_crops), w["images"], [thumbs, problems], **PRIVATE)
-    return tab.wire(train.click, {k: w[k] for k in TRAIN_PARAMS}, api_name="concept_train",
-                    run=lambda data, progress, cancel, preview: studio.concept_train(
-                        data, progress, cancel, preview),
-                    to_request=with_files, progress_desc="learning",
-                    doc="Learn a concept from 3-20 pictures. Returns [preview image, info "
-                        "JSON].")
+    event = tab.wire(train.click, {k: w[k] for k in TRAIN_PARAMS}, api_name="concept_train",
+                     run=lambda data, progress, cancel, preview: studio.concept_train(
+                         data, progress, cancel, preview),
+                     to_request=with_files, progress_desc="learning",
+                     doc="Learn a concept from 3-20 pictures. Returns [preview image, info "
+                         "JSON].")
+    return event, w["images"]
 
 
 def _method_options(studio: Any) -> dict[str, Any]:

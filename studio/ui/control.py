@@ -39,6 +39,7 @@ from .common import (
     user_errors,
     whole_number,
 )
+from .sendto import register_target
 
 DEFAULT_TYPES = ("scribble", "openpose", "depth")
 CANVAS = (512, 512)
@@ -193,7 +194,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                 with gr.Accordion(f"Control unit {i + 1}", open=i == 0,
                                   elem_id=f"control-unit{i + 1}"):
                     units.append(UnitWidgets(i, types, studio.native_size))
-            with gr.Accordion("Init image (img2img with control)", open=False):
+            with gr.Accordion("Init image (img2img with control)", open=False) as init_box:
                 init_image = gr.Image(label="Init image (optional)", type="filepath",
                                       elem_id="control-init-image")
                 strength = gr.Slider(0.05, 1, value=0.75, step=0.05, label="Denoising strength")
@@ -234,6 +235,12 @@ def build(studio: Any, gallery_hook: Any) -> None:
              doc="The tab's Generate: its unit widgets as a control request.")
     for w in units:
         _wire_unit(studio, w)
+    first = units[0]
+    register_target("Control (unit 1)", "control",
+                    [first.enabled, first.source, first.photo, first.is_map],
+                    lambda path: [True, "image", path, False])
+    register_target("Control (init image)", "control", [init_image, init_box],
+                    lambda path: [path, gr.Accordion(open=True)])
 
 
 def _api_inputs() -> dict[str, Any]:

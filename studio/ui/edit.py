@@ -30,6 +30,7 @@ from studio.backend.tasks.inpaint import (
 from studio.backend.tasks.outpaint import extend_to_ratio_text
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, info_json, spaces_gpu, user_errors
+from .sendto import register_target
 
 CLICK_MODES = ("Object (+)", "Background (-)", "Box corners")
 INPAINT_PARAMS = ("only_masked", "padding", "mask_blur", "strength", "mode")
@@ -448,6 +449,8 @@ def _wire_mask_tools(w: dict[str, Any]) -> None:
 
     for event in (w["image"].upload, w["image"].clear):
         event(new_image, [w["image"]], resets, **PRIVATE)
+    register_target("Edit", "edit", [w["image"], *resets],
+                    lambda path: [path, *new_image(path)])
     w["editor"].change(user_errors(brush_to_mask), [w["editor"]], [w["mask"]], **PRIVATE)
     for name in ("grow", "shrink", "invert", "clear"):
         w[name].click(user_errors(lambda m, px, _n=name: mask_tool(_n, m, px)),

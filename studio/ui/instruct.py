@@ -17,6 +17,7 @@ from studio.backend.models.schedulers import DEFAULT_SCHEDULER, USER_SCHEDULERS
 from studio.backend.tasks.instruct import DEFAULT_MAX_SIDE, MAX_IMAGE_GUIDANCE, EditHistory
 
 from .common import PRIVATE, GenerationTab, labelled_input_errors, path_and_info, stop_handler
+from .sendto import register_target
 
 HAS_SLIDER = hasattr(gr, "ImageSlider")
 # API parameter -> request field
@@ -94,7 +95,7 @@ def select_version(hist: EditHistory, evt: gr.SelectData) -> tuple[Any, ...]:
 
 def build(studio: Any, gallery_hook: Any) -> None:
     """Build the tab inside the current Blocks context."""
-    tab = GenerationTab(studio, "instruct", gallery_hook)
+    tab = GenerationTab(studio, "instruct", gallery_hook, prefix="instruct")
     history, base, last = gr.State(EditHistory()), gr.State(None), gr.State(None)
     with gr.Row():
         with gr.Column(scale=1):
@@ -119,6 +120,8 @@ def build(studio: Any, gallery_hook: Any) -> None:
     image.upload(lambda p: _views(EditHistory.start(p), 0) if p else _views(EditHistory(), None),
                  image, view_outputs, **PRIVATE)
     image.clear(lambda: _views(EditHistory(), None), None, view_outputs, **PRIVATE)
+    register_target("Instruct", "instruct", [image, *view_outputs],
+                    lambda path: [path, *_views(EditHistory.start(path), 0)])
     strip.select(select_version, history, [*view_outputs, image], **PRIVATE)
 
 

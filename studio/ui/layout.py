@@ -23,6 +23,7 @@ from studio.backend.tasks.layout import (
 )
 
 from .common import PRIVATE, GenerationTab, gpu_kwargs, labelled_input_errors, user_errors
+from .sendto import register_target
 
 BLANK_COLOR = (250, 250, 250)
 MODE_CHOICES = [("Generate", "generate"), ("Regenerate inside boxes", "inside_boxes")]
@@ -218,6 +219,8 @@ def _wire_find(studio: Any, w: dict[str, Any]) -> None:
 def _wire_canvas(w: dict[str, Any], params: dict[str, Any]) -> None:
     """UI-only helpers: live JSON view, blank canvas of the output size, mode hint."""
     canvas, is_blank = w["canvas"], w["is_blank"]
+    register_target("Layout", "layout", [canvas, is_blank],
+                    lambda path: [{"image": path, "boxes": []}, False])
     canvas.change(boxes_preview, canvas, w["boxes"], queue=False, **PRIVATE)
     canvas.upload(lambda: False, None, is_blank, queue=False, **PRIVATE)
     canvas.clear(lambda: False, None, is_blank, queue=False, **PRIVATE)

@@ -61,9 +61,9 @@ def selected_item(studio: Any, names: list[str], index: Any) -> tuple[str, str, 
     return path, studio.png_info(path), path
 
 
-def build(studio: Any, gallery_hook: Any, tabs: gr.Tabs, txt2img_params: dict[str, Any],
-          tab: gr.Tab) -> None:
-    """Build the tab (opening `tab` refreshes it) and the `/history` API."""
+def build(studio: Any, gallery_hook: Any, tab: gr.Tab) -> Any:
+    """Build the tab (opening `tab` refreshes it) and the `/history` API; returns
+    `follow(event)`, which refreshes the list after `event` (each generation)."""
     actions = SavedImageActions(studio, gallery_hook, prefix="outputs")
     with gr.Row():
         search = gr.Textbox(label="Search prompt, task or model", max_length=200, scale=4,
@@ -73,17 +73,21 @@ def build(studio: Any, gallery_hook: Any, tabs: gr.Tabs, txt2img_params: dict[st
         prev = gr.Button("◀ Newer", elem_id="outputs-prev")
         label = gr.Markdown(elem_id="outputs-page")
         nxt = gr.Button("Older ▶", elem_id="outputs-next")
+    # whole thumbnails, 8 a row whatever their number (fit_columns would stretch two
+    # images over the width and crop them)
     gallery = gr.Gallery(label="Saved images", columns=8, height=420, allow_preview=False,
-                         object_fit="contain", interactive=False, elem_id="outputs-gallery")
+                         object_fit="contain", fit_columns=False, interactive=False,
+                         elem_id="outputs-gallery")
+    selected = gr.State(None)
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Selected", type="filepath", interactive=False,
                              elem_id="outputs-image")
-            actions.buttons()
+            actions.buttons(selected)
         with gr.Column():
             params = gr.Textbox(label="Parameters", lines=14, elem_id="outputs-params")
             actions.results()
-    page, names, selected = gr.State(0), gr.State([]), gr.State(None)
+    page, names = gr.State(0), gr.State([])
 
     view = [gallery, names, label, page]
     # a new search starts at the first page; the others move from the current one
@@ -95,9 +99,13 @@ def build(studio: Any, gallery_hook: Any, tabs: gr.Tabs, txt2img_params: dict[st
         return selected_item(studio, listed, evt.index)
 
     gallery.select(user_errors(pick), names, [image, params, selected], **PRIVATE)
-    actions.wire(selected, tabs, txt2img_params).then(_mover(studio, 0), [search, page], view,
-                                                      **PRIVATE)
+    actions.wire(selected).then(_mover(studio, 0), [search, page], view, **PRIVATE)
     _history_api(studio)
+
+    def follow(event: Any) -> None:
+        event.then(_mover(studio, 0), [search, page], view, **PRIVATE, **HISTORY_LIMIT)
+
+    return follow
 
 
 def _mover(studio: Any, step: int | None) -> Any:

@@ -14,6 +14,7 @@ import gradio as gr
 
 from studio.backend.common import Result
 from studio.backend.requests import MAX_SEED, RequestError, check_number
+from studio.backend.tasks.remix import MAX_REMIX_IMAGES
 
 from .common import (
     PRIVATE,
@@ -24,6 +25,7 @@ from .common import (
     user_errors,
 )
 from .concepts import with_files
+from .sendto import added_file, register_target
 
 MAX_STRIP = 9
 INTRO = (
@@ -106,6 +108,9 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
     for widget in (*w.values(), count):
         labelled_input_errors(widget)
     w["images"].change(user_errors(file_paths), w["images"], thumbs, **PRIVATE)
+    register_target("Remix", "remix", [w["images"]],
+                    lambda path, current: [added_file(path, current, MAX_REMIX_IMAGES)],
+                    inputs=[w["images"]])
     order = ("images", "weights", "text_from", "text_to", "text_amount", "image_scale")
     inputs = {**{k: w[k] for k in order}, **params}
     tab.wire(run.click, inputs, api_name="remix", to_request=with_files,

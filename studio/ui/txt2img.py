@@ -11,6 +11,7 @@ import gradio as gr
 from studio.backend.tasks.prompt_edit import MODES
 
 from .common import PRIVATE, GenerationTab, labelled_input_errors, user_errors
+from .sendto import register_target, stored_values
 
 MODE_CHOICES = [("Swap words (same length)", "replace"), ("Add or remove words", "refine"),
                 ("Weigh words", "reweight")]
@@ -51,7 +52,10 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
              doc="Generate an image from a prompt (optionally with Attend-and-Excite). "
                  "Returns [image, info JSON with seed and file].")
     _prompt_edit_panel(studio, gallery_hook, params)
-    return {**params, **excite}
+    fields = {**params, **excite}
+    register_target("Text to image", "txt2img", list(fields.values()),
+                    lambda path: stored_values(studio, path, list(fields)))
+    return fields
 
 
 def _prompt_edit_panel(studio: Any, gallery_hook: Any, params: dict[str, Any]) -> None:
