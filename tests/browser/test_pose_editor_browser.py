@@ -1,0 +1,101 @@
+"""The Control tab's pose editor as a person uses it: preview a photo with openpose, add a
+person, drag a wrist with the mouse, export the JSON, and generate with the edited map."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from .conftest import drag, fetch_image, no_error_toast, on_box, open_tab, set_number, wait_image
+from .test_control_browser import small_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+R_ELBOW, R_WRIST = 3, 4
+EDITOR = "#control-unit2-pose-editor"
+
+
+def _box_body(page) -> list[float]:
+    """The body numbers in the unit's JSON box (its first lines: CodeMirror draws those)."""
+    text = page.locator("#control-unit2-keypoints .cm-content").inner_text()
+    start = text.index('"pose_keypoints_2d":') + len('"pose_keypoints_2d":')
+    return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text[start:])[:3 * (R_WRIST + 1)]]
+
+
+def _export(page) -> dict:
+    """The editor's Export JSON, as the browser saves it."""
+    with page.expect_download() as download:
+        page.locator(EDITOR).get_by_role("button", name="Export JSON").click()
+    with open(download.value.path(), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _near(arr: np.ndarray, x: float, y: float, r: int = 1) -> int:
+    """The brightest channel value around map pixel (x, y)."""
+    x, y = round(x), round(y)
+    return int(arr[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].max())
+
+
+def _generate(page, old: str | None) -> tuple[str, np.ndarray]:
+    page.locator("#control-generate").click()
+    src = wait_image(page, "#control-result", old_src=old)
+    return src, np.asarray(fetch_image(page, src).convert("RGB"), dtype=np.int16)
+
+
+def test_drag_a_wrist_in_the_pose_editor_changes_json_map_and_image(page, photo):
+    open_tab(page, "Control")
+    small_run(page, "a dancer")
+    set_number(page, "control-seed", 7)
+    page.locator("#control-unit1-enabled input").uncheck()
+    page.locator("#control-unit2").get_by_text("Control unit 2", exact=True).click()
+    page.locator("#control-unit2-enabled input").check()
+    page.locator("#control-unit2-photo input[type=file]").set_input_files(str(photo))
+    page.locator("#control-unit2-photo img").wait_for(state="visible")
+    page.locator("#control-unit2-preview-button").click()
+    detected = wait_image(page, "#control-unit2-preview")
+    editor = page.locator(EDITOR)
+    # the tiny set's random detector finds nobody: the editor shows the empty canvas
+    page.wait_for_function(f"document.querySelector('{EDITOR} [data-people]')"
+                           "?.dataset.people === '0'")
+
+    editor.get_by_role("button", name="Add person").click()
+    first = wait_image(page, "#control-unit2-preview", old_src=detected)
+    before = np.asarray(fetch_image(page, first).convert("RGB"))
+    exported = _export(page)
+    width, height = exported["canvas_width"], exported["canvas_height"]
+    assert before.shape == (height, width, 3)
+    body = exported["people"][0]["pose_keypoints_2d"]
+    assert _box_body(page) == pytest.approx(body[:3 * (R_WRIST + 1)], abs=0.01)  # in sync
+    wx, wy = body[3 * R_WRIST:3 * R_WRIST + 2]
+    assert _near(before, wx, wy) > 50, "the default person's right wrist is drawn"
+    unedited_src, unedited = _generate(page, None)
+
+    # drag the right wrist up and out, to (10%, 10%) of the canvas
+    canvas = editor.locator("canvas")
+    target = (0.1 * width, 0.1 * height)
+    drag(page, [on_box(canvas, wx / width, wy / height),
+                on_box(canvas, target[0] / width, target[1] / height)])
+    second = wait_image(page, "#control-unit2-preview", old_src=first)
+    after = np.asarray(fetch_image(page, second).convert("RGB"))
+    moved = _export(page)["people"][0]["pose_keypoints_2d"]
+    assert moved[3 * R_WRIST:3 * R_WRIST + 2] == pytest.approx(target, abs=0.02 * width)
+    assert moved[:3 * R_WRIST] == body[:3 * R_WRIST]  # only the wrist moved
+    assert moved[3 * R_WRIST + 3:] == body[3 * R_WRIST + 3:]
+    assert _box_body(page) == pytest.approx(moved[:3 * (R_WRIST + 1)], abs=0.01)
+    # the map: the forearm left the old wrist and reaches the new one
+    assert _near(after, wx, wy) < 20 and _near(after, *target) > 50
+    assert page.locator("#control-unit2-use-preview input").is_checked()
+
+    edited_src, edited = _generate(page, unedited_src)
+    assert (edited != unedited).any(), "the edited pose should steer the image"
+    # Ctrl+Z puts the wrist back: the map and, same seed, the image are the unedited ones
+    canvas.focus()
+    page.keyboard.press("Control+z")
+    third = wait_image(page, "#control-unit2-preview", old_src=second)
+    assert np.array_equal(np.asarray(fetch_image(page, third).convert("RGB")), before)
+    _, again = _generate(page, edited_src)
+    assert np.array_equal(again, unedited)
+    no_error_toast(page)
