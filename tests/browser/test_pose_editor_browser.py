@@ -99,3 +99,70 @@ def test_drag_a_wrist_in_the_pose_editor_changes_json_map_and_image(page, photo)
     _, again = _generate(page, edited_src)
     assert np.array_equal(again, unedited)
     no_error_toast(page)
+
+
+def _people(page) -> int:
+    return int(page.locator(f"{EDITOR} [data-people]").get_attribute("data-people"))
+
+
+def _import(page, path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator(EDITOR).get_by_role("button", name="Import JSON").click()
+    chooser.value.set_files(str(path))
+
+
+def test_pose_editor_imports_normalised_json_mirrors_scales_and_refuses_bad_files(
+        page, tmp_path):
+    from annotators.openpose import mirror_person
+
+    from .test_control_browser import POSE
+
+    open_tab(page, "Control")
+    page.locator("#control-unit2").get_by_text("Control unit 2", exact=True).click()
+    # the A1111 editor's normalised form: every coordinate a fraction of the canvas
+    body = POSE["people"][0]["pose_keypoints_2d"]
+    normalised = {**POSE, "people": [{"pose_keypoints_2d": [
+        v / 128 if i % 3 < 2 else v for i, v in enumerate(body)]}]}
+    (tmp_path / "a1111.json").write_text(json.dumps(normalised))
+    _import(page, tmp_path / "a1111.json")
+    first = wait_image(page, "#control-unit2-preview")
+    pixels = _export(page)
+    assert pixels["canvas_width"] == 128
+    assert pixels["people"][0]["pose_keypoints_2d"] == pytest.approx(body)
+    assert fetch_image(page, first).size == (128, 128)
+
+    # select the person (click its nose), mirror it: as mirror_person does it
+    canvas = page.locator(f"{EDITOR} canvas")
+    page.mouse.click(*on_box(canvas, body[0] / 128, body[1] / 128))
+    page.locator(EDITOR).get_by_role("button", name="Mirror").click()
+    second = wait_image(page, "#control-unit2-preview", old_src=first)
+    mirrored = _export(page)["people"][0]
+    expected = mirror_person(pixels["people"][0])
+    assert all(mirrored[k] == pytest.approx(v, abs=0.01) for k, v in expected.items())
+
+    # the wheel scales the selected person about its centre
+    page.mouse.move(*on_box(canvas, 0.5, 0.5))
+    page.mouse.wheel(0, -100)
+    third = wait_image(page, "#control-unit2-preview", old_src=second)
+    xs = _export(page)["people"][0]["pose_keypoints_2d"][0::3]
+    assert max(xs) - min(xs) == pytest.approx(1.05 * (max(body[0::3]) - min(body[0::3])),
+                                              abs=0.05)
+
+    # a file with 17 body points: the server says what is wrong; the editor keeps the pose
+    bad = {**POSE, "people": [{"pose_keypoints_2d": body[:51]}]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    _import(page, tmp_path / "bad.json")
+    toast = page.locator(".toast-body.error").first
+    toast.wait_for(state="visible")
+    assert "51 numbers; expected 54" in toast.inner_text()
+    page.locator(".toast-close").first.click()
+    page.locator(".toast-body.error").first.wait_for(state="detached")
+    assert _people(page) == 1
+    # and the next edit works: remove the person, then undo it
+    page.locator(EDITOR).get_by_role("button", name="Remove").click()
+    fourth = wait_image(page, "#control-unit2-preview", old_src=third)
+    assert _people(page) == 0 and np.asarray(fetch_image(page, fourth)).max() == 0
+    page.locator(EDITOR).get_by_role("button", name="Undo").click()
+    wait_image(page, "#control-unit2-preview", old_src=fourth)
+    assert _people(page) == 1
+    no_error_toast(page)
