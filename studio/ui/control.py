@@ -39,7 +39,7 @@ from .common import (
     user_errors,
     whole_number,
 )
-from .pose_editor import compact_json, pose_editor
+from .pose_editor import compact_json, pose_editor, pose_text
 
 DEFAULT_TYPES = ("scribble", "openpose", "depth")
 CANVAS = (512, 512)
@@ -332,4 +332,4 @@ def _pretty_json(value: Any) -> str:
             value = json.loads(value)
         except json.JSONDecodeError:
             return value
-    return json.dumps(value, indent=2)
+    return pose_text(value) if isinstance(value, dict) else json.dumps(value, indent=2)

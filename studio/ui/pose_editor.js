@@ -32,6 +32,7 @@ const DEFAULT_BODY = [[0.5, 0.1], [0.5, 0.22], [0.4, 0.23], [0.34, 0.37], [0.3, 
                       [0.42, 0.9], [0.56, 0.53], [0.57, 0.72], [0.58, 0.9], [0.47, 0.08],
                       [0.53, 0.08], [0.44, 0.1], [0.56, 0.1]];
 const MAX_UNDO = 100;
+const DRAW_SIDE = 768;  // the editor canvas's longest side in device pixels
 
 const canvas = element.querySelector("canvas.pose-canvas");
 const ctx = canvas.getContext("2d");
@@ -42,6 +43,7 @@ let selected = -1;    // index of the selected person
 let drag = null;      // {kind: "point" | "person", person, part, index, last: [x, y], moved}
 let sent = "";        // the JSON this editor last sent or loaded
 const undoStack = [];
+let lastSize = [512, 512];  // the last pose's canvas: an empty editor keeps it
 
 const round2 = (v) => Math.round(v * 100) / 100;
 const clone = (p) => JSON.parse(JSON.stringify(p));
@@ -133,12 +135,17 @@ function bounds(person) {
 }
 
 function draw() {
-  const p = pose || emptyPose();
-  if (canvas.width !== p.canvas_width) canvas.width = p.canvas_width;
-  if (canvas.height !== p.canvas_height) canvas.height = p.canvas_height;
+  const p = pose || emptyPose(lastSize[0], lastSize[1]);
+  lastSize = [p.canvas_width, p.canvas_height];
+  // drawn at a fixed resolution whatever the pose's canvas (a 128 px pose stays sharp)
+  const k = DRAW_SIDE / Math.max(p.canvas_width, p.canvas_height);
+  const bw = Math.round(p.canvas_width * k), bh = Math.round(p.canvas_height * k);
+  if (canvas.width !== bw) canvas.width = bw;
+  if (canvas.height !== bh) canvas.height = bh;
+  ctx.setTransform(k, 0, 0, k, 0, 0);
   const unit = Math.max(p.canvas_width, p.canvas_height) / 256;  // line width per 256 px
   ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillRect(0, 0, p.canvas_width, p.canvas_height);
   p.people.forEach((person, n) => {
     const body = points(person, "pose_keypoints_2d");
     ctx.lineWidth = 3 * unit;
@@ -200,7 +207,7 @@ function remember() {
 function undo() {
   if (!undoStack.length) return;
   pose = undoStack.pop();
-  if (!pose) pose = emptyPose(canvas.width, canvas.height);
+  if (!pose) pose = emptyPose(lastSize[0], lastSize[1]);
   selected = Math.min(selected, pose.people.length - 1);
   commit();
 }
@@ -259,7 +266,7 @@ function defaultPerson(p) {
 
 const ACTIONS = {
   add() {
-    pose = pose || emptyPose(canvas.width, canvas.height);
+    pose = pose || emptyPose(lastSize[0], lastSize[1]);
     pose.people.push(defaultPerson(pose));
     selected = pose.people.length - 1;
   },
@@ -283,7 +290,7 @@ function act(name) {
 }
 
 function exportJson() {
-  const blob = new Blob([pose ? poseText(pose) : poseText(emptyPose())],
+  const blob = new Blob([pose ? poseText(pose) : poseText(emptyPose(lastSize[0], lastSize[1]))],
                         {type: "application/json"});
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
@@ -297,14 +304,13 @@ function exportJson() {
 // ------------------------------------------------------------------------------ pointer
 function toCanvas(ev) {
   const r = canvas.getBoundingClientRect();
-  return [(ev.clientX - r.left) * canvas.width / r.width,
-          (ev.clientY - r.top) * canvas.height / r.height];
+  return [(ev.clientX - r.left) * pose.canvas_width / r.width,
+          (ev.clientY - r.top) * pose.canvas_height / r.height];
 }
 
 function hit(x, y) {
   // the nearest point within 10 screen pixels: {person, part, index}
-  const r = canvas.getBoundingClientRect();
-  const reach = 10 * canvas.width / r.width;
+  const reach = screenReach();
   let best = null, bestD = reach * reach;
   (pose ? pose.people : []).forEach((person, n) => {
     for (const part of PARTS) {
@@ -318,9 +324,14 @@ function hit(x, y) {
   return best;
 }
 
+function screenReach() {
+  // 10 screen pixels in pose pixels
+  return 10 * pose.canvas_width / canvas.getBoundingClientRect().width;
+}
+
 function inside(n, x, y) {
-  const b = pose && pose.people[n] && bounds(pose.people[n]);
-  return b && x >= b[0] - 10 && x <= b[2] + 10 && y >= b[1] - 10 && y <= b[3] + 10;
+  const b = pose && pose.people[n] && bounds(pose.people[n]), m = b && screenReach();
+  return b && x >= b[0] - m && x <= b[2] + m && y >= b[1] - m && y <= b[3] + m;
 }
 
 canvas.addEventListener("pointerdown", (ev) => {
@@ -348,8 +359,8 @@ canvas.addEventListener("pointermove", (ev) => {
   const person = pose.people[drag.person];
   if (drag.kind === "point") {
     const flat = person[drag.part];
-    flat[3 * drag.index] = Math.min(Math.max(x, 0), canvas.width - 1);
-    flat[3 * drag.index + 1] = Math.min(Math.max(y, 0), canvas.height - 1);
+    flat[3 * drag.index] = Math.min(Math.max(x, 0), pose.canvas_width - 1);
+    flat[3 * drag.index + 1] = Math.min(Math.max(y, 0), pose.canvas_height - 1);
   } else {
     const [dx, dy] = [x - drag.last[0], y - drag.last[1]];
     transform(person, (px, py) => [px + dx, py + dy]);

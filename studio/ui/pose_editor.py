@@ -73,3 +73,27 @@ def pose_editor(elem_id: str, visible: bool = True) -> gr.HTML:
 def compact_json(keypoints: Any) -> str:
     """Keypoints as one-line JSON text (the editor's value)."""
     return keypoints if isinstance(keypoints, str) else json.dumps(keypoints)
+
+
+def pose_text(pose: dict[str, Any]) -> str:
+    """OpenPose JSON for the JSON box: indented, one [x, y, confidence] triplet per line."""
+
+    def value(v: Any, indent: str) -> str:
+        if not (isinstance(v, list) and v and all(isinstance(n, (int, float)) for n in v)):
+            return json.dumps(v)
+        rows = [", ".join(json.dumps(n) for n in v[i:i + 3]) for i in range(0, len(v), 3)]
+        return f"[\n{indent}  " + f",\n{indent}  ".join(rows) + f"\n{indent}]"
+
+    def obj(d: dict[str, Any], indent: str) -> str:
+        inner = indent + "  "
+        items = [f"{inner}{json.dumps(k)}: {value(v, inner)}" for k, v in d.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+
+    people = pose.get("people")
+    if not (isinstance(people, list) and all(isinstance(p, dict) for p in people)):
+        return json.dumps(pose, indent=2)
+    top = {k: v for k, v in pose.items() if k != "people"}
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in top.items()]
+    listed = ",\n".join(f"    {obj(person, '    ')}" for person in people)
+    lines.append('  "people": ' + (f"[\n{listed}\n  ]" if people else "[]"))
+    return "{\n" + ",\n".join(lines) + "\n}"

@@ -105,6 +105,11 @@ def _people(page) -> int:
     return int(page.locator(f"{EDITOR} [data-people]").get_attribute("data-people"))
 
 
+def _grid(n: int, x0: int, y0: int, columns: int) -> list[float]:
+    """n keypoints on a grid of 1 px steps from (x0, y0), as flat [x, y, 1] triplets."""
+    return [v for i in range(n) for v in (x0 + i % columns, y0 + i // columns, 1)]
+
+
 def _import(page, path) -> None:
     with page.expect_file_chooser() as chooser:
         page.locator(EDITOR).get_by_role("button", name="Import JSON").click()
@@ -121,15 +126,21 @@ def test_pose_editor_imports_normalised_json_mirrors_scales_and_refuses_bad_file
     page.locator("#control-unit2").get_by_text("Control unit 2", exact=True).click()
     # the A1111 editor's normalised form: every coordinate a fraction of the canvas
     body = POSE["people"][0]["pose_keypoints_2d"]
-    normalised = {**POSE, "people": [{"pose_keypoints_2d": [
-        v / 128 if i % 3 < 2 else v for i, v in enumerate(body)]}]}
+    person = {"pose_keypoints_2d": body,  # + hands at the wrists, a face on the head
+              "hand_left_keypoints_2d": _grid(21, 86, 74, 5),
+              "hand_right_keypoints_2d": _grid(21, 38, 74, 5),
+              "face_keypoints_2d": _grid(70, 58, 14, 10)}
+    normalised = {**POSE, "people": [{k: [v / 128 if i % 3 < 2 else v for i, v in enumerate(vs)]
+                                      for k, vs in person.items()}]}
     (tmp_path / "a1111.json").write_text(json.dumps(normalised))
     _import(page, tmp_path / "a1111.json")
     first = wait_image(page, "#control-unit2-preview")
     pixels = _export(page)
     assert pixels["canvas_width"] == 128
-    assert pixels["people"][0]["pose_keypoints_2d"] == pytest.approx(body)
-    assert fetch_image(page, first).size == (128, 128)
+    assert all(pixels["people"][0][k] == pytest.approx(v) for k, v in person.items())
+    drawn = np.asarray(fetch_image(page, first).convert("RGB"))
+    assert drawn.shape == (128, 128, 3)
+    assert tuple(drawn[74, 38]) == (0, 0, 255)  # the server drew the hands (blue keypoints)
 
     # select the person (click its nose), mirror it: as mirror_person does it
     canvas = page.locator(f"{EDITOR} canvas")
@@ -165,4 +176,10 @@ def test_pose_editor_imports_normalised_json_mirrors_scales_and_refuses_bad_file
     page.locator(EDITOR).get_by_role("button", name="Undo").click()
     wait_image(page, "#control-unit2-preview", old_src=fourth)
     assert _people(page) == 1
+    # unit 1 turned to openpose shows its own, empty editor
+    page.locator("#control-unit1-type input").click()
+    page.get_by_role("option", name="openpose").click()
+    status = page.locator("#control-unit1-pose-editor .pose-status")
+    status.wait_for(state="visible")
+    assert status.inner_text().startswith("No pose yet")
     no_error_toast(page)
