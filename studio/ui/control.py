@@ -6,7 +6,8 @@ Named API (both on the GPU queue):
 - `/annotate`: `image`, `annotator`, `resolution`; returns [control_map, info] (info holds
   "keypoints" for openpose).
 The tab's own Generate button runs a private event that turns the unit widgets into the same
-request as the API.
+request as the API. An openpose unit's keypoints show twice, as the drag-to-edit pose editor
+(`pose_editor.py`) and as JSON text; an edit in either redraws the unit's preview.
 """
 
 from __future__ import annotations

@@ -154,10 +154,21 @@ def test_pose_editor_imports_normalised_json_mirrors_scales_and_refuses_bad_file
     # the wheel scales the selected person about its centre
     page.mouse.move(*on_box(canvas, 0.5, 0.5))
     page.mouse.wheel(0, -100)
-    third = wait_image(page, "#control-unit2-preview", old_src=second)
-    xs = _export(page)["people"][0]["pose_keypoints_2d"][0::3]
+    scaled = wait_image(page, "#control-unit2-preview", old_src=second)
+    big = _export(page)["people"][0]["pose_keypoints_2d"]
+    xs = big[0::3]
     assert max(xs) - min(xs) == pytest.approx(1.05 * (max(body[0::3]) - min(body[0::3])),
                                               abs=0.05)
+    # Shift+drag a joint moves the whole person: every point by the same 16 px
+    page.keyboard.down("Shift")
+    drag(page, [on_box(canvas, big[0] / 128, big[1] / 128),
+                on_box(canvas, (big[0] + 16) / 128, big[1] / 128)])
+    page.keyboard.up("Shift")
+    third = wait_image(page, "#control-unit2-preview", old_src=scaled)
+    shifted = _export(page)["people"][0]["pose_keypoints_2d"]
+    assert [x - old for x, old in zip(shifted[0::3], xs, strict=True)] == pytest.approx(
+        [16] * 18, abs=0.5)
+    assert shifted[1::3] == pytest.approx(big[1::3], abs=0.5)
 
     # a file with 17 body points: the server says what is wrong; the editor keeps the pose
     bad = {**POSE, "people": [{"pose_keypoints_2d": body[:51]}]}
