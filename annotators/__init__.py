@@ -40,6 +40,8 @@ _LAZY = {
     "draw_pose": "openpose",
     "poses_to_json": "openpose",
     "json_to_poses": "openpose",
+    "pose_json_in_pixels": "openpose",
+    "mirror_person": "openpose",
     "parse_prompts": "sam",
     "build_tiny_annotator_weights": "tiny",
 }

@@ -13,6 +13,10 @@ JSON layout (as OpenPose and the sd-webui ControlNet editor write it)::
                  "hand_right_keypoints_2d": [x, y, c] * 21,
                  "face_keypoints_2d": [x, y, c] * n}]}     # n <= 71 face points
 
+Coordinates are pixels on the canvas, or normalised to [0, 1] when every coordinate of the JSON
+is at most 1 in size (as the A1111 openpose editor decides). `pose_json_in_pixels` gives the
+canonical form (pixels, every part a list); `mirror_person` flips one person left to right.
+
 Weights (lllyasviel/Annotators: body_pose_model.pth, hand_pose_model.pth, facenet.pth) are
 loaded safely (weights_only / safetensors) into controlnet_aux's own network classes; we bypass
 controlnet_aux's `Body/Hand/Face.__init__`, which call plain `torch.load` on the file.
@@ -34,6 +38,7 @@ from PIL import Image
 
 from ._cnaux import cnaux
 from .base import (
+    MAX_SIDE,
     Annotator,
     AnnotatorOutput,
     ImageInput,
@@ -51,6 +56,14 @@ OPENPOSE_FILES = {"body": "body_pose_model.pth", "hand": "hand_pose_model.pth",
                   "face": "facenet.pth"}
 BODY_POINTS, HAND_POINTS = 18, 21
 MAX_FACE_POINTS = 71  # controlnet_aux keeps only the face heatmaps with a peak: up to 71
+MAX_PEOPLE = 100
+# COCO-18 (nose, neck, R shoulder/elbow/wrist, L ..., R hip/knee/ankle, L ..., R/L eye, R/L ear):
+# the index of each point's left/right twin.
+BODY_MIRROR = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
+# The 70 OpenPose face points (iBUG 68 + two pupils): each one's twin across the face.
+FACE_MIRROR = (*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),
+               45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, *range(54, 47, -1),
+               *range(59, 54, -1), *range(64, 59, -1), 67, 66, 65, 69, 68)
 _PEOPLE_KEYS = {"pose_keypoints_2d": "body", "hand_left_keypoints_2d": "left hand",
                 "hand_right_keypoints_2d": "right hand", "face_keypoints_2d": "face"}
 
@@ -148,13 +161,41 @@ def json_to_poses(
     """OpenPose JSON -> (controlnet_aux PoseResults with normalised coords, (canvas w, h)).
 
     A keypoint with confidence <= 0 is missing. `canvas` is used when the JSON has no
-    canvas_width/canvas_height.
+    canvas_width/canvas_height. Coordinates are normalised when all are at most 1 in size.
     """
     op = cnaux("open_pose")
     data = _as_dict(keypoints)
     people = data.get("people")
     if not isinstance(people, list):
         raise AnnotatorInputError("The pose JSON needs a 'people' list (one entry per person).")
+    if len(people) > MAX_PEOPLE:
+        raise AnnotatorInputError(
+            f"The pose JSON has {len(people)} people; at most {MAX_PEOPLE} are drawn. Remove "
+            "some (or split the pose into several control units)."
+        )
+    cw, ch = _canvas(data, canvas)
+    parts = [_person_parts(person, i) for i, person in enumerate(people, start=1)]
+    sx, sy = (1.0, 1.0) if _normalised(parts) else (cw, ch)
+    missing = op.body.Keypoint(x=-1.0, y=-1.0)  # controlnet_aux's "absent" for hands and face
+
+    def points(values: list[tuple[float, float, float]], absent: Any) -> list[Any]:
+        return [op.body.Keypoint(x=x / sx, y=y / sy) if c > 0 else absent for x, y, c in values]
+
+    poses = [
+        op.PoseResult(
+            body=op.body.BodyResult(keypoints=points(body, None) or [None] * BODY_POINTS,
+                                    total_score=0.0, total_parts=0),
+            left_hand=points(left, missing) or None,
+            right_hand=points(right, missing) or None,
+            face=points(face, missing) or None,
+        )
+        for body, left, right, face in parts
+    ]
+    return poses, (int(cw), int(ch))
+
+
+def _canvas(data: dict[str, Any], canvas: tuple[int, int] | None) -> tuple[float, float]:
+    """The JSON's canvas_width x canvas_height (else `canvas`), checked."""
     cw, ch = data.get("canvas_width"), data.get("canvas_height")
     if cw is None and ch is None and canvas is not None:
         cw, ch = canvas
@@ -163,40 +204,82 @@ def json_to_poses(
             raise AnnotatorInputError(
                 "The pose JSON has no canvas_width/canvas_height: give the map size."
             )
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e6:
-            raise AnnotatorInputError(f"{name} must be a positive number of pixels, got {v!r}.")
-    missing = op.body.Keypoint(x=-1.0, y=-1.0)  # controlnet_aux's "absent" for hands and face
-
-    def points(values: list[tuple[float, float, float]], absent: Any) -> list[Any]:
-        return [op.body.Keypoint(x=x / cw, y=y / ch) if c > 0 else absent for x, y, c in values]
-
-    poses = []
-    for i, person in enumerate(people, start=1):
-        if not isinstance(person, dict):
-            raise AnnotatorInputError(f"Person {i} in the pose JSON must be an object.")
-        unknown = {k for k in person if k not in _PEOPLE_KEYS and k != "person_id"
-                   and not k.endswith("_3d")}
-        if unknown:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= MAX_SIDE:
             raise AnnotatorInputError(
-                f"Person {i} has unknown keys {sorted(unknown)}; expected "
-                f"{', '.join(_PEOPLE_KEYS)}."
+                f"{name} must be a positive number of pixels up to {MAX_SIDE}, got {v!r}; "
+                "set it to the size of the image the pose belongs to."
             )
-        body = _triplets(person.get("pose_keypoints_2d"), f"Person {i} body keypoints",
-                         BODY_POINTS, BODY_POINTS)
-        left = _triplets(person.get("hand_left_keypoints_2d"),
-                         f"Person {i} left hand keypoints", HAND_POINTS, HAND_POINTS)
-        right = _triplets(person.get("hand_right_keypoints_2d"),
-                          f"Person {i} right hand keypoints", HAND_POINTS, HAND_POINTS)
-        face = _triplets(person.get("face_keypoints_2d"), f"Person {i} face keypoints",
-                         1, MAX_FACE_POINTS)
-        poses.append(op.PoseResult(
-            body=op.body.BodyResult(keypoints=points(body, None) or [None] * BODY_POINTS,
-                                    total_score=0.0, total_parts=0),
-            left_hand=points(left, missing) or None,
-            right_hand=points(right, missing) or None,
-            face=points(face, missing) or None,
-        ))
-    return poses, (int(cw), int(ch))
+    return cw, ch
+
+
+Triplets = list[tuple[float, float, float]]
+
+
+def _person_parts(person: Any, i: int) -> tuple[Triplets, Triplets, Triplets, Triplets]:
+    """(body, left hand, right hand, face) triplets of person `i`, checked."""
+    if not isinstance(person, dict):
+        raise AnnotatorInputError(f"Person {i} in the pose JSON must be an object.")
+    unknown = {k for k in person if k not in _PEOPLE_KEYS and k != "person_id"
+               and not k.endswith("_3d")}
+    if unknown:
+        raise AnnotatorInputError(
+            f"Person {i} has unknown keys {sorted(unknown)}; expected "
+            f"{', '.join(_PEOPLE_KEYS)}."
+        )
+    return (
+        _triplets(person.get("pose_keypoints_2d"), f"Person {i} body keypoints",
+                  BODY_POINTS, BODY_POINTS),
+        _triplets(person.get("hand_left_keypoints_2d"), f"Person {i} left hand keypoints",
+                  HAND_POINTS, HAND_POINTS),
+        _triplets(person.get("hand_right_keypoints_2d"), f"Person {i} right hand keypoints",
+                  HAND_POINTS, HAND_POINTS),
+        _triplets(person.get("face_keypoints_2d"), f"Person {i} face keypoints",
+                  1, MAX_FACE_POINTS),
+    )
+
+
+def _normalised(parts: list[tuple[Triplets, ...]]) -> bool:
+    """True when every present point's coordinates are at most 1 in size (the A1111 editor's
+    rule for normalised JSON); False for pixels, and when no point is present."""
+    coords = [abs(v) for person in parts for part in person for x, y, c in part if c > 0
+              for v in (x, y)]
+    return bool(coords) and max(coords) <= 1
+
+
+def pose_json_in_pixels(
+    keypoints: str | dict[str, Any], canvas: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Any accepted OpenPose JSON (pixels or normalised) -> the canonical form: pixel
+    coordinates (2 decimals), confidence 1 or 0, every part a list ([] when absent)."""
+    poses, (width, height) = json_to_poses(keypoints, canvas)
+    return poses_to_json(poses, width, height)
+
+
+def mirror_person(person: dict[str, Any]) -> dict[str, Any]:
+    """One person of an OpenPose JSON flipped left to right about the centre of its present
+    points: x -> 2 * centre - x, left and right body points, hands and face points swapped."""
+
+    def triplets(key: str) -> list[list[float]]:
+        flat = person.get(key) or []
+        return [list(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+    parts = {key: triplets(key) for key in _PEOPLE_KEYS}
+    xs = [p[0] for part in parts.values() for p in part if p[2] > 0]
+    centre = (min(xs) + max(xs)) / 2 if xs else 0.0
+
+    def flipped(points: list[list[float]], twins: tuple[int, ...] | None) -> list[float]:
+        if twins is not None and len(twins) == len(points):
+            points = [points[j] for j in twins]
+        return [v for x, y, c in points
+                for v in ((round(2 * centre - x, 4), y, c) if c > 0 else (x, y, c))]
+
+    return {
+        **person,
+        "pose_keypoints_2d": flipped(parts["pose_keypoints_2d"], BODY_MIRROR),
+        "hand_left_keypoints_2d": flipped(parts["hand_right_keypoints_2d"], None),
+        "hand_right_keypoints_2d": flipped(parts["hand_left_keypoints_2d"], None),
+        "face_keypoints_2d": flipped(parts["face_keypoints_2d"], FACE_MIRROR),
+    }
 
 
 # --------------------------------------------------------------------------------- drawing

@@ -152,3 +152,11 @@ class AnnotatorService:
         from annotators.openpose import draw_pose
 
         return draw_pose(keypoints_json, (width, height))
+
+    def pose_json(self, keypoints_json: str | dict[str, Any],
+                  canvas: tuple[int, int] | None = None) -> dict[str, Any]:
+        """OpenPose JSON (pixels or normalised; on `canvas` when it names none) checked and
+        rewritten in pixels, every part a list (the pose editor's canonical form)."""
+        from annotators.openpose import pose_json_in_pixels
+
+        return pose_json_in_pixels(keypoints_json, canvas)

@@ -6,7 +6,8 @@ Named API (both on the GPU queue):
 - `/annotate`: `image`, `annotator`, `resolution`; returns [control_map, info] (info holds
   "keypoints" for openpose).
 The tab's own Generate button runs a private event that turns the unit widgets into the same
-request as the API.
+request as the API. An openpose unit's keypoints show twice, as the drag-to-edit pose editor
+(`pose_editor.py`) and as JSON text; an edit in either redraws the unit's preview.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from studio.backend.tasks.control import (
     ANNOTATORS,
     MAX_UNITS,
     RESIZE_MODES,
-    render_pose,
+    edit_pose,
     units_from_api,
 )
 
@@ -39,6 +40,7 @@ from .common import (
     user_errors,
     whole_number,
 )
+from .pose_editor import compact_json, pose_editor, pose_text
 from .sendto import register_target
 
 DEFAULT_TYPES = ("scribble", "openpose", "depth")
@@ -103,6 +105,8 @@ class UnitWidgets:
             elem_id=f"{eid}-use-preview",
         )
         openpose = default == "openpose"
+        # drag-to-edit view of the keypoints below (same JSON; edits re-render the preview)
+        self.pose_editor = pose_editor(f"{eid}-pose-editor", visible=openpose)
         self.keypoints = gr.Code(label="Pose keypoints (edit a wrong limb, then re-render)",
                                  language="json", value="", visible=openpose,
                                  elem_id=f"{eid}-keypoints")
@@ -272,11 +276,12 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
     w.source.change(switch_source, w.source, [w.sketch, w.photo, w.use_preview],
                     **PRIVATE, queue=False)
 
-    def switch_type(ctype: str) -> tuple[Any, Any, Any]:
+    def switch_type(ctype: str) -> tuple[Any, Any, Any, Any]:
         pose = ctype == "openpose"
-        return gr.update(visible=pose), gr.update(visible=pose), False
+        return (gr.update(visible=pose), gr.update(visible=pose), gr.update(visible=pose),
+                False)
 
-    w.type.change(switch_type, w.type, [w.keypoints, w.rerender, w.use_preview],
+    w.type.change(switch_type, w.type, [w.keypoints, w.rerender, w.pose_editor, w.use_preview],
                   **PRIVATE, queue=False)
     # A changed input makes the preview stale (browser-side: no upload of every stroke).
     for changed in (w.photo.change, w.sketch.input):
@@ -285,7 +290,7 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
     @spaces_gpu
     @user_errors
     def preview(ctype: str, source: str, sketch: Any, photo: str | None, is_map: bool,
-                resolution: float) -> tuple[str, str, bool]:
+                resolution: float) -> tuple[str, Any, Any, bool]:
         if source == "sketch":
             image, annotator = _sketch_image(sketch, 0), "scribble"
         else:
@@ -298,22 +303,34 @@ def _wire_unit(studio: Any, w: UnitWidgets) -> None:
         else:
             cmap, meta = studio.annotate(image, annotator, whole_number(resolution))
         path = studio.outputs.save_aux(cmap, f"preview-{annotator}")
-        text = _pretty_json(meta["keypoints"]) if meta.get("keypoints") else gr.update()
-        return str(path), text, True
+        pose = meta.get("keypoints")
+        if not pose:
+            return str(path), gr.update(), gr.update(), True
+        return str(path), _pretty_json(pose), compact_json(pose), True
 
     w.preview_button.click(
         preview, [w.type, w.source, w.sketch, w.photo, w.is_map, w.resolution],
-        [w.preview, w.keypoints, w.use_preview], **PRIVATE,
+        [w.preview, w.keypoints, w.pose_editor, w.use_preview], **PRIVATE,
         **gpu_kwargs(),
     )
+    _wire_pose_edits(studio, w)
+
+
+def _wire_pose_edits(studio: Any, w: UnitWidgets) -> None:
+    """The JSON box's Re-render and the pose editor's edits: both draw the keypoints as the
+    unit's preview and put the same pose, in pixels, in the other view."""
 
     @user_errors
-    def rerender(keypoints: str) -> tuple[str, bool]:
-        cmap = render_pose(studio, keypoints)  # at the JSON's canvas size
-        return str(studio.outputs.save_aux(cmap, "pose-edited")), True
+    def rerender(keypoints: str) -> tuple[str, bool, str, str]:
+        cmap, pose = edit_pose(studio, keypoints)  # at the JSON's canvas size
+        path = studio.outputs.save_aux(cmap, "pose-edited")
+        return str(path), True, _pretty_json(pose), compact_json(pose)
 
-    w.rerender.click(rerender, [w.keypoints], [w.preview, w.use_preview],
-                     **PRIVATE, **gpu_kwargs())
+    outputs = [w.preview, w.use_preview, w.keypoints, w.pose_editor]
+    w.rerender.click(rerender, [w.keypoints], outputs, **PRIVATE, **gpu_kwargs())
+    # drawing needs no device: edits do not wait for a running generation
+    w.pose_editor.input(rerender, [w.pose_editor], outputs, **PRIVATE,
+                        concurrency_limit=4, trigger_mode="always_last")
 
 
 def _pretty_json(value: Any) -> str:
@@ -323,4 +340,4 @@ def _pretty_json(value: Any) -> str:
             value = json.loads(value)
         except json.JSONDecodeError:
             return value
-    return json.dumps(value, indent=2)
+    return pose_text(value) if isinstance(value, dict) else json.dumps(value, indent=2)

@@ -14,6 +14,7 @@ from studio.backend.requests import RequestError
 from studio.backend.tasks.control import (
     ControlRequest,
     annotate_image,
+    edit_pose,
     fit_to_size,
     render_pose,
     units_from_api,
@@ -257,3 +258,24 @@ def test_pose_preview_edit_and_rerender(studio) -> None:
         render_pose(studio, '{"people": [}')
     with pytest.raises(RequestError, match="unknown annotator 'hed'"):
         annotate_image(studio, photo, "hed")
+
+
+def test_pose_editor_json_in_pixels_or_normalised_and_its_errors(studio) -> None:
+    body = [v for i in range(18) for v in (20 + 3 * i, 10 + 2 * i, 1)]
+    pose = {"canvas_width": 96, "canvas_height": 64, "people": [{"pose_keypoints_2d": body}]}
+    drawn, pixels = edit_pose(studio, json.dumps(pose))
+    assert drawn.size == (96, 64)
+    assert pixels["people"][0]["pose_keypoints_2d"] == [float(v) for v in body]
+    assert pixels["people"][0]["hand_left_keypoints_2d"] == []
+    normalised = [v / (96 if i % 3 == 0 else 64 if i % 3 == 1 else 1)
+                  for i, v in enumerate(body)]
+    again, same = edit_pose(studio, {**pose, "people": [{"pose_keypoints_2d": normalised}]})
+    assert np.array_equal(np.asarray(again), np.asarray(drawn)) and same == pixels
+    # what cannot be drawn is a RequestError that says why (not an internal error)
+    for bad, message in [({**pose, "people": [{"pose_keypoints_2d": body[:-1]}]}, "53 numbers"),
+                         ({**pose, "canvas_width": 0}, "canvas_width must be a positive"),
+                         ("", "keypoints are empty")]:
+        with pytest.raises(RequestError, match=message):
+            edit_pose(studio, bad)
+        with pytest.raises(RequestError, match=message):
+            render_pose(studio, bad)

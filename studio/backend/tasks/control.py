@@ -368,25 +368,48 @@ def render_pose(ctx: TaskContext, keypoints: Any, width: Any = None, height: Any
     The size defaults to the JSON's canvas_width x canvas_height (what the openpose annotator
     writes), else 512 x 512.
     """
-    if isinstance(keypoints, str):
-        if not keypoints.strip():
-            raise RequestError("keypoints are empty: preview a photo with openpose first, or "
-                               "paste keypoints JSON")
-        try:
-            data = loads_json(keypoints, "keypoints")
-        except json.JSONDecodeError as err:
-            raise RequestError(
-                f"keypoints are not valid JSON ({err.msg} at line {err.lineno}, column "
-                f"{err.colno})"
-            ) from err
-    else:
-        data, keypoints = keypoints, json.dumps(keypoints)
-    canvas = data if isinstance(data, dict) else {}
-    width = canvas.get("canvas_width", 512) if width is None else width
-    height = canvas.get("canvas_height", 512) if height is None else height
+    data = _pose_data(keypoints)
+    if width is None and height is None:
+        pixels = _checked_pose(ctx, data)
+        width, height = pixels["canvas_width"], pixels["canvas_height"]
     check_number("width", width, 8, MAX_RESOLUTION * 4, integer=True)
     check_number("height", height, 8, MAX_RESOLUTION * 4, integer=True)
-    return load_image(ctx.annotators.draw_pose(keypoints, int(width), int(height)), "pose")
+    try:
+        drawn = ctx.annotators.draw_pose(data, int(width), int(height))
+    except ValueError as err:  # the annotators' AnnotatorInputError: a message to show
+        raise RequestError(str(err)) from err
+    return load_image(drawn, "pose")
+
+
+def edit_pose(ctx: TaskContext, keypoints: Any) -> tuple[Image.Image, dict[str, Any]]:
+    """The pose editor's keypoints (pixels, or normalised as the A1111 editor may write them)
+    -> (their map at the JSON's canvas size, the same pose as canonical pixel JSON)."""
+    pixels = _checked_pose(ctx, _pose_data(keypoints))
+    return render_pose(ctx, pixels), pixels
+
+
+def _checked_pose(ctx: TaskContext, data: Any) -> dict[str, Any]:
+    """OpenPose JSON checked and in pixels (a 512 x 512 canvas when it names none)."""
+    try:
+        return ctx.annotators.pose_json(data, (512, 512))
+    except ValueError as err:
+        raise RequestError(str(err)) from err
+
+
+def _pose_data(keypoints: Any) -> Any:
+    """Keypoints JSON text (or an already parsed object) as an object."""
+    if not isinstance(keypoints, str):
+        return keypoints
+    if not keypoints.strip():
+        raise RequestError("keypoints are empty: preview a photo with openpose first, add a "
+                           "person in the pose editor, or paste keypoints JSON")
+    try:
+        return loads_json(keypoints, "keypoints")
+    except json.JSONDecodeError as err:
+        raise RequestError(
+            f"keypoints are not valid JSON ({err.msg} at line {err.lineno}, column "
+            f"{err.colno})"
+        ) from err
 
 
 def prepare_maps(ctx: TaskContext, req: ControlRequest) -> tuple[list[Image.Image], list[dict]]:
