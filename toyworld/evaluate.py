@@ -205,6 +205,83 @@ def eval_inpaint(studio: Any, n: int = 48) -> Evaluation:
                                      "outside unchanged": kept / n}, timer.per_image)
 
 
+OUTPAINT_SIDES = ("right", "left", "bottom", "top")
+
+
+def eval_outpaint(studio: Any, n: int = 16) -> Evaluation:
+    """Extend a new scene by 32 px (right, left, bottom, top in turn) asking for "a blue
+    square": does the new area hold a blue square (and the right colour, the right shape),
+    and is the original 64 x 64 bit-exact?"""
+    timer, both, colour_ok, shape_ok, kept = _Timer(), 0, 0, 0, 0
+    for i in range(n):
+        scene = random_scene(EVAL_SEED + 7000 + i, max_shapes=2)
+        side = OUTPAINT_SIDES[i % len(OUTPAINT_SIDES)]
+        source = scene.render()
+        result = timer(studio.outpaint, _params(EVAL_SEED + i, prompt="a blue square",
+                                                image=source, **{side: 32})).info
+        out = np.asarray(Image.open(studio.outputs.folder / result["file"]).convert("RGB"))
+        x0, y0, x1, y1 = result["original_box"]
+        kept += bool(np.array_equal(out[y0:y1, x0:x1], np.asarray(source)))
+        new = np.ones(out.shape[:2], bool)
+        new[y0:y1, x0:x1] = False
+        found = [f for f in analyse(out) if new[int(f.centroid[1]), int(f.centroid[0])]]
+        colour_ok += any(f.colour == "blue" for f in found)
+        shape_ok += any(f.shape == "square" for f in found)
+        both += any(f.colour == "blue" and f.shape == "square" for f in found)
+    return Evaluation("outpaint", n, {"blue square in the new area": both / n,
+                                      "blue in the new area": colour_ok / n,
+                                      "square in the new area": shape_ok / n,
+                                      "original bit-exact": kept / n}, timer.per_image)
+
+
+SKETCH_RADIUS = 7
+
+
+def sketch_spot(scene: Scene, rng: random.Random) -> tuple[int, int] | None:
+    """A centre for a sketched blob clear of the scene's shapes (None if none is found)."""
+    taken = scene_mask(scene)
+    r = SKETCH_RADIUS + 3
+    for _ in range(100):
+        x, y = rng.randint(r, SIZE - r - 1), rng.randint(r, SIZE - r - 1)
+        if not taken[y - r:y + r, x - r:x + r].any():
+            return x, y
+    return None
+
+
+def eval_sketch(studio: Any, n: int = 16, strength: float = 0.75,
+                mode: str = "inpaint") -> Evaluation:
+    """Inpaint sketch: paint a green blob where nothing is, prompt "a square" (no colour);
+    the painted area is the mask and the painted image the start: is a green object drawn
+    there (and a square)?"""
+    timer, green, square, cases = _Timer(), 0, 0, 0
+    for i in range(4 * n):
+        if cases == n:
+            break
+        rng = random.Random(EVAL_SEED + 8000 + i)
+        scene = random_scene(EVAL_SEED + 8000 + i, max_shapes=2)
+        spot = sketch_spot(scene, rng)
+        if spot is None:
+            continue
+        cases += 1
+        x, y = spot
+        painted = scene.render()
+        mask = Image.new("L", painted.size, 0)
+        blob = (x - SKETCH_RADIUS, y - SKETCH_RADIUS, x + SKETCH_RADIUS, y + SKETCH_RADIUS)
+        ImageDraw.Draw(painted).ellipse(blob, fill=COLOURS["green"])
+        ImageDraw.Draw(mask).ellipse(blob, fill=255)
+        out = np.asarray(timer(studio.inpaint, _params(
+            EVAL_SEED + i, prompt="a square", image=painted, mask=mask, mode=mode,
+            strength=strength, mask_blur=1)).image.convert("RGB"))
+        near = box_mask(blob, grow=3)
+        found = [f for f in analyse(out) if near[int(f.centroid[1]), int(f.centroid[0])]]
+        green += any(f.colour == "green" for f in found)
+        square += any(f.colour == "green" and f.shape == "square" for f in found)
+    cases = max(1, cases)
+    return Evaluation("sketch", cases, {"green object where painted": green / cases,
+                                        "green square there": square / cases},
+                      timer.per_image, notes={"strength": strength, "mode": mode})
+
+
 def eval_instruct(studio: Any, n: int = 48) -> Evaluation:
     """"make it <colour>" on new one-shape scenes: is the object now that colour, still in
     place (IoU with the original shape >= 0.6)?"""
@@ -657,6 +734,8 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "control": eval_control,
     "layout": eval_layout,
     "inpaint": eval_inpaint,
+    "outpaint": eval_outpaint,
+    "sketch": eval_sketch,
     "instruct": eval_instruct,
     "instruct_named": eval_instruct_named,
     "textual_inversion": eval_textual_inversion,

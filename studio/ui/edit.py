@@ -36,6 +36,9 @@ CLICK_MODES = ("Object (+)", "Background (-)", "Box corners")
 INPAINT_PARAMS = ("only_masked", "padding", "mask_blur", "strength", "mode")
 OUTPAINT_SIDES = ("left", "right", "top", "bottom")
 ASPECT_RATIOS = ("1:1", "4:3", "3:2", "16:9", "21:9", "3:4", "2:3", "9:16")
+SKETCH_COLOURS = ["#e02020", "#20b020", "#2040e0", "#f0d020", "#8030c0", "#ffffff", "#000000",
+                  "#806040"]
+SKETCH_STRENGTH = 0.75  # A1111's inpaint sketch default: the painted colours survive
 
 
 # ---------------------------------------------------------------------------- click logic
@@ -94,6 +97,25 @@ def brush_to_mask(value: Any) -> Any:
     if m is None or not binary_array(m).any():
         return None
     return m
+
+
+def sketch_inputs(value: Any, strength: float) -> tuple[Any, Any, Any]:
+    """Inpaint sketch (A1111's): (the image with the paint on it, the painted area as the
+    mask, the strength: 1 lowered to SKETCH_STRENGTH so the colours guide the new content).
+    Every stroke erased: the original image back, and no mask."""
+    if not isinstance(value, dict) or value.get("background") is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    background = load_image(value["background"], "image", mode="RGBA")
+    mask = brush_to_mask(value)
+    if mask is None:  # every stroke erased: the original image, no mask
+        return background.convert("RGB"), None, gr.skip()
+    painted = background.copy()
+    for layer in value.get("layers") or []:
+        if layer is not None:
+            img = load_image(layer, "sketch layer", mode="RGBA")
+            painted.alpha_composite(img.resize(background.size))
+    lowered = SKETCH_STRENGTH if float(strength or 0) >= 1.0 else gr.skip()
+    return painted.convert("RGB"), mask, lowered
 
 
 def editor_value(image: str | None) -> dict[str, Any] | None:
@@ -194,6 +216,14 @@ def _mask_widgets() -> dict[str, Any]:
                 image_mode="RGBA", sources=[], layers=False, transforms=[],
                 brush=gr.Brush(colors=[("#ff3030", 0.6)], color_mode="fixed", default_size=24),
                 elem_id="edit-editor",
+            )
+        with gr.Tab("Sketch colours"):
+            w["sketch"] = gr.ImageEditor(
+                label="Paint colours on the image: the paint is the mask, its colours guide "
+                      "the new content", type="pil", format="png", image_mode="RGBA",
+                sources=[], layers=False, transforms=[],
+                brush=gr.Brush(colors=SKETCH_COLOURS, color_mode="defaults", default_size=16),
+                elem_id="edit-sketch",
             )
         with gr.Tab("Click the object (SAM)"):
             w.update(_sam_widgets())
@@ -440,18 +470,24 @@ def _wire_text(studio: Any, w: dict[str, Any]) -> None:
 
 def _wire_mask_tools(w: dict[str, Any]) -> None:
     """A new image resets everything; the brush paints the mask; grow/shrink/invert/clear."""
-    resets = [w["editor"], w["sam_view"], w["points"], w["box"], w["corner"], w["mask"],
-              w["gallery"], w["candidates"], w["found"], w["objects"], w["boxes_view"]]
+    resets = [w["editor"], w["sketch"], w["sam_view"], w["points"], w["box"], w["corner"],
+              w["mask"], w["gallery"], w["candidates"], w["found"], w["objects"],
+              w["boxes_view"]]
 
     def new_image(image: str | None) -> tuple[Any, ...]:
-        return (editor_value(image), image, "[]", "", None, None, [], [], {},
-                gr.update(choices=[], value=[]), None)
+        return (editor_value(image), editor_value(image), image, "[]", "", None, None, [], [],
+                {}, gr.update(choices=[], value=[]), None)
 
     for event in (w["image"].upload, w["image"].clear):
         event(new_image, [w["image"]], resets, **PRIVATE)
     register_target("Edit", "edit", [w["image"], *resets],
                     lambda path: [path, *new_image(path)])
     w["editor"].change(user_errors(brush_to_mask), [w["editor"]], [w["mask"]], **PRIVATE)
+    # the sketch's paint goes onto the image itself (its background stays the original, so
+    # erasing a stroke brings the original back); `input`: the editor's `change` does not
+    # fire for strokes on a canvas built in a tab that was hidden at page load
+    w["sketch"].input(user_errors(sketch_inputs), [w["sketch"], w["strength"]],
+                       [w["image"], w["mask"], w["strength"]], **PRIVATE)
     for name in ("grow", "shrink", "invert", "clear"):
         w[name].click(user_errors(lambda m, px, _n=name: mask_tool(_n, m, px)),
                       [w["mask"], w["grow_px"]], [w["mask"]], **PRIVATE)

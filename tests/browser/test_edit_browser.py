@@ -110,3 +110,25 @@ def test_describe_it_finds_boxes_then_inpaints(page, photo):
     no_error_toast(page)
     if mask.any() and not mask.all():
         inpaint_and_check(page, photo, mask)
+
+
+def test_sketch_colours_become_the_mask_and_the_start(page, photo):
+    """Inpaint sketch: green paint lands on the image, its area is the mask, strength drops
+    to 0.75; the inpaint keeps every unpainted pixel of the photo."""
+    upload(page, photo)
+    old = page.locator("#edit-image img").get_attribute("src")
+    page.get_by_role("tab", name="Sketch colours").click()
+    sketch = page.locator("#edit-sketch")
+    sketch.get_by_role("button", name="Brush", exact=True).click()
+    canvas = sketch.locator(".pixi-target canvas")
+    drag(page, [on_box(canvas, 0.45, 0.5), on_box(canvas, 0.55, 0.5)])  # the canvas centre
+    mask = np.asarray(fetch_image(page, wait_image(page, "#edit-mask")).convert("L")) > 127
+    assert mask.shape == (128, 128) and mask[64, 64]
+    assert not mask[5, 5] and not mask[120, 5]
+    painted = np.asarray(fetch_image(page, wait_image(page, "#edit-image", old_src=old))
+                         .convert("RGB"))
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    assert (painted[mask] != original[mask]).any(-1).mean() > 0.8  # the paint is on it
+    assert np.array_equal(painted[~mask], original[~mask])
+    assert page.locator("#edit-strength input[type=number]").input_value() == "0.75"
+    inpaint_and_check(page, photo, mask)

@@ -268,3 +268,25 @@ def test_the_visitor_address_comes_from_trusted_proxies_only(monkeypatch):
     monkeypatch.setenv("SPACE_ID", "me/studio")  # behind the platform's proxy
     assert client_address(request("10.9.9.9", "1.2.3.4"), frozenset()) == "1.2.3.4"
     assert client_address(None, proxies) == ""
+
+
+def test_inpaint_sketch_paints_the_image_and_masks_the_paint() -> None:
+    """The Edit tab's "Sketch colours": the paint lands on the image, its area is the mask,
+    strength 1 drops to 0.75 so the colours guide; erasing every stroke restores the image."""
+    import numpy as np
+    from PIL import Image
+
+    from studio.ui.edit import SKETCH_STRENGTH, sketch_inputs
+
+    background = Image.new("RGBA", (32, 32), (200, 200, 200, 255))
+    layer = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    layer.paste((30, 180, 30, 255), (8, 8, 16, 16))
+    image, mask, strength = sketch_inputs({"background": background, "layers": [layer]}, 1.0)
+    px = np.asarray(image)
+    assert (px[8:16, 8:16] == [30, 180, 30]).all() and (px[0, 0] == [200, 200, 200]).all()
+    assert (np.asarray(mask) > 0).sum() == 64 and strength == SKETCH_STRENGTH
+    _, _, kept = sketch_inputs({"background": background, "layers": [layer]}, 0.5)
+    assert kept.__class__.__name__ != "float"  # a strength the user chose stays
+    erased = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    image, mask, _ = sketch_inputs({"background": background, "layers": [erased]}, 0.75)
+    assert mask is None and (np.asarray(image) == 200).all()
