@@ -81,6 +81,7 @@ FAMILY = Family(
     shared={"vae": "vae", "text_encoder": "text_encoder", "tokenizer": "tokenizer"},
     pipelines={
         "txt2img": "diffusers.StableDiffusionPipeline",
+        "img2img": "diffusers.StableDiffusionImg2ImgPipeline",  # hires fix's second pass
         "control": "diffusers.StableDiffusionControlNetPipeline",
         "control_img2img": "diffusers.StableDiffusionControlNetImg2ImgPipeline",
         "inpaint": "diffusers.StableDiffusionInpaintPipeline",

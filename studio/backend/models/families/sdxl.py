@@ -108,6 +108,7 @@ FAMILY = Family(
             "tokenizer": "tokenizer", "tokenizer_2": "tokenizer_2"},
     pipelines={
         "txt2img": "diffusers.StableDiffusionXLPipeline",
+        "img2img": "diffusers.StableDiffusionXLImg2ImgPipeline",  # hires fix's second pass
         "control": "diffusers.StableDiffusionXLControlNetPipeline",
         "control_img2img": "diffusers.StableDiffusionXLControlNetImg2ImgPipeline",
         "control_union": "diffusers.StableDiffusionXLControlNetUnionPipeline",
