@@ -314,17 +314,10 @@ class HiresParams:
         steps = self.hires_steps or self.steps  # type: ignore[attr-defined]
         return min(steps, FAST_STEPS) if self.fast else steps  # type: ignore[attr-defined]
 
-    @property
-    def latent_upscale(self) -> bool:
-        """Whether this request's first pass can hand over latents (Layout inside boxes
-        cannot: it pastes pixels back after decoding)."""
-        return True
-
     def check_upscalers(self, library: Any) -> None:
         """The hires upscaler's name as the studio's library knows it (refused by name)."""
         if self.hires:
-            self.hires_upscaler = library.check(self.hires_upscaler, "hires_upscaler",
-                                                latent=self.latent_upscale)
+            self.hires_upscaler = library.check(self.hires_upscaler, "hires_upscaler")
 
     def megapixels(self) -> float:
         """The largest size a denoiser pass of this job works at (the second pass's)."""

@@ -110,6 +110,7 @@ class UpscalerLibrary:
         self.device, self.dtype = device, dtype
         self.tile, self.overlap = tile, overlap
         self._models: dict[Path, Any] = {}
+        self._scales: dict[tuple[Path, float], int | None] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ names
@@ -202,6 +203,24 @@ class UpscalerLibrary:
         log.info("loaded upscaler %s (%s, %dx)", path.stem, descriptor.architecture.name,
                  descriptor.scale)
         return descriptor
+
+    def scale_hint(self, name: str) -> int | None:
+        """A model's factor for listings, read on the CPU without moving it to the device
+        (None when the file is not a model spandrel knows)."""
+        path = self._files().get(name)
+        if path is None or path.suffix.lower() != MODEL_SUFFIX:
+            return None
+        key = (path, path.stat().st_mtime)
+        if key not in self._scales:
+            from safetensors.torch import load_file
+            from spandrel import ModelLoader
+
+            try:
+                self._scales[key] = int(ModelLoader().load_from_state_dict(
+                    load_file(str(path))).scale)
+            except Exception:  # noqa: BLE001 - a listing names what it cannot read as None
+                self._scales[key] = None
+        return self._scales[key]
 
     def scale_of(self, name: str) -> int:
         """The model's own factor (1 for the built-in upscalers, which resize to any size)."""

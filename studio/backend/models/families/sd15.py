@@ -99,6 +99,8 @@ FAMILY = Family(
         "remix": Method("IP-Adapter (`ip-adapter_sd15`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
         "concept_train": Method("textual inversion, LoRA, SeedSelect"),
+        "upscale": Method("upscaler models (ESRGAN family, spandrel) or Lanczos, on pixels; "
+                          "hires fix: img2img at the enlarged size"),
     },
     model_set=MODEL_SET,
     defaults=Defaults(steps=25, guidance=7.5, sampler="Euler a",

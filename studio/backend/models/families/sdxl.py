@@ -129,6 +129,8 @@ FAMILY = Family(
         "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
         "concept_train": Method("textual inversion (clip_l + clip_g), LoRA, SeedSelect"),
+        "upscale": Method("upscaler models (ESRGAN family, spandrel) or Lanczos, on pixels; "
+                          "hires fix: img2img at the enlarged size"),
     },
     model_set=MODEL_SET,
     defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a",
