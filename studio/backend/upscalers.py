@@ -83,6 +83,7 @@ def tiled(run: Any, array: np.ndarray, scale: int, tile: int = TILE,
     `overlap` with their neighbours, blended so no seam shows: each tile's outer quarter of a
     shared edge is not used and the middle half fades across (weights normalised)."""
     h, w = array.shape[:2]
+    overlap = min(overlap, tile // 2)
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     if len(ys) == 1 and len(xs) == 1:
         return run(array)
