@@ -9,7 +9,7 @@ Seeded (scenes by step), resumable: it saves every `--save-every` steps to
 `checkpoints/toy-upscaler` (fp32 safetensors + `progress.json`, committed) and `--resume`
 goes on from there (AdamW's moments restart). `export` writes the model in the key layout
 spandrel detects (`body.0.weight`, ...) to `assets/toy/upscalers`, where the toy set finds
-it. On 2 CPU cores (one thread): 3000 steps in about 4 minutes.
+it. On 2 CPU cores (one thread): 3000 steps in about 9 minutes (a busy machine).
 
     .venv/bin/python -m toyworld.train_upscaler train --steps 3000
     .venv/bin/python -m toyworld.train_upscaler export
@@ -135,7 +135,7 @@ def train(steps: int, batch: int = 16, lr: float = 2e-3, resume: bool = False,
 
 
 def export(folder: Path = CHECKPOINT, out: Path = EXPORT) -> Path:
-    """The trained weights as the shipped upscaler file (fp32: it is 50 kB)."""
+    """The trained weights as the shipped upscaler file (fp32: 140 kB)."""
     from safetensors.torch import load_file, save_file
 
     state = load_file(str(folder / WEIGHTS))
