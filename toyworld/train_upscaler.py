@@ -97,10 +97,19 @@ def _start(folder: Path, resume: bool) -> int:
 def train(steps: int, batch: int = 16, lr: float = 2e-3, resume: bool = False,
           save_every: int = 500, folder: Path = CHECKPOINT) -> Path:
     """Train (or go on training) the upscaler to `steps`; returns the checkpoint folder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net: more threads only wait on each other here
+    try:
+        return _train(steps, batch, lr, resume, save_every, folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(steps: int, batch: int, lr: float, resume: bool, save_every: int,
+           folder: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     start = _start(folder, resume)
-    torch.set_num_threads(1)  # a tiny net: more threads only wait on each other here
     torch.manual_seed(SEED + start)
     model = build()
     if start:
@@ -124,7 +133,7 @@ def train(steps: int, batch: int = 16, lr: float = 2e-3, resume: bool = False,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_sum += float(loss)
+        loss_sum += loss.item()
         if (step + 1) % 100 == 0:
             log.info("step %d: L1 %.4f (%.0f s)", step + 1, loss_sum / 100,
                      time.perf_counter() - t0)
