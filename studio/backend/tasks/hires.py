@@ -11,6 +11,7 @@ its boxes); Control keeps its units (ControlNet img2img, the maps resized to the
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -56,8 +57,6 @@ def enlarge(ctx: TaskContext, first: Any, req: Any, cancel: CancelToken | None) 
 
 def second_request(req: Any) -> Any:
     """A copy of `req` as the second pass runs it: the final size, its steps and prompt."""
-    import copy
-
     second = copy.copy(req)
     second.width, second.height = req.hires_target()
     second.steps = req.hires_steps or req.steps
