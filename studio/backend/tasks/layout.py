@@ -368,10 +368,10 @@ def run_layout(
     req: LayoutRequest,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-    latents: bool = False,
+    undecoded: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Generate (or regenerate inside boxes) one image; `req` must be validated with a seed.
-    With `latents` (mode generate only), the undecoded latents instead of the image."""
+    With `undecoded` (mode generate only), the latents instead of the image."""
     from diffusers.utils.torch_utils import randn_tensor
 
     # 1. check what only the models can tell: phrase lengths, grounded steps
@@ -438,7 +438,7 @@ def run_layout(
                 callback=callback,
                 callback_steps=1,
                 **extra,
-                **({"output_type": "latent"} if latents else {}),
+                **({"output_type": "latent"} if undecoded else {}),
             )
 
     with excited(excitation):
@@ -455,7 +455,7 @@ def run_layout(
         if image.size != reference.size:
             image = image.resize(reference.size, Image.Resampling.LANCZOS)
         image = Image.composite(image, reference, box_mask(req.boxes, reference.size))
-    info["output_size"] = [req.width, req.height] if latents else list(image.size)
+    info["output_size"] = [req.width, req.height] if undecoded else list(image.size)
     return image, info
 
 
@@ -464,7 +464,7 @@ def layout_runner(ctx: TaskContext, req: LayoutRequest, progress: ProgressFn | N
     """Studio task runner for box layouts (then hires fix's second pass, plain img2img, if
     asked); records the reference image it used."""
     image, info = run_layout(ctx.registry, req, progress, cancel,
-                             latents=req.hires and req.hires_upscaler == LATENT)
+                             undecoded=req.hires and req.hires_upscaler == LATENT)
     if req.hires:
         image, hires = refine(ctx, req, image, info["steps_run"], progress, cancel)
         info.update(hires, output_size=list(image.size))
