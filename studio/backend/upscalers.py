@@ -237,21 +237,22 @@ class UpscalerLibrary:
         descriptor = self.model(name)
         current = image.convert("RGB")
         while current.width < size[0] or current.height < size[1]:
-            if cancel is not None:
-                cancel.check()
-            current = self.run_model(descriptor, current)
+            current = self.run_model(descriptor, current, cancel=cancel)
             if descriptor.scale <= 1:
                 break
         return resize(current, size, LANCZOS)
 
-    def run_model(self, descriptor: Any, image: Image.Image,
-                  tile: int | None = None) -> Image.Image:
-        """One pass of the model over `image` (tiled when larger than a tile)."""
+    def run_model(self, descriptor: Any, image: Image.Image, tile: int | None = None,
+                  cancel: Any = None) -> Image.Image:
+        """One pass of the model over `image` (tiled when larger than a tile; Stop and the
+        job's deadline are checked before each tile)."""
         import torch
 
         param = next(descriptor.model.parameters())
 
         def run(part: np.ndarray) -> np.ndarray:
+            if cancel is not None:
+                cancel.check("the upscale")
             x = torch.from_numpy(np.ascontiguousarray(part)).permute(2, 0, 1)[None]
             with torch.inference_mode():
                 y = descriptor(x.to(param.device, param.dtype))
