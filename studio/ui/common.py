@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
 PRIVATE = {"api_visibility": "private"}  # UI-only events: not part of the named API
 USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
-TEXT_PARAMS = ("prompt", "negative_prompt", "instruction")
+TEXT_PARAMS = ("prompt", "negative_prompt", "instruction", "hires_prompt")
 SUBMITTED = "studio_submitted"  # request.state attribute: when the queue took the job
 AS_DICT = "values"  # the one parameter of a handler wired to a set of inputs
 DEFAULT_GPU_S = 60.0  # ZeroGPU's own default window, for calls that cannot be estimated
@@ -286,7 +286,7 @@ def hires_params(studio: Any, elem_prefix: str) -> dict[str, Any]:
             h["hires_steps"] = gr.Slider(0, 150, value=0, step=1,
                                          label="Hires steps (0 = as the first pass)")
         h["hires_prompt"] = gr.Textbox(label="Hires prompt (empty = the same prompt)",
-                                       lines=1)
+                                       lines=1, value="")
     for name, component in h.items():
         labelled_input_errors(component)
         component.elem_id = f"{elem_prefix}-{name}"
