@@ -273,7 +273,5 @@ def test_the_visitor_address_comes_from_trusted_proxies_only(monkeypatch):
 def test_an_empty_hires_prompt_widget_is_empty_text():
     """A Textbox the browser never touched sends None; the hires prompt is text ("" = the
     same prompt), as the other prompts are."""
-    from studio.ui.common import request_values
-
     data = request_values(["hires_prompt", "hires_scale"], [None, 2.0])
     assert data == {"hires_prompt": "", "hires_scale": 2}
