@@ -59,6 +59,9 @@ class Settings:
     # a folder of single-file checkpoints (*.safetensors, as A1111's models/Stable-diffusion)
     # the model picker offers besides the Hub cache
     models_dir: Path | None = None
+    # a folder of upscaler models (ESRGAN family, *.safetensors, as A1111's models/ESRGAN):
+    # hires fix and /upscale offer each by its file's stem
+    upscalers_dir: Path | None = None
     detector: str | None = None  # the words -> boxes detector (default: the model set's)
     concepts_dir: Path | None = None  # the concept library (default: <cache_dir>/concepts)
     # Budgets; None = the default for where the studio listens (see PUBLIC_DEFAULTS).
@@ -104,6 +107,8 @@ class Settings:
             self.concepts_dir = Path(self.concepts_dir)
         if self.models_dir is not None:
             self.models_dir = Path(self.models_dir)
+        if self.upscalers_dir is not None:
+            self.upscalers_dir = Path(self.upscalers_dir)
         defaults = PUBLIC_DEFAULTS if self.public else LOCAL_DEFAULTS
         for name, value in defaults.items():
             if getattr(self, name) is None:
@@ -222,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-dir", help="a folder of single-file checkpoints (.safetensors, SD1.5 or "
         "SDXL, as A1111's models/Stable-diffusion): the model picker lists them beside the "
         "Hugging Face cache")
+    p.add_argument(
+        "--upscalers-dir", help="a folder of upscaler models (ESRGAN family: RealESRGAN, "
+        "SwinIR, ...; .safetensors only, as A1111's models/ESRGAN): hires fix and Upscale "
+        "offer each by its file name; the toy set brings its own")
     p.add_argument(
         "--detector", help="Hub id or local folder of the detector that finds what words name "
         "(Grounding DINO, OWL-ViT or OWLv2; default IDEA-Research/grounding-dino-tiny)"
@@ -344,7 +353,8 @@ def settings_from_args(
     types = {
         "memory_budget_gb": float, "port": int, "queue_size": int,
         "share": bool, "offline": bool, "outputs_dir": Path, "cache_dir": Path,
-        "concepts_dir": Path, "models_dir": Path, "max_job_work": float, "max_job_seconds": float,
+        "concepts_dir": Path, "models_dir": Path, "upscalers_dir": Path,
+        "max_job_work": float, "max_job_seconds": float,
         "max_jobs_per_session": int, "max_file_mb": float, "max_model_mb": float,
         "max_loras": int,
         "a1111_api": bool, "a1111_api_public": bool, "previews": bool,

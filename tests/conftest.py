@@ -25,9 +25,12 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_settings(model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     from studio.settings import Settings
+    from tests.support.upscalers import write_upscalers
 
     return Settings(
         models="tiny", cache_dir=model_cache, offline=True,
+        # a random ESRGAN-family model and a pickled file (hires fix, /upscale)
+        upscalers_dir=write_upscalers(tmp_path_factory.mktemp("upscalers")),
         outputs_dir=tmp_path_factory.mktemp("outputs"),
         concepts_dir=tmp_path_factory.mktemp("concepts"),  # not in a reused model cache
         max_file_mb=12,  # small, so the oversized-upload case stays cheap

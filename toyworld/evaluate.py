@@ -729,6 +729,49 @@ def _eroded(mask: np.ndarray, px: int) -> np.ndarray:
     return out
 
 
+HIRES_UPSCALERS = ("latent", "toy-compact-2x")  # the default, and the toy upscaler model
+HIRES_DENOISE = 0.5
+PLAIN_CHANGE = 2.0  # mean |difference| (0-255) that tells a refined image from an enlarged one
+
+
+def hires_kept(first: Image.Image, final: Image.Image) -> tuple[bool, float]:
+    """(the final image, shrunk to the first's size, keeps its objects: foreground IoU >=
+    0.7 and the same colours; the mean |difference| from a Lanczos-enlarged first pass)."""
+    small = final.resize(first.size, Image.Resampling.BOX)
+    same = {f.colour for f in analyse(first)} == {f.colour for f in analyse(small)}
+    kept = iou(foreground(first), foreground(small)) >= 0.7 and same
+    plain = first.resize(final.size, Image.Resampling.LANCZOS)
+    change = float(np.abs(np.asarray(final, np.float32) - np.asarray(plain, np.float32)).mean())
+    return kept, change
+
+
+def eval_hires(studio: Any, n: int = 12, upscalers: tuple[str, ...] = HIRES_UPSCALERS
+               ) -> Evaluation:
+    """"a <colour> <shape>" at 64 px, then hires fix to 128 px (denoise 0.5) with each
+    upscaler: does the result keep the first pass's objects, and is it more than an
+    enlarged copy (mean change from a Lanczos enlargement > PLAIN_CHANGE)?"""
+    timer = _Timer()
+    kept = dict.fromkeys(upscalers, 0)
+    changed = dict.fromkeys(upscalers, 0)
+    change_sum = dict.fromkeys(upscalers, 0.0)
+    for colour, kind, seed in single_shape_prompts(n):
+        params = _params(seed, prompt=f"a {colour} {kind}")
+        first = timer(studio.txt2img, params).image
+        for name in upscalers:
+            final = timer(studio.txt2img, {**params, "hires_scale": 2, "hires_upscaler": name,
+                                           "hires_denoise": HIRES_DENOISE}).image
+            ok, change = hires_kept(first, final)
+            kept[name] += ok
+            changed[name] += change > PLAIN_CHANGE
+            change_sum[name] += change
+    metrics: dict[str, float] = {}
+    for name in upscalers:
+        metrics[f"kept ({name})"] = kept[name] / n
+        metrics[f"changed ({name})"] = changed[name] / n
+        metrics[f"mean change ({name})"] = change_sum[name] / n
+    return Evaluation("hires", n, metrics, timer.per_image)
+
+
 CHECKS: dict[str, Callable[..., Evaluation]] = {
     "txt2img": eval_txt2img,
     "control": eval_control,
@@ -750,6 +793,7 @@ CHECKS: dict[str, Callable[..., Evaluation]] = {
     "remix_text_diff": eval_remix_text_diff,
     "sam_click": eval_sam_click,
     "text_mask": eval_text_mask,
+    "hires": eval_hires,
 }
 
 

@@ -14,6 +14,7 @@ is intended.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import secrets
@@ -125,6 +126,9 @@ class A1111Api:
         post("/sdapi/v1/png-info")(self.png_info)
         post("/sdapi/v1/txt2img")(self.txt2img)
         post("/sdapi/v1/img2img")(self.img2img)
+        get("/sdapi/v1/upscalers")(self.upscalers)
+        get("/sdapi/v1/latent-upscale-modes")(lambda: [{"name": "Latent"}])
+        post("/sdapi/v1/extra-single-image")(self.extra_single_image)
         # what clients read to draw their menus; the studio has none of these things
         for route in ("sd-vae", "sd-modules", "prompt-styles", "hypernetworks",
                       "face-restorers", "realesrgan-models"):
@@ -238,6 +242,38 @@ class A1111Api:
 
     def _model_set(self) -> Any:
         return self.studio.checkpoint(self.model)[1]
+
+    def upscalers(self) -> list[dict[str, Any]]:
+        """A1111's upscaler list: the built-in pixel ones under A1111's names, then each
+        model by name (no server path: `model_path` is null)."""
+        library = self.studio.upscalers
+        out = [{"name": name, "model_name": None, "model_path": None, "model_url": None,
+                "scale": 4} for name in m.A1111_PIXEL_UPSCALERS]
+        for name in library.model_names():
+            out.append({"name": name, "model_name": name, "model_path": None,
+                        "model_url": None, "scale": library.scale_hint(name)})
+        return out
+
+    def extra_single_image(self, payload: dict[str, Any]) -> JSONResponse:
+        """A1111's Extras for one image: the studio's `upscale` task (device lock, budget,
+        saved output), answered as `{"image", "html_info"}`."""
+
+        def run() -> JSONResponse:
+            request = m.extras_request(payload, self.max_bytes)
+            session = SESSION_PREFIX + secrets.token_hex(16)
+            cancel = self.studio.job_token(session)
+            with self._sessions_lock:
+                self._sessions.add(session)
+            try:
+                result = self.studio.run("upscale", request, cancel=cancel)
+            finally:
+                with self._sessions_lock:
+                    self._sessions.discard(session)
+            text = m.infotext(request, result.info, "")
+            return JSONResponse({"image": m.encode_png(result.image, text),
+                                 "html_info": f"<p>{html.escape(text)}</p>"})
+
+        return self._safely(run)
 
     def detect(self, payload: dict[str, Any]) -> JSONResponse:
         """ControlNet's preprocessor preview: run an annotator on each image."""

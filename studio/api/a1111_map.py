@@ -64,7 +64,9 @@ NUMBERS = {"seed": True, "subseed": True, "steps": True, "width": True, "height"
            "inpaint_full_res_padding": True, "inpainting_mask_invert": True,
            "seed_resize_from_h": True, "seed_resize_from_w": True,
            "cfg_scale": False, "denoising_strength": False, "subseed_strength": False,
-           "image_cfg_scale": False}
+           "image_cfg_scale": False, "hr_scale": False, "hr_second_pass_steps": True,
+           "hr_resize_x": True, "hr_resize_y": True, "upscaling_resize": False,
+           "upscaling_resize_w": True, "upscaling_resize_h": True, "resize_mode": True}
 UNIT_NUMBERS = {"processor_res": True, "weight": False, "control_mode": True,
                 "guidance_start": False, "guidance_end": False, "threshold_a": False,
                 "threshold_b": False}
@@ -84,11 +86,10 @@ RESIZE = {"Just Resize": "stretch", "Crop and Resize": "crop", "Resize and Fill"
 
 # Fields that change the output and that the studio cannot honour: refused when set.
 UNSUPPORTED_IF_SET: dict[str, Any] = {
-    "enable_hr": False, "restore_faces": False, "tiling": False, "styles": [],
+    "restore_faces": False, "tiling": False, "styles": [],
     "subseed_strength": 0, "script_name": None, "refiner_checkpoint": None,
 }
 NOT_SUPPORTED_WHY = {
-    "enable_hr": "hires fix is not supported yet: generate at the final size instead",
     "restore_faces": "face restoration is not part of this studio",
     "tiling": "tileable images are not supported",
     "styles": "saved prompt styles are not part of this studio: put them in the prompt",
@@ -484,12 +485,84 @@ def _resolution(value: Any) -> Any:
     return 512 if value in (-1, None) else value
 
 
+# A1111's upscaler names (hires fix's `hr_upscaler`, Extras' `upscaler_1`) -> the studio's;
+# a model's name is its file's stem in both
+UPSCALER_NAMES = {"latent": "latent", "latent (bilinear)": "latent", "lanczos": "lanczos",
+                  "nearest": "none", "none": "none"}
+# what A1111 lists (GET /sdapi/v1/upscalers) for the studio's built-in pixel upscalers
+A1111_PIXEL_UPSCALERS = {"None": "none", "Lanczos": "lanczos", "Nearest": "none"}
+HIRES_DENOISE = 0.7  # A1111's hires fix default denoising strength
+# hires fix fields the studio has no counterpart for: accepted when they say "the first
+# pass's" (empty, A1111's "Use same ...", or the first pass's own value)
+HR_SAME = {"hr_checkpoint_name": ("Use same checkpoint", None),
+           "hr_sampler_name": ("Use same sampler", "sampler_name"),
+           "hr_scheduler": ("Use same scheduler", "scheduler")}
+
+
+def upscaler_name(value: Any, field_name: str) -> Any:
+    """An A1111 upscaler name as the studio's (a model's name is left for the studio's
+    library to check); other latent modes are refused by name."""
+    if not isinstance(value, str):
+        return value
+    key = value.strip().lower()
+    if key in UPSCALER_NAMES:
+        return UPSCALER_NAMES[key]
+    if key.startswith("latent"):
+        raise RequestError(f"{field_name} {value!r}: the studio's latent upscaler is bilinear "
+                           "(A1111's \"Latent\"); use Latent, Lanczos, Nearest or a model")
+    return value.strip()
+
+
+def hires_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A1111's hires fix fields as the studio's `hires_*` parameters ({} without
+    `enable_hr`): `hr_resize_x`/`_y` become the scale (the first pass's aspect is kept)."""
+    if not payload.get("enable_hr"):
+        return {}
+    for key, (same, first) in HR_SAME.items():
+        value = payload.get(key)
+        if value not in (None, "", same) and not (first and value == payload.get(first)):
+            raise RequestError(f"{key}: the second pass uses the first pass's; leave it "
+                               "empty")
+    negative = payload.get("hr_negative_prompt")
+    if negative and negative != (payload.get("negative_prompt") or ""):
+        raise RequestError("hr_negative_prompt: the second pass uses the negative prompt; "
+                           "leave it empty")
+    width, height = payload.get("width", 512), payload.get("height", 512)
+    scale = payload.get("hr_scale", 2.0)
+    rx, ry = payload.get("hr_resize_x") or 0, payload.get("hr_resize_y") or 0
+    if rx or ry:
+        scale = _resize_scale(rx, ry, width, height)
+    return {"hires_scale": scale,
+            "hires_upscaler": upscaler_name(payload.get("hr_upscaler") or "Latent",
+                                            "hr_upscaler"),
+            "hires_denoise": HIRES_DENOISE if payload.get("denoising_strength") is None
+            else payload["denoising_strength"],
+            "hires_steps": payload.get("hr_second_pass_steps") or 0,
+            "hires_prompt": payload.get("hr_prompt") or ""}
+
+
+def _resize_scale(rx: Any, ry: Any, width: Any, height: Any) -> float:
+    """hr_resize_x/y (either may be 0: it follows the aspect) as one scale."""
+    for name, value in (("hr_resize_x", rx), ("hr_resize_y", ry), ("width", width),
+                        ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise RequestError(f"{name} must be a whole number, got {value!r}")
+    if not width or not height:
+        raise RequestError("width and height must be positive")
+    sx, sy = rx / width, ry / height
+    if rx and ry and abs(sx - sy) * min(width, height) > 8:
+        raise RequestError(
+            f"hr_resize_x/y {rx}x{ry} changes the aspect of {width}x{height}; the studio "
+            "keeps the first pass's aspect: give one of them (the other 0) or hr_scale")
+    return float(max(sx, sy))
+
+
 def txt2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
                  settings: dict[str, Any] | None = None) -> Plan:
     """`settings`: from `settings_for` (the API's options and the request's overrides)."""
     payload = coerced(payload)
     check_supported(payload)
-    common = _common(payload, settings or {})
+    common = {**_common(payload, settings or {}), **hires_fields(payload)}
     units = controlnet_units(payload, model_set, max_bytes)
     plan = Plan("control" if units else "txt2img")
     for seed in _seeds(payload):
@@ -538,6 +611,27 @@ def img2img_plan(payload: dict[str, Any], model_set: ModelSet, max_bytes: int,
         plan = Plan("inpaint")
     plan.requests = [{**base, "seed": seed} for seed in _seeds(payload)]
     return plan
+
+
+def extras_request(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """POST /sdapi/v1/extra-single-image as the studio's `upscale` request. Face
+    restoration and a second upscaler are refused when set; `resize_mode` 1 (to a size)
+    must keep the image's aspect."""
+    payload = coerced(payload)
+    for key in ("gfpgan_visibility", "codeformer_visibility"):
+        if payload.get(key):
+            raise RequestError(f"{key}: face restoration is not part of this studio")
+    if payload.get("extras_upscaler_2_visibility") and str(
+            payload.get("upscaler_2") or "None") != "None":
+        raise RequestError("upscaler_2: one upscaler at a time here; set "
+                           "extras_upscaler_2_visibility 0")
+    image = decode_image(payload.get("image"), "image", max_bytes)
+    scale = payload.get("upscaling_resize", 2)
+    if payload.get("resize_mode", 0) == 1:
+        w, h = payload.get("upscaling_resize_w", 512), payload.get("upscaling_resize_h", 512)
+        scale = _resize_scale(w, h, image.width, image.height)
+    return {"image": image, "scale": scale,
+            "upscaler": upscaler_name(payload.get("upscaler_1") or "None", "upscaler_1")}
 
 
 def infotext(request: dict[str, Any], result_info: dict[str, Any], model: str) -> str:

@@ -31,7 +31,8 @@ ProgressFn = Callable[[int, int], None]
 
 class TaskContext(Protocol):
     """What a task runner may use of the backend (the Studio is one): the shared models, the
-    output store, the annotators and the concept library (both built on first use)."""
+    output store, the annotators, the concept library (both built on first use) and the
+    upscalers."""
 
     registry: ModelRegistry
     outputs: OutputStore
@@ -45,6 +46,9 @@ class TaskContext(Protocol):
 
     @property
     def concepts(self) -> Any: ...
+
+    @property
+    def upscalers(self) -> Any: ...
 
 
 class StudioError(RuntimeError):

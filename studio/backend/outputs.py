@@ -43,6 +43,9 @@ PNG_COMPRESS_LEVEL = 1
 def a1111_parameters(request: dict[str, Any], model: str = "", model_hash: str | None = None
                      ) -> str:
     """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs."""
+    if request.get("task") == "upscale":  # as A1111's Extras tab writes it
+        return (f"Postprocess upscale by: {request.get('scale')}, Postprocess upscaler: "
+                f"{_quoted(request.get('upscaler'))}, Task: upscale")
     lines = [str(request.get("prompt", ""))]
     if request.get("negative_prompt"):
         lines.append(f"Negative prompt: {request['negative_prompt']}")
@@ -60,6 +63,7 @@ def a1111_parameters(request: dict[str, Any], model: str = "", model_hash: str |
         ("Model", model or None),
         ("Clip skip", request.get("clip_skip") if (request.get("clip_skip") or 1) > 1
          else None),
+        *_hires_pairs(request),
         ("Task", request.get("task")),
         ("Attend-and-Excite", (request.get("excite_words") or "auto")
          if request.get("attend_excite") else None),
@@ -72,6 +76,17 @@ def a1111_parameters(request: dict[str, Any], model: str = "", model_hash: str |
     ]
     lines.append(", ".join(f"{k}: {_quoted(v)}" for k, v in pairs if v not in (None, "")))
     return "\n".join(lines)
+
+
+def _hires_pairs(request: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Hires fix in A1111's words (its Size stays the first pass's, as A1111 writes it)."""
+    scale = request.get("hires_scale") or 1
+    if not isinstance(scale, (int, float)) or scale <= 1:
+        return []
+    return [("Denoising strength", request.get("hires_denoise")),
+            ("Hires upscale", scale), ("Hires steps", request.get("hires_steps") or None),
+            ("Hires upscaler", request.get("hires_upscaler")),
+            ("Hires prompt", request.get("hires_prompt") or None)]
 
 
 def _prompt_edit_text(request: dict[str, Any]) -> str:

@@ -186,6 +186,10 @@ class GenerationParams:
         steps = min(self.steps, FAST_STEPS) if self.fast else self.steps
         return steps * self.width * self.height / 1e6 * self.unet_passes()
 
+    def check_upscalers(self, library: Any) -> None:
+        """Resolve the upscaler names the request uses against the studio's `library`
+        (`upscalers.UpscalerLibrary`); the plain request uses none."""
+
     def map_inputs(self, fn: InputFn) -> None:
         """Replace every input image by `fn(value, stem)` (stem names it, e.g. "mask").
 
@@ -244,9 +248,114 @@ class ExciteParams:
         return base + (self.steps // 2 + EXCITE_REFINE) * EXCITE_PASSES * megapixels  # type: ignore[attr-defined]
 
 
+# Hires fix (tasks/hires.py): the built-in upscalers' names (models add theirs, see
+# upscalers.py), the scale range (1 = off) and the second pass's default denoise
+LATENT, LANCZOS, NO_UPSCALER = "latent", "lanczos", "none"
+BUILTIN_UPSCALERS = (LATENT, LANCZOS, NO_UPSCALER)
+MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
+DEFAULT_DENOISE = 0.5
+UPSCALER_WORK = 1.0  # an upscaler model's pass, in denoiser passes per output megapixel
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The second pass's size: the first's times `scale`, each side a multiple of 8."""
+    return (max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8))
+
+
 @dataclass
-class Txt2ImgRequest(ExciteParams, GenerationParams):
-    """Text to image (optionally with Attend-and-Excite)."""
+class HiresParams:
+    """Hires fix, for the tasks that offer it (mixed in before GenerationParams)."""
+
+    hires_scale: float = 1.0
+    hires_upscaler: str = LATENT
+    hires_denoise: float = DEFAULT_DENOISE
+    hires_steps: int = 0
+    hires_prompt: str = ""
+
+    @property
+    def hires(self) -> bool:
+        """True when the request asks for a second pass (`hires_scale` above 1)."""
+        return self.hires_scale > 1
+
+    def hires_target(self) -> tuple[int, int]:
+        """(width, height) of the final image (the request's size when hires fix is off)."""
+        w, h = self.width, self.height  # type: ignore[attr-defined]
+        return hires_size(w, h, self.hires_scale) if self.hires else (w, h)
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[misc]
+        check_number("hires_scale", self.hires_scale, MIN_HIRES_SCALE, MAX_HIRES_SCALE)
+        self.hires_scale = float(self.hires_scale)
+        check_number("hires_denoise", self.hires_denoise, 0, 1)
+        check_number("hires_steps", self.hires_steps, 0, MAX_STEPS, integer=True)
+        self.hires_denoise, self.hires_steps = float(self.hires_denoise), int(self.hires_steps)
+        check_prompt("hires_prompt", self.hires_prompt, False)
+        if not isinstance(self.hires_upscaler, str) or not self.hires_upscaler.strip():
+            raise RequestError("hires_upscaler must be an upscaler's name (latent, lanczos, "
+                               "none or a model the studio lists)")
+        if not self.hires:
+            return
+        w, h = self.width, self.height  # type: ignore[attr-defined]
+        tw, th = self.hires_target()
+        if max(tw, th) > MAX_SIDE:
+            most = math.floor(MAX_SIDE / max(w, h) * 100) / 100
+            raise RequestError(
+                f"hires fix would make {w}x{h} x {self.hires_scale:g} = {tw}x{th}, over the "
+                f"{MAX_SIDE} px per side the studio generates; use hires_scale at most "
+                f"{most:g} or a smaller first size")
+        steps = self.second_steps()
+        if int(steps * self.hires_denoise) < 1:
+            raise RequestError(
+                f"hires_denoise {self.hires_denoise:g} with {steps} steps runs no second-pass "
+                "step (steps x denoise < 1); raise hires_denoise or hires_steps")
+
+    def second_steps(self) -> int:
+        """The second pass's sampler steps before the denoise share (fast mode: at most 4)."""
+        steps = self.hires_steps or self.steps  # type: ignore[attr-defined]
+        return min(steps, FAST_STEPS) if self.fast else steps  # type: ignore[attr-defined]
+
+    def check_upscalers(self, library: Any) -> None:
+        """The hires upscaler's name as the studio's library knows it (refused by name)."""
+        if self.hires:
+            self.hires_upscaler = library.check(self.hires_upscaler, "hires_upscaler")
+
+    def megapixels(self) -> float:
+        """The largest size a denoiser pass of this job works at (the second pass's)."""
+        tw, th = self.hires_target()
+        return tw * th / 1e6
+
+    def work(self) -> float:
+        """Plus the second pass: its steps x denoise at the final size (and an upscaler
+        model's pass over it)."""
+        return super().work() + self.hires_work()  # type: ignore[misc]
+
+    def hires_work(self) -> float:
+        """The second pass's work alone (0 when hires fix is off)."""
+        if not self.hires:
+            return 0.0
+        tw, th = self.hires_target()
+        mp = tw * th / 1e6
+        steps = int(self.second_steps() * self.hires_denoise)
+        second = steps * mp * self.unet_passes()  # type: ignore[attr-defined]
+        model = UPSCALER_WORK * mp if self.hires_upscaler.lower() not in BUILTIN_UPSCALERS else 0.0
+        return second * self.second_pass_factor() + model
+
+    def second_pass_factor(self) -> float:
+        """What a second-pass step costs against a plain UNet step (ControlNets add)."""
+        return 1.0
+
+    def hires_info(self, first: tuple[int, int]) -> dict[str, Any]:
+        """What info records of the second pass: its parameters and both sizes."""
+        return {"hires": {"scale": self.hires_scale, "upscaler": self.hires_upscaler,
+                          "denoise": self.hires_denoise, "steps": self.hires_steps,
+                          "prompt": self.hires_prompt, "first_size": list(first),
+                          "size": list(self.hires_target())}}
+
+
+
+@dataclass
+class Txt2ImgRequest(HiresParams, ExciteParams, GenerationParams):
+    """Text to image (optionally with Attend-and-Excite and hires fix)."""
 
     task: ClassVar[str] = "txt2img"
 

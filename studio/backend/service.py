@@ -53,6 +53,7 @@ from .tasks.text_mask import (
     mask_from_boxes,
     text_mask,
 )
+from .upscalers import UpscalerLibrary
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Studio:
         allow_root(self.concepts_dir)
         self.history_index = HistoryIndex(self.outputs.root)  # opened on first use
         self._annotators = None
+        self._upscalers: UpscalerLibrary | None = None
         self._no_taesd = False  # set when the preview decoder failed to load
         self._lock = threading.Lock()
         self._cancel_tokens: dict[str, CancelToken] = {}
@@ -243,6 +245,21 @@ class Studio:
             )
         return self._annotators
 
+    @property
+    def upscalers(self) -> UpscalerLibrary:
+        """The upscalers (built-in ones, and the models of --upscalers-dir and of the
+        built-in set; a model loads on first use, onto the registry's device)."""
+        if self._upscalers is None:
+            folders = [Path(f) for f in (self.settings.upscalers_dir,
+                                         self.default_set.upscalers_dir) if f]
+            self._upscalers = UpscalerLibrary(folders, device=self.registry.device,
+                                              dtype=self.registry.dtype)
+        return self._upscalers
+
+    def upscaler_names(self, latent: bool = True) -> list[str]:
+        """The upscalers a request may name (`latent` too: hires fix)."""
+        return self.upscalers.names(latent)
+
     # ------------------------------------------------------------------ tools
     # The tool endpoints: quick calls that save no image. Every caller (tabs, the gradio API,
     # the A1111 API) goes through these; the annotators hold the device lock while they run.
@@ -350,6 +367,7 @@ class Studio:
             req = spec.request.from_dict(self.model_defaults(spec.request, req, ms))
         req.model = name  # recorded: Regenerate uses the same checkpoint
         req.validate()
+        req.check_upscalers(self.upscalers)
         self.check_budget(req)
         req.resolve_seed()
         return spec, req

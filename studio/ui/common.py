@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 GPU_QUEUE = "gpu"  # every event that runs a model shares this concurrency_id
 PRIVATE = {"api_visibility": "private"}  # UI-only events: not part of the named API
 USER_ERRORS = (RequestError, StudioError, ModelUnavailableError, DeviceMemoryError)
-TEXT_PARAMS = ("prompt", "negative_prompt", "instruction")
+TEXT_PARAMS = ("prompt", "negative_prompt", "instruction", "hires_prompt")
 SUBMITTED = "studio_submitted"  # request.state attribute: when the queue took the job
 AS_DICT = "values"  # the one parameter of a handler wired to a set of inputs
 DEFAULT_GPU_S = 60.0  # ZeroGPU's own default window, for calls that cannot be estimated
@@ -48,7 +48,8 @@ _GPU_JOBS = [1]  # jobs the backend runs at once; build_app sets it from studio.
 # the page's model picker while build_app builds the tabs: every generating event gets its
 # value as the trailing `model` parameter (see GenerationTab.wire)
 _PICKER: contextvars.ContextVar[Any] = contextvars.ContextVar("model_picker", default=None)
-NO_MODEL_TASKS = ("regenerate",)  # a saved request names its own model
+# a saved request names its own model; upscaling runs no checkpoint
+NO_MODEL_TASKS = ("regenerate", "upscale")
 
 
 def current_picker() -> Any:
@@ -268,6 +269,32 @@ def common_params(
     return c
 
 
+def hires_params(studio: Any, elem_prefix: str) -> dict[str, Any]:
+    """The "Hires fix" accordion (closed; scale 1 = off), keyed by the API's trailing
+    parameter names: wire them with `GenerationTab.wire(..., trailing=...)`."""
+    h: dict[str, Any] = {}
+    with gr.Accordion("Hires fix (a second pass at a larger size)", open=False,
+                      elem_id=f"{elem_prefix}-hires"):
+        with gr.Row():
+            h["hires_scale"] = gr.Slider(1, 4, value=1, step=0.25, label="Upscale by (1 = off)")
+            h["hires_upscaler"] = gr.Dropdown(
+                studio.upscaler_names(), value="latent", label="Upscaler",
+                allow_custom_value=True,
+                info="latent: the first pass's latents enlarged; lanczos, none: pixels; "
+                     "others: upscaler models (--upscalers-dir)")
+        with gr.Row():
+            h["hires_denoise"] = gr.Slider(0, 1, value=0.5, step=0.05,
+                                           label="Denoising strength")
+            h["hires_steps"] = gr.Slider(0, 150, value=0, step=1,
+                                         label="Hires steps (0 = as the first pass)")
+        h["hires_prompt"] = gr.Textbox(label="Hires prompt (empty = the same prompt)",
+                                       lines=1, value="")
+    for name, component in h.items():
+        labelled_input_errors(component)
+        component.elem_id = f"{elem_prefix}-{name}"
+    return h
+
+
 def result_outputs(elem_prefix: str | None = None) -> tuple[gr.Image, gr.Code]:
     """The `[image, info]` outputs every generating tab shows."""
     # format applies to images handed over as pixels: the live previews (light JPEGs); the
@@ -463,15 +490,21 @@ class GenerationTab:
     def wire(self, on: Callable[..., Any],
              inputs: dict[str, Any] | set[Any] | Sequence[Any], *,
              doc: str, api_name: str | None = None, extra_outputs: Sequence[Any] = (),
-             preprocess: bool = True, **handler_kw: Any) -> Any:
+             preprocess: bool = True, trailing: dict[str, Any] | None = None,
+             **handler_kw: Any) -> Any:
         """Wire `on` (e.g. `button.click`) to a handler of `inputs` (API name -> widget),
-        returning `[image, info, *extra_outputs]`; public under `api_name` if given."""
+        returning `[image, info, *extra_outputs]`; public under `api_name` if given.
+        `trailing` widgets (API name -> widget: hires fix's) come after the trailing
+        `model`, optional too."""
         if self.picker is not None:  # the page's model picker: the trailing `model`
             if isinstance(inputs, dict):
                 inputs = {**inputs, "model": self.picker}
                 handler_kw["optional"] = (*handler_kw.get("optional", ()), "model")
             elif isinstance(inputs, (set, frozenset)):
                 inputs = {*inputs, self.picker}
+        if trailing and isinstance(inputs, dict):
+            inputs = {**inputs, **trailing}
+            handler_kw["optional"] = (*handler_kw.get("optional", ()), *trailing)
         if isinstance(inputs, dict):
             names, components = list(inputs), list(inputs.values())
         elif isinstance(inputs, (set, frozenset)):  # UI-only: values come as one dict

@@ -33,6 +33,7 @@ from .common import (
     GenerationTab,
     file_paths,
     gpu_kwargs,
+    hires_params,
     info_json,
     path_and_info,
     request_values,
@@ -156,9 +157,11 @@ def control_request(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def ui_request(values: dict[Any, Any], params: dict[str, Any], units: list[UnitWidgets],
-               extra: dict[str, Any]) -> dict[str, Any]:
+               extra: dict[str, Any], hires: dict[str, Any] | None = None) -> dict[str, Any]:
     """The tab's widget values as the same request the API builds (`extra`: the init
-    image, strength, reference pictures and their scale widgets, by parameter name)."""
+    image, strength, reference pictures and their scale widgets, by parameter name;
+    `hires`: hires fix's widgets)."""
+    params = {**params, **(hires or {})}
     data = request_values(list(params), [values[c] for c in params.values()])
     unit_list = [u for i, w in enumerate(units, 1) if (u := w.unit(values, i)) is not None]
     if not unit_list:
@@ -208,6 +211,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
                                      elem_id="control-reference-images")
                 reference_scale = gr.Slider(0, 1.5, value=0.6, step=0.05,
                                             label="Reference strength")
+            hires = hires_params(studio, "control")
             run, _ = tab.buttons()
         with gr.Column(scale=1):
             tab.results()
@@ -219,7 +223,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
               "init_image": api["init_image"], "strength": strength,
               "reference_images": api["reference_images"], "reference_scale": reference_scale},
              api_name="control", to_request=control_request,
-             optional=("init_image", "reference_images", "reference_scale"),
+             optional=("init_image", "reference_images", "reference_scale"), trailing=hires,
              doc="Generate with 1-3 control units. `units` is a JSON list aligned with "
                  "`images`: {\"type\", \"weight\", \"start\", \"end\", \"preprocess\"} "
                  "(+ \"resize_mode\", \"resolution\"). Returns [image, info JSON with seed, "
@@ -230,11 +234,11 @@ def build(studio: Any, gallery_hook: Any) -> None:
         outputs=[api["ann_map"], api["ann_info"]], api_name="annotate", **gpu_kwargs())
     extra = {"init_image": init_image, "strength": strength, "reference_images": references,
              "reference_scale": reference_scale}
-    all_inputs = {*params.values(), *extra.values()}
+    all_inputs = {*params.values(), *extra.values(), *hires.values()}
     for w in units:
         all_inputs.update(w.inputs())
     tab.wire(run.click, all_inputs, extra_outputs=[maps],
-             to_request=lambda v: ui_request(v, params, units, extra),
+             to_request=lambda v: ui_request(v, params, units, extra, hires),
              outputs=lambda r: (*path_and_info(r), list(r.extra_images)),
              doc="The tab's Generate: its unit widgets as a control request.")
     for w in units:

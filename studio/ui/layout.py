@@ -22,7 +22,14 @@ from studio.backend.tasks.layout import (
     boxes_to_pixels,
 )
 
-from .common import PRIVATE, GenerationTab, gpu_kwargs, labelled_input_errors, user_errors
+from .common import (
+    PRIVATE,
+    GenerationTab,
+    gpu_kwargs,
+    hires_params,
+    labelled_input_errors,
+    user_errors,
+)
 from .sendto import register_target
 
 BLANK_COLOR = (250, 250, 250)
@@ -130,6 +137,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
         with gr.Column(scale=1):
             params = tab.params(prompt_placeholder="a park in autumn, a bench and a bird")
             w = _layout_widgets(studio)
+            hires = hires_params(studio, "layout")
             run, _ = tab.buttons()
         with gr.Column(scale=1):
             tab.results()
@@ -139,7 +147,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
     to_api = run.click(user_errors(canvas_inputs), [w["canvas"], w["mode"]],
                        [w["boxes"], w["image"]], queue=False, **PRIVATE)
     tab.wire(to_api.success, inputs, api_name="layout", to_request=_layout_request,
-             optional=("image", "attend_excite", "excite_words"),
+             optional=("image", "attend_excite", "excite_words"), trailing=hires,
              doc="Generate with objects inside boxes (GLIGEN), or regenerate inside the boxes "
                  "of image.\n\nboxes: JSON list of {\"phrase\": \"a red bird\", \"box\": "
                  "[x0, y0, x1, y1]} normalised to 0-1. Returns [image, info JSON with seed and "

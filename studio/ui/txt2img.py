@@ -10,7 +10,7 @@ import gradio as gr
 
 from studio.backend.tasks.prompt_edit import MODES
 
-from .common import PRIVATE, GenerationTab, labelled_input_errors, user_errors
+from .common import PRIVATE, GenerationTab, hires_params, labelled_input_errors, user_errors
 from .sendto import register_target, stored_values
 
 MODE_CHOICES = [("Swap words (same length)", "replace"), ("Add or remove words", "refine"),
@@ -42,17 +42,18 @@ def build(studio: Any, gallery_hook: Any) -> dict[str, Any]:
                         label="Subjects (comma-separated; empty = the nouns of the prompt)",
                         elem_id="txt2img-excite_words"),
                 }
+            hires = hires_params(studio, "txt2img")
             run, _ = tab.buttons()
         with gr.Column(scale=1):
             tab.results()
     for widget in excite.values():
         labelled_input_errors(widget)
     tab.wire(run.click, {**params, **excite}, api_name="txt2img",
-             optional=tuple(excite),
-             doc="Generate an image from a prompt (optionally with Attend-and-Excite). "
-                 "Returns [image, info JSON with seed and file].")
+             optional=tuple(excite), trailing=hires,
+             doc="Generate an image from a prompt (optionally with Attend-and-Excite, and "
+                 "hires fix: hires_scale > 1). Returns [image, info JSON with seed and file].")
     _prompt_edit_panel(studio, gallery_hook, params)
-    fields = {**params, **excite}
+    fields = {**params, **excite, **hires}  # a sent image's stored request fills these
     register_target("Text to image", "txt2img", list(fields.values()),
                     lambda path: stored_values(studio, path, list(fields)))
     return fields

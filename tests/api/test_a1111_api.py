@@ -176,7 +176,8 @@ def test_lists_and_options(api, studio):
 
 @pytest.mark.parametrize(("payload", "fragment"), [
     ({"sampler_name": "Turbo 9000"}, "unknown sampler_name"),
-    ({"enable_hr": True}, "hires fix is not supported"),
+    ({"enable_hr": True, "hr_upscaler": "Latent (nearest)"}, "latent upscaler is bilinear"),
+    ({"enable_hr": True, "hr_sampler_name": "DDIM"}, "hr_sampler_name"),
     ({"width": 100}, "multiple of 8"),
     ({"batch_size": 0}, "batch_size"),
     ({"alwayson_scripts": {"ControlNet": {"args": [{"image": "!!", "module": "lasers",

@@ -212,6 +212,16 @@ def cases(files: dict[str, str]) -> list[tuple[str, dict, str]]:
          "50000 vectors"),
         ("/instruct", {"image": f(files, "crafted_meta"), "instruction": "make it blue",
                        "steps": 1}, "metadata"),
+        # --- hires fix and upscalers: scale, names, the final size, pickled model files
+        ("/txt2img", {"prompt": "ok", **SMALL, "hires_scale": 5}, "greater than maximum"),
+        ("/txt2img", {"prompt": "ok", **SMALL, "hires_scale": 2, "hires_steps": 2,
+                      "hires_upscaler": "R-ESRGAN 4x+"}, "unknown hires_upscaler"),
+        ("/txt2img", {"prompt": "ok", "seed": 1, "steps": 1, "width": 1024, "height": 1024,
+                      "hires_scale": 2.5}, "2048 px per side"),
+        ("/txt2img", {"prompt": "ok", **SMALL, "hires_scale": 2, "hires_steps": 2,
+                      "hires_upscaler": "pickled-esrgan"}, "weights_only=True"),
+        ("/upscale", {"image": f(files, "good"), "scale": 2, "upscaler": "latent"},
+         "has none"),
     ]
     return c
 

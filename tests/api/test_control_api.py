@@ -43,7 +43,8 @@ def test_named_endpoints_exist(client) -> None:
     assert "/control" in api and "/annotate" in api
     names = [p["parameter_name"] for p in api["/control"]["parameters"]]
     assert names == [*COMMON, "images", "units", "init_image", "strength", "reference_images",
-                     "reference_scale", "model"]
+                     "reference_scale", "model", "hires_scale", "hires_upscaler",
+                     "hires_denoise", "hires_steps", "hires_prompt"]
     assert [p["parameter_name"] for p in api["/annotate"]["parameters"]] == [
         "image", "annotator", "resolution"]
 

@@ -24,7 +24,9 @@ def test_api_lists_layout_with_keyword_parameters(client):
     params = [p["parameter_name"] for p in api["named_endpoints"]["/layout"]["parameters"]]
     assert params == ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width",
                       "height", "scheduler", "fast", "boxes", "gligen_fraction", "image", "mode",
-                      "append_phrases", "attend_excite", "excite_words", "model"]
+                      "append_phrases", "attend_excite", "excite_words", "model",
+                      "hires_scale", "hires_upscaler", "hires_denoise", "hires_steps",
+                      "hires_prompt"]
 
 
 def test_layout_returns_image_and_info_with_seed(client):

@@ -23,13 +23,20 @@ def test_models_lists_names_families_and_sources(client):
 
 
 def test_every_generating_endpoint_ends_with_an_optional_model(client):
+    """... followed, on the tasks with hires fix, by its optional `hires_*` (upscaling runs
+    no checkpoint: it has no `model`)."""
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    names = [t.name for t in generating_tasks() if t.name != "regenerate"] + ["prompt_edit"]
-    for name in dict.fromkeys(names):
+    names = [t.name for t in generating_tasks() if t.name not in ("regenerate", "upscale")]
+    hires = ["hires_scale", "hires_upscaler", "hires_denoise", "hires_steps", "hires_prompt"]
+    for name in dict.fromkeys([*names, "prompt_edit"]):
         if f"/{name}" not in api:
             continue
-        last = api[f"/{name}"]["parameters"][-1]
+        params = api[f"/{name}"]["parameters"]
+        trailing = hires if name in ("txt2img", "control", "layout") else []
+        last = params[-1 - len(trailing)]
         assert last["parameter_name"] == "model" and last["parameter_has_default"], name
+        assert [p["parameter_name"] for p in params[len(params) - len(trailing):]] == trailing
+        assert all(p["parameter_has_default"] for p in params[len(params) - len(trailing):])
     assert "models" in TASKS
 
 

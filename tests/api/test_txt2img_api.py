@@ -30,7 +30,9 @@ def test_api_lists_named_endpoint_with_keyword_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]]
     assert params == ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width",
-                      "height", "scheduler", "fast", "attend_excite", "excite_words", "model"]
+                      "height", "scheduler", "fast", "attend_excite", "excite_words", "model",
+                      "hires_scale", "hires_upscaler", "hires_denoise", "hires_steps",
+                      "hires_prompt"]
 
 
 @pytest.mark.parametrize(

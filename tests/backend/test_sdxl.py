@@ -89,6 +89,14 @@ def test_txt2img_draws_what_diffusers_own_sdxl_pipeline_draws(xl, tiny_xl_model_
     assert np.array_equal(ours, px(theirs))
 
 
+def test_hires_fix_runs_sdxls_img2img_on_the_shared_components(xl):
+    result = xl.txt2img({**BASE, "hires_scale": 2, "hires_steps": 2})  # latent
+    assert result.image.size == (128, 128)
+    pipe = xl.registry.family.pipeline(xl.registry, "img2img")
+    assert type(pipe).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    assert pipe.text_encoder_2 is xl.registry.component("text_encoder_2")
+
+
 def test_a_control_map_steers_and_weight_zero_is_plain_generation(xl):
     plain = px(xl.txt2img(BASE).image)
     unit = {"type": "scribble", "image": sketch()}

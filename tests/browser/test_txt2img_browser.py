@@ -78,3 +78,21 @@ def test_attend_and_excite_checkbox(page):
     page.get_by_text("Info (JSON)").locator("visible=true").first.click()
     info = page.locator("#txt2img-info").inner_text()
     assert '"excite_words"' in info and "circle" in info
+
+
+def test_hires_fix_doubles_the_image(page):
+    """Open "Hires fix", upscale by 2 with Lanczos: a 64 px first pass comes back 128 px."""
+    from .conftest import fetch_image, wait_image
+
+    prepare(page, "a red circle", 2, 64)
+    page.locator("#txt2img-hires").get_by_text("Hires fix").first.click()
+    set_number(page, "txt2img-hires_scale", 2)
+    page.locator("#txt2img-hires_upscaler input").fill("lanczos")
+    page.locator("#txt2img-hires_upscaler input").press("Enter")
+    set_number(page, "txt2img-hires_steps", 2)
+    page.locator("#txt2img-generate").click()
+    image = fetch_image(page, wait_image(page, "#txt2img-result"))
+    assert image.size == (128, 128)
+    page.get_by_text("Info (JSON)").locator("visible=true").first.click()
+    assert '"first_size"' in page.locator("#txt2img-info").inner_text()
+    no_error_toast(page)

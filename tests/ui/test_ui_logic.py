@@ -290,3 +290,10 @@ def test_inpaint_sketch_paints_the_image_and_masks_the_paint() -> None:
     erased = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
     image, mask, _ = sketch_inputs({"background": background, "layers": [erased]}, 0.75)
     assert mask is None and (np.asarray(image) == 200).all()
+
+
+def test_an_empty_hires_prompt_widget_is_empty_text():
+    """A Textbox the browser never touched sends None; the hires prompt is text ("" = the
+    same prompt), as the other prompts are."""
+    data = request_values(["hires_prompt", "hires_scale"], [None, 2.0])
+    assert data == {"hires_prompt": "", "hires_scale": 2}

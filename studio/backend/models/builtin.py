@@ -59,6 +59,7 @@ def toy_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         # layouts, right colour in its box 45% at 0.3, 78% at 0.6, 93% at 1.0
         gligen_fraction=1.0,
         concept_templates=("a {}",),  # the toy captions' grammar: "a red circle"
+        upscalers_dir=str(root / "upscalers"),  # the toy 2x upscaler (train_upscaler)
         description="a trained miniature world of flat coloured shapes at 64x64 px: try "
         "'a red circle and a blue square'",
     )
@@ -93,6 +94,7 @@ def toy_xl_model_set(cache_dir: Path, root: Path | None = None) -> ModelSet:
         offline_models=True,
         native_size=64,
         concept_templates=("a {}",),
+        upscalers_dir=toy.upscalers_dir if toy is not None else "",
         description="the toy world (flat coloured shapes at 64x64 px) on SDXL's architecture: "
         "try 'a red circle and a blue square'",
     )

@@ -79,6 +79,7 @@ class ModelSet:
     concept_templates: tuple[str, ...] = ()
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    upscalers_dir: str = ""  # upscaler models that come with the set (the toy world's)
 
     def get(self, repo: str) -> str:
         """The source of `repo`, or "" when this set has none (e.g. the toy set's LCM-LoRA)."""

@@ -27,6 +27,7 @@ from .outpaint import OutpaintRequest, outpaint_runner
 from .prompt_edit import PromptEditRequest, run_prompt_edit
 from .remix import RemixRequest, remix_runner
 from .txt2img import txt2img_runner
+from .upscale import UpscaleRequest, upscale_runner
 
 # UI tabs in order: module name in studio.ui -> title.
 TABS = {
@@ -37,6 +38,7 @@ TABS = {
     "instruct": "Instruct",
     "remix": "Remix",
     "concepts": "Concepts",
+    "upscale": "Upscale",
 }
 # Tabs built by studio.ui.app itself after those (they read saved images, not a task).
 SAVED_IMAGE_TABS = {"pnginfo": "PNG info", "outputs": "Outputs"}
@@ -59,10 +61,19 @@ class Task:
         return self.runner is not None
 
 
+# the hires fix parameters that Text to image, Control and Layout take after `model`
+HIRES = ("; then the optional trailing `model`, `hires_scale` (1..4, 1 = off, default 1), "
+         "`hires_upscaler` (`latent` (default), `lanczos`, `none` or an upscaler model's name), "
+         "`hires_denoise` (0..1, default 0.5), `hires_steps` (0 = as the first pass), "
+         "`hires_prompt` (empty = the same): hires fix, a second img2img pass at the enlarged "
+         "size; info has `hires` with both sizes")
+
+
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("txt2img", "txt2img",
          "`attend_excite` (Attend-and-Excite, default false), `excite_words` (subjects, "
-         "comma-separated; empty = picked from the prompt)", Txt2ImgRequest, txt2img_runner),
+         "comma-separated; empty = picked from the prompt)" + HIRES, Txt2ImgRequest,
+         txt2img_runner),
     Task("prompt_edit", "txt2img",
          "`edited_prompt`, `mode` (`replace`, `refine`, `reweight`), `reweight` (JSON "
          "`{\"word\": factor}`), `cross_replace`, `self_replace` (0..1), `local_blend` (words); "
@@ -76,12 +87,14 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "\"control_mode\", \"model\"}`; `model` `\"union\"`: ControlNet Union, SDXL), "
          "`init_image`, "
          "`strength`, `reference_images` (files, 0-4: a style/content reference through "
-         "IP-Adapter), `reference_scale` (0..1.5, default 0.6)", ControlRequest, control_runner),
+         "IP-Adapter), `reference_scale` (0..1.5, default 0.6)" + HIRES
+         + " (the second pass keeps the units, their maps resized)", ControlRequest,
+         control_runner),
     Task("layout", "layout",
          "`boxes` (JSON list of `{\"phrase\", \"box\": [x0, y0, x1, y1]}` in 0..1), "
          "`gligen_fraction`, `image`, `mode` (`generate` or `inside_boxes`), `append_phrases`, "
-         "`attend_excite`, `excite_words`",
-         LayoutRequest, layout_runner),
+         "`attend_excite`, `excite_words`" + HIRES + " (mode `generate`; the second pass is "
+         "plain img2img, without the boxes)", LayoutRequest, layout_runner),
     Task("sam_mask", "edit",
          "`image`, `points` (JSON `[[x, y, label], ...]` in image pixels, label 1 = object, "
          "0 = background), `box` (JSON `[x0, y0, x1, y1]` or empty)"),
@@ -116,6 +129,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "default)"),
     Task("seedselect", "concepts", "`prompt`, `images`, `steps`, `semantic_weight`, `bootstrap`",
          SeedSelectRequest, seedselect_runner),
+    Task("upscale", "upscale",
+         "`image`, `scale` (1..8, default 2), `upscaler` (`lanczos` (default), `none` = "
+         "nearest neighbour, or an upscaler model's name: the tab's list, or A1111's "
+         "`GET /sdapi/v1/upscalers`); no diffusion, none of the common parameters",
+         UpscaleRequest, upscale_runner),
     Task("cancel", "", "— (stops this client's running generation at its next step)"),
     Task("models", "", "— (returns JSON `[{name, family, source}]`: the checkpoints every "
          "generating endpoint's trailing `model` parameter may name; `source` is `builtin`, "

@@ -37,13 +37,16 @@ from ..models.modelsets import CONTROL_TYPES
 from ..models.registry import ModelRegistry
 from ..requests import (
     FAST_STEPS,
+    LATENT,
     GenerationParams,
+    HiresParams,
     InputFn,
     RequestError,
     check_number,
     jsonable,
     loads_json,
 )
+from .hires import refine, second_request
 from .remix import check_references, referenced
 
 MAX_UNITS = 3
@@ -187,8 +190,9 @@ class ControlUnit:
 
 
 @dataclass
-class ControlRequest(GenerationParams):
-    """ControlNet generation: 1-3 control units, optionally img2img from `init_image`."""
+class ControlRequest(HiresParams, GenerationParams):
+    """ControlNet generation: 1-3 control units, optionally img2img from `init_image`, and
+    optionally hires fix (its second pass keeps the units)."""
 
     units: list[Any] | None = None
     init_image: Any = None
@@ -230,9 +234,14 @@ class ControlRequest(GenerationParams):
         self.reference_scale = float(self.reference_scale)
 
     def work(self) -> float:
-        """Each ControlNet costs about half a UNet evaluation; img2img runs strength x steps."""
+        """Each ControlNet costs about half a UNet evaluation; img2img runs strength x steps;
+        hires fix adds its second pass (with the ControlNets too)."""
         share = self.strength if self.init_image is not None else 1.0
-        return super().work() * share * (1 + 0.5 * len(self.units or []))
+        first = GenerationParams.work(self) * share * self.second_pass_factor()
+        return first + self.hires_work()
+
+    def second_pass_factor(self) -> float:
+        return 1 + 0.5 * len(self.units or [])
 
     def map_inputs(self, fn: InputFn) -> None:
         """Every unit's image (units may still be dicts, as stored), then the init image."""
@@ -491,8 +500,10 @@ def run_control(
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     adapters: dict[str, float] | None = None,
+    latents: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """Generate with prepared maps (each exactly width x height); returns (PIL, info)."""
+    """Generate with prepared maps (each exactly width x height); returns (PIL, info), or
+    the undecoded latents with `latents` (hires fix's `latent`)."""
     units: list[ControlUnit] = list(req.units or [])
     union = any(u.model == "union" for u in units)
     pipe = control_pipeline(registry, tuple(u.type for u in units), init is not None, union)
@@ -515,6 +526,7 @@ def run_control(
         control_guidance_start=per_unit([u.start for u in units]),
         control_guidance_end=per_unit([u.end for u in units]),
         generator=cpu_generator(req.seed),
+        **({"output_type": "latent"} if latents else {}),
     )
     if union:  # each copy of the union model gets its unit's map and mode (in this order)
         kwargs.update(control_image=list(maps),
@@ -564,6 +576,23 @@ def check_models(ctx: TaskContext, units: list[ControlUnit]) -> None:
             'kind per pipeline): give every unit model "union", or none')
 
 
+def _controlled_second_pass(ctx: TaskContext, maps: list[Image.Image],
+                            cancel: CancelToken | None) -> Callable[..., Image.Image]:
+    """Hires fix's second pass for Control: ControlNet img2img with the same units, their
+    maps resized to the final size."""
+
+    def second_pass(req: ControlRequest, init: Any, progress: ProgressFn | None
+                    ) -> Image.Image:
+        second = second_request(req)
+        second.strength = req.hires_denoise
+        size = (second.width, second.height)
+        resized = [cmap.resize(size, Image.Resampling.LANCZOS) for cmap in maps]
+        image, _ = run_control(ctx.registry, second, resized, init, progress, cancel)
+        return image
+
+    return second_pass
+
+
 def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
     """Studio task runner: annotate and fit the maps, generate, record the maps as used."""
@@ -572,7 +601,12 @@ def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn |
     init = None
     if req.init_image is not None:
         init = fit_to_size(req.init_image, req.width, req.height, "crop")
-    image, info = run_control(ctx.registry, req, maps, init, progress, cancel)
+    image, info = run_control(ctx.registry, req, maps, init, progress, cancel,
+                              latents=req.hires and req.hires_upscaler == LATENT)
+    if req.hires:
+        image, hires = refine(ctx, req, image, info["steps_run"], progress, cancel,
+                              second_pass=_controlled_second_pass(ctx, maps, cancel))
+        info.update(hires)
     for unit, cmap in zip(req.units or [], maps, strict=True):
         unit.use_map(cmap)
     req.init_image = init

@@ -52,13 +52,16 @@ from ..models.modelsets import GLIGEN_FRACTION
 from ..models.registry import ModelRegistry
 from ..previews import show as show_preview
 from ..requests import (
+    LATENT,
     ExciteParams,
     GenerationParams,
+    HiresParams,
     RequestError,
     check_number,
     loads_json,
 )
 from ..steering.excite import excitation_for, excited
+from .hires import refine
 
 MAX_BOXES = 30  # GLIGEN's position net has 30 grounding slots
 MAX_PHRASE_CHARS = 300
@@ -212,7 +215,7 @@ def prompt_with_phrases(prompt: str, phrases: Iterable[str]) -> str:
 
 # ---------------------------------------------------------------------------------- request
 @dataclass
-class LayoutRequest(ExciteParams, GenerationParams):
+class LayoutRequest(HiresParams, ExciteParams, GenerationParams):
     """Generate with objects in boxes (GLIGEN), or regenerate inside the boxes of `image`.
 
     `boxes` is a list (or JSON string) of `{"phrase", "box": [x0, y0, x1, y1]}` normalised to
@@ -220,7 +223,7 @@ class LayoutRequest(ExciteParams, GenerationParams):
     steps that use the boxes (scheduled sampling). `mode` is "generate" or "inside_boxes" (the
     latter needs `image`; after `validate()` it holds the checked RGB PIL image, recorded
     next to the outputs by the runner). `append_phrases` appends the phrases the prompt does
-    not mention yet.
+    not mention yet. Hires fix's second pass is plain img2img, without the boxes.
     """
 
     boxes: Any = field(default_factory=list)
@@ -257,6 +260,10 @@ class LayoutRequest(ExciteParams, GenerationParams):
                     "\"inside_boxes\" to regenerate inside the boxes of that image, or drop it"
                 )
             return
+        if self.hires:
+            raise RequestError(
+                "hires fix works with mode \"generate\"; \"inside_boxes\" keeps the image's "
+                "own size and pixels: set hires_scale 1 (and enlarge the result with /upscale)")
         if self.image is None:
             raise RequestError(
                 "mode \"inside_boxes\" needs the image to regenerate inside: upload it (or use "
@@ -361,8 +368,10 @@ def run_layout(
     req: LayoutRequest,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-) -> tuple[Image.Image, dict[str, Any]]:
-    """Generate (or regenerate inside boxes) one image; `req` must be validated with a seed."""
+    undecoded: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Generate (or regenerate inside boxes) one image; `req` must be validated with a seed.
+    With `undecoded` (mode generate only), the latents instead of the image."""
     from diffusers.utils.torch_utils import randn_tensor
 
     # 1. check what only the models can tell: phrase lengths, grounded steps
@@ -429,6 +438,7 @@ def run_layout(
                 callback=callback,
                 callback_steps=1,
                 **extra,
+                **({"output_type": "latent"} if undecoded else {}),
             )
 
     with excited(excitation):
@@ -445,13 +455,18 @@ def run_layout(
         if image.size != reference.size:
             image = image.resize(reference.size, Image.Resampling.LANCZOS)
         image = Image.composite(image, reference, box_mask(req.boxes, reference.size))
-    info["output_size"] = list(image.size)
+    info["output_size"] = [req.width, req.height] if undecoded else list(image.size)
     return image, info
 
 
 def layout_runner(ctx: TaskContext, req: LayoutRequest, progress: ProgressFn | None,
                   cancel: CancelToken | None) -> tuple[Image.Image, dict[str, Any]]:
-    """Studio task runner for box layouts; records the reference image it used."""
-    image, info = run_layout(ctx.registry, req, progress, cancel)
+    """Studio task runner for box layouts (then hires fix's second pass, plain img2img, if
+    asked); records the reference image it used."""
+    image, info = run_layout(ctx.registry, req, progress, cancel,
+                             undecoded=req.hires and req.hires_upscaler == LATENT)
+    if req.hires:
+        image, hires = refine(ctx, req, image, info["steps_run"], progress, cancel)
+        info.update(hires, output_size=list(image.size))
     req.record_inputs(ctx.outputs.record_input)
     return image, info

@@ -17,8 +17,9 @@ from ..common import (
     text_options,
 )
 from ..models.registry import ModelRegistry
-from ..requests import Txt2ImgRequest
+from ..requests import LATENT, Txt2ImgRequest
 from ..steering.excite import excitation_for, excited
+from .hires import refine
 
 
 def run_txt2img(
@@ -27,8 +28,10 @@ def run_txt2img(
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     adapters: dict[str, float] | None = None,
+    latents: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """Generate one image; returns (PIL image, info). `req` must be validated with a seed."""
+    """Generate one image; returns (PIL image, info). `req` must be validated with a seed.
+    With `latents`, the first element is the undecoded latents (hires fix's `latent`)."""
     pipe = base_pipeline(registry)
     configure_pipe(registry, pipe, req, "unet", adapters)
     steps, guidance = effective_steps_guidance(req)
@@ -53,6 +56,7 @@ def run_txt2img(
             height=req.height,
             generator=cpu_generator(req.seed),
             callback_on_step_end=callback,
+            **({"output_type": "latent"} if latents else {}),
         )
 
     with excited(excitation):
@@ -64,5 +68,11 @@ def run_txt2img(
 
 def txt2img_runner(ctx: TaskContext, req: Txt2ImgRequest, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
-    """Studio task runner for txt2img."""
-    return run_txt2img(ctx.registry, req, progress, cancel)
+    """Studio task runner for txt2img: the image, then hires fix's second pass if asked."""
+    first, info = run_txt2img(ctx.registry, req, progress, cancel,
+                              latents=req.hires and req.hires_upscaler == LATENT)
+    if not req.hires:
+        return first, info
+    image, hires = refine(ctx, req, first, info["steps_run"], progress, cancel)
+    info.update(hires)
+    return image, info

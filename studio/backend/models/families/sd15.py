@@ -81,6 +81,7 @@ FAMILY = Family(
     shared={"vae": "vae", "text_encoder": "text_encoder", "tokenizer": "tokenizer"},
     pipelines={
         "txt2img": "diffusers.StableDiffusionPipeline",
+        "img2img": "diffusers.StableDiffusionImg2ImgPipeline",  # hires fix's second pass
         "control": "diffusers.StableDiffusionControlNetPipeline",
         "control_img2img": "diffusers.StableDiffusionControlNetImg2ImgPipeline",
         "inpaint": "diffusers.StableDiffusionInpaintPipeline",
@@ -99,6 +100,8 @@ FAMILY = Family(
         "remix": Method("IP-Adapter (`ip-adapter_sd15`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
         "concept_train": Method("textual inversion, LoRA, SeedSelect"),
+        "upscale": Method("upscaler models (ESRGAN family, spandrel) or Lanczos, on pixels; "
+                          "hires fix: img2img at the enlarged size"),
     },
     model_set=MODEL_SET,
     defaults=Defaults(steps=25, guidance=7.5, sampler="Euler a",

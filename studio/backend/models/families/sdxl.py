@@ -108,6 +108,7 @@ FAMILY = Family(
             "tokenizer": "tokenizer", "tokenizer_2": "tokenizer_2"},
     pipelines={
         "txt2img": "diffusers.StableDiffusionXLPipeline",
+        "img2img": "diffusers.StableDiffusionXLImg2ImgPipeline",  # hires fix's second pass
         "control": "diffusers.StableDiffusionXLControlNetPipeline",
         "control_img2img": "diffusers.StableDiffusionXLControlNetImg2ImgPipeline",
         "control_union": "diffusers.StableDiffusionXLControlNetUnionPipeline",
@@ -129,6 +130,8 @@ FAMILY = Family(
         "remix": Method("IP-Adapter (`ip-adapter_sdxl_vit-h`, ViT-H)"),
         "seedselect": Method("SeedSelect (CLIP ViT-L/14 image tower)"),
         "concept_train": Method("textual inversion (clip_l + clip_g), LoRA, SeedSelect"),
+        "upscale": Method("upscaler models (ESRGAN family, spandrel) or Lanczos, on pixels; "
+                          "hires fix: img2img at the enlarged size"),
     },
     model_set=MODEL_SET,
     defaults=Defaults(steps=30, guidance=5.0, sampler="Euler a",
