@@ -29,7 +29,7 @@ __all__ = ["SendTo", "Target", "added_file", "register_source", "register_target
 
 # Targets in the order the picker lists them (a tab that is not built is left out).
 ORDER = ("Text to image", "Control (unit 1)", "Control (init image)", "Layout", "Edit",
-         "Instruct", "Remix", "Concepts")
+         "Instruct", "Remix", "Upscale", "Concepts")
 
 
 @dataclass

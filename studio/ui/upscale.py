@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from .common import GenerationTab, labelled_input_errors
+from .sendto import register_target
 
 
 def build(studio: Any, gallery_hook: Any) -> None:
@@ -31,6 +32,7 @@ def build(studio: Any, gallery_hook: Any) -> None:
             tab.results()
     for widget in w.values():
         labelled_input_errors(widget)
+    register_target("Upscale", "upscale", [w["image"]], lambda path: [path])
     tab.wire(run.click, w, api_name="upscale", optional=("scale", "upscaler"),
              progress_desc="upscaling",
              doc="Enlarge an image by `scale` with `upscaler` (an upscaler model's name, "
