@@ -249,7 +249,7 @@ def sketch_spot(scene: Scene, rng: random.Random) -> tuple[int, int] | None:
 
 
 def eval_sketch(studio: Any, n: int = 16, strength: float = 0.75,
-                mode: str = "inpaint") -> Evaluation:
+                mode: str = "inpaint", prompt: str = "a square") -> Evaluation:
     """Inpaint sketch: paint a green blob where nothing is, prompt "a square" (no colour);
     the painted area is the mask and the painted image the start: is a green object drawn
     there (and a square)?"""
@@ -270,7 +270,7 @@ def eval_sketch(studio: Any, n: int = 16, strength: float = 0.75,
         ImageDraw.Draw(painted).ellipse(blob, fill=COLOURS["green"])
         ImageDraw.Draw(mask).ellipse(blob, fill=255)
         out = np.asarray(timer(studio.inpaint, _params(
-            EVAL_SEED + i, prompt="a square", image=painted, mask=mask, mode=mode,
+            EVAL_SEED + i, prompt=prompt, image=painted, mask=mask, mode=mode,
             strength=strength, mask_blur=1)).image.convert("RGB"))
         near = box_mask(blob, grow=3)
         found = [f for f in analyse(out) if near[int(f.centroid[1]), int(f.centroid[0])]]
@@ -279,7 +279,8 @@ def eval_sketch(studio: Any, n: int = 16, strength: float = 0.75,
     cases = max(1, cases)
     return Evaluation("sketch", cases, {"green object where painted": green / cases,
                                         "green square there": square / cases},
-                      timer.per_image, notes={"strength": strength, "mode": mode})
+                      timer.per_image, notes={"strength": strength, "mode": mode,
+                                              "prompt": prompt})
 
 
 def eval_instruct(studio: Any, n: int = 48) -> Evaluation:

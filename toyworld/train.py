@@ -488,12 +488,13 @@ def extend_example(scene: Scene, rng: random.Random) -> tuple[Image.Image, str] 
     return mask, scene.caption if rng.random() < 0.5 else ""
 
 
-def inpaint_example(scene: Scene, rng: random.Random, extend: float = 0.0
-                    ) -> tuple[Image.Image, str]:
+def inpaint_example(scene: Scene, rng: random.Random, extend: float = 0.0,
+                    colourless: float = 0.0) -> tuple[Image.Image, str]:
     """A mask and its prompt: one shape's box grown by 2-8 px (prompt = that shape's phrase,
     sometimes the caption) or a random rectangle (prompt = the caption); with `extend` > 0,
-    that share are outpainting strips (`extend_example`). The shipped SD1.5 toy inpainting
-    UNet was trained with `extend` 0 (the same draws as before it existed)."""
+    that share are outpainting strips (`extend_example`); with `colourless` > 0, that share of
+    the shape prompts name the kind only ("a square"), so the colour must come from the
+    partly noised image: what inpaint sketch (painted colours, strength < 1) asks."""
     if extend and rng.random() < extend:
         example = extend_example(scene, rng)
         if example is not None:
@@ -507,6 +508,8 @@ def inpaint_example(scene: Scene, rng: random.Random, extend: float = 0.0
         d.rectangle((max(0, x0 - g), max(0, y0 - g), min(SIZE, x1 + g) - 1,
                      min(SIZE, y1 + g) - 1), fill=255)
         prompt = s.phrase if rng.random() < 0.8 else scene.caption
+        if colourless and prompt == s.phrase and rng.random() < colourless:
+            prompt = f"a {s.kind}"
     else:
         x0, y0 = rng.randint(0, 40), rng.randint(0, 40)
         d.rectangle((x0, y0, x0 + rng.randint(12, 40), y0 + rng.randint(12, 40)), fill=255)
@@ -514,19 +517,36 @@ def inpaint_example(scene: Scene, rng: random.Random, extend: float = 0.0
     return mask, prompt
 
 
-def train_inpaint(work: Path, steps: int, batch: int = 32) -> None:
+COLOURLESS_FROM = 750  # inpaint steps from here add colourless shape prompts (sketch)
+
+
+def train_inpaint(work: Path, steps: int, batch: int = 32, start: int = 0,
+                  extend: float = 0.3, colourless: float = 0.25) -> None:
+    """The 9-channel inpainting UNet from the base (the shipped one when `work` lacks it) on
+    the toy recipe with outpainting strips in `extend` of the examples (`extend_example`)
+    and, from step COLOURLESS_FROM, colourless shape prompts in `colourless` of the shape
+    examples. Saved every 250 steps with `progress.json`, so `start` resumes it."""
     from diffusers import UNet2DConditionModel
 
-    seed_all(4)
+    out = work / "unet_inpaint"
+    seed_all(4 + start)
     frozen = Frozen(work)
-    unet = widen_conv_in(UNet2DConditionModel.from_pretrained(work / "unet"), 9).train()
+    if start:
+        unet = UNet2DConditionModel.from_pretrained(out, dtype=torch.float32).train()
+    else:
+        base = UNet2DConditionModel.from_pretrained(trained(work, "unet"), dtype=torch.float32)
+        unet = widen_conv_in(base, 9).train()
     noise = Noise()
-    rng = random.Random(4)
+    rng = random.Random(4 + start)
+    reached = {"step": start}
 
     def loss_fn(step: int) -> torch.Tensor:
+        reached["step"] = step + 1
         batch_scenes = scenes(4, step, batch)
         images = [s.render() for s in batch_scenes]
-        examples = [inpaint_example(s, rng) for s in batch_scenes]
+        share = colourless if step >= COLOURLESS_FROM else 0.0
+        examples = [inpaint_example(s, rng, extend=extend, colourless=share)
+                    for s in batch_scenes]
         masks = torch.stack([torch.from_numpy(np.asarray(m, np.float32) / 255.0)
                              for m, _ in examples])[:, None]
         x = to_tensor(images)
@@ -539,8 +559,13 @@ def train_inpaint(work: Path, steps: int, batch: int = 32) -> None:
         zt, eps, t = noise(z)
         return noise.loss(unet(torch.cat([zt, m, zm], 1), t, text).sample, eps, t)
 
-    run_loop("inpaint", list(unet.parameters()), steps, 5e-4, loss_fn)
-    unet.save_pretrained(work / "unet_inpaint")
+    def save() -> None:
+        unet.save_pretrained(out)
+        (out / "progress.json").write_text(json.dumps({"step": reached["step"], "of": steps}))
+        log.info("inpaint saved at step %d", reached["step"])
+
+    run_loop("inpaint", list(unet.parameters()), steps, 5e-4, loss_fn, save=save,
+             save_every=250, start=start)
 
 
 def instruct_example(scene: Scene, rng: random.Random) -> tuple[Scene, Scene, str]:
@@ -1153,9 +1178,16 @@ def export_taesd(work: Path, out: Path) -> None:
         out / REPOS["taesd"], safe_serialization=True)
 
 
+def export_inpaint(work: Path, out: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    UNet2DConditionModel.from_pretrained(work / "unet_inpaint").half().save_pretrained(
+        out / REPOS["inpaint"] / "unet", safe_serialization=True)
+
+
 def export(work: Path, out: Path, only: str = "") -> None:
     """fp16 safetensors in the Hub layout the studio's registry loads (`only="taesd"`,
-    "clip_text" or "ip_adapter": just that model, into an existing export)."""
+    "clip_text", "ip_adapter" or "inpaint": just that model, into an existing export)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -1163,7 +1195,7 @@ def export(work: Path, out: Path, only: str = "") -> None:
 
     if only:
         {"taesd": export_taesd, "clip_text": export_clip_text,
-         "ip_adapter": export_ip_adapter}[only](work, out)
+         "ip_adapter": export_ip_adapter, "inpaint": export_inpaint}[only](work, out)
         return
     if out.exists():
         shutil.rmtree(out)
@@ -1209,7 +1241,7 @@ STAGES = {
     "vae": (train_vae, 1000),
     "base": (train_base, 4500),
     "controlnet": (train_controlnet, 1200),
-    "inpaint": (train_inpaint, 1000),
+    "inpaint": (train_inpaint, 1200),
     "instruct": (train_instruct, 2000),
     "gligen": (train_gligen, 2000),
     "gligen_inpaint": (train_gligen_inpaint, 800),
@@ -1226,11 +1258,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="training steps (default: the stage's own)")
     p.add_argument("--work", type=Path, default=WORK, help="fp32 checkpoints folder")
     p.add_argument("--out", type=Path, default=ASSETS, help="export folder")
-    p.add_argument("--only", choices=["taesd", "clip_text", "ip_adapter"], default="",
+    p.add_argument("--only", choices=["taesd", "clip_text", "ip_adapter", "inpaint"], default="",
                    help="export: only this model, into an existing export")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--resume", type=int, default=0, metavar="STEP",
-                   help="gligen only: continue from the checkpoint saved at STEP")
+                   help="gligen and inpaint: continue from the checkpoint saved at STEP")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -1241,8 +1273,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     fn, default_steps = STAGES[args.stage]
     if args.resume:
-        if args.stage != "gligen":
-            p.error("--resume is supported for the gligen stage only")
+        if args.stage not in ("gligen", "inpaint"):
+            p.error("--resume is supported for the gligen and inpaint stages only")
         fn(args.work, args.steps or default_steps, start=args.resume)
     else:
         fn(args.work, args.steps or default_steps)

@@ -66,6 +66,16 @@ def test_inpainting_paints_the_mask_and_keeps_the_rest(toy_studio, report):
     assert ev.metrics["outside unchanged"] == 1.0
 
 
+def test_extending_the_canvas_draws_the_prompt_there_and_keeps_the_original(toy_studio,
+                                                                            report):
+    """Outpainting: a scene extended by 32 px (each side in turn), "a blue square": the new
+    area holds one (16 cases in `toyworld.evaluate`), the original 64 x 64 is bit-exact."""
+    ev = evaluate.eval_outpaint(toy_studio, n=8)
+    report(ev)
+    assert ev.metrics["blue square in the new area"] >= 0.80
+    assert ev.metrics["original bit-exact"] == 1.0
+
+
 def test_make_it_colour_recolours_in_place(toy_studio, report):
     ev = evaluate.eval_instruct(toy_studio, n=CI_CASES)
     report(ev)

@@ -48,6 +48,13 @@ def test_inpainting_paints_the_mask_and_keeps_the_rest(toy_xl_studio, report):
     assert ev.metrics["outside unchanged"] == 1.0
 
 
+def test_extending_the_canvas_draws_the_prompt_there(toy_xl_studio, report):
+    ev = _named(evaluate.eval_outpaint(toy_xl_studio, n=8))
+    report(ev)
+    assert ev.metrics["blue square in the new area"] >= 0.80
+    assert ev.metrics["original bit-exact"] == 1.0
+
+
 def test_make_it_colour_recolours_in_place(toy_xl_studio, report):
     ev = _named(evaluate.eval_instruct(toy_xl_studio, n=24))
     report(ev)
