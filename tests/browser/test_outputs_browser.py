@@ -21,6 +21,14 @@ def test_search_click_regenerate_and_send(page, studio):
     gallery = page.locator("#outputs-gallery img")
     gallery.first.wait_for(state="visible")  # opening the tab lists the newest images
     assert page.locator("#outputs-page").inner_text().startswith("Page 1 of")
+    # whole thumbnails, at least 6 a row, not two stretched over the width and cropped
+    page.wait_for_function("() => document.querySelectorAll('#outputs-gallery img').length >= 2"
+                           " && document.querySelector('#outputs-gallery img').naturalWidth > 0")
+    grid = page.locator("#outputs-gallery").bounding_box()
+    for i in range(2):
+        thumb = gallery.nth(i)
+        assert thumb.bounding_box()["width"] <= grid["width"] / 6
+        assert thumb.evaluate("e => getComputedStyle(e).objectFit") == "contain"
 
     search = page.locator("#outputs-search textarea, #outputs-search input").first
     search.fill("OUTPUTS-TAB PURPLE")

@@ -87,7 +87,9 @@ def test_a_result_goes_through_five_tabs_without_a_download(page):
 
     # the session gallery: the first image back to Text to image, with its parameters (the
     # seed it was drawn with, where the tab still says -1 = random)
-    assert page.locator("#session-gallery img").count() == 5
+    page.locator("#session-gallery").scroll_into_view_if_needed()  # its images load lazily
+    page.wait_for_function("() => document.querySelectorAll('#session-gallery img').length"
+                           " === 5")
     page.locator("#session-gallery img").last.click()
     send(page, "session", "Text to image")
     page.wait_for_function("() => document.querySelector('#txt2img-seed input') &&"
