@@ -125,6 +125,15 @@ def _distance_inside(arr: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(arr.astype(np.uint8), cv2.DIST_L2, 5)
 
 
+def check_mode(mode: Any) -> None:
+    """Refuse a mode other than "inpaint" and "blend" (inpaint's and outpaint's)."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise RequestError(
+            f"unknown mode {mode!r}; use 'inpaint' (inpainting model) or 'blend' (base model "
+            "with latent blending)"
+        )
+
+
 def _check_px(name: str, px: Any, hi: int) -> int:
     check_number(name, px, 0, hi, integer=True)
     return int(px)
@@ -406,11 +415,7 @@ class InpaintRequest(GenerationParams):
     image_fields: ClassVar[tuple[str, ...]] = ("image", "mask")
 
     def validate(self) -> None:
-        if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise RequestError(
-                f"unknown mode {self.mode!r}; use 'inpaint' (inpainting model) or 'blend' "
-                "(base model with latent blending)"
-            )
+        check_mode(self.mode)
         if not isinstance(self.only_masked, bool):
             raise RequestError(f"only_masked must be true or false, got {self.only_masked!r}")
         check_number("padding", self.padding, 0, MAX_PADDING, integer=True)

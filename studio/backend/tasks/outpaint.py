@@ -22,7 +22,7 @@ from PIL import Image
 from ..common import CancelToken, ProgressFn, TaskContext
 from ..images import MAX_INPUT_PIXELS, MAX_INPUT_SIDE, load_image
 from ..requests import GenerationParams, RequestError, check_number
-from .inpaint import MAX_MASK_BLUR, MODES, InpaintRequest, full_work_size, run_inpaint
+from .inpaint import MAX_MASK_BLUR, InpaintRequest, check_mode, full_work_size, run_inpaint
 
 MAX_EXTEND = 2048  # px added on one side in one go
 SIDES = ("left", "right", "top", "bottom")
@@ -118,9 +118,7 @@ class OutpaintRequest(GenerationParams):
     image_fields: ClassVar[tuple[str, ...]] = ("image",)
 
     def validate(self) -> None:
-        if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise RequestError(f"unknown mode {self.mode!r}; use 'inpaint' (inpainting model) "
-                               "or 'blend' (base model with latent blending)")
+        check_mode(self.mode)
         for side in SIDES:
             check_number(f"{side} (pixels to add)", getattr(self, side), 0, MAX_EXTEND,
                          integer=True)
