@@ -257,6 +257,11 @@ DEFAULT_DENOISE = 0.5
 UPSCALER_WORK = 1.0  # an upscaler model's pass, in denoiser passes per output megapixel
 
 
+def is_upscaler_model(name: str) -> bool:
+    """True for an upscaler model's name (not latent, lanczos or none)."""
+    return name.lower() not in BUILTIN_UPSCALERS
+
+
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The second pass's size: the first's times `scale`, each side a multiple of 8."""
     return (max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8))
@@ -276,6 +281,11 @@ class HiresParams:
     def hires(self) -> bool:
         """True when the request asks for a second pass (`hires_scale` above 1)."""
         return self.hires_scale > 1
+
+    @property
+    def latent_upscale(self) -> bool:
+        """True when the first pass must hand over its latents undecoded (`latent`)."""
+        return self.hires and self.hires_upscaler == LATENT
 
     def hires_target(self) -> tuple[int, int]:
         """(width, height) of the final image (the request's size when hires fix is off)."""
@@ -303,16 +313,19 @@ class HiresParams:
                 f"hires fix would make {w}x{h} x {self.hires_scale:g} = {tw}x{th}, over the "
                 f"{MAX_SIDE} px per side the studio generates; use hires_scale at most "
                 f"{most:g} or a smaller first size")
-        steps = self.second_steps()
-        if int(steps * self.hires_denoise) < 1:
+        if self.second_steps_run() < 1:
             raise RequestError(
-                f"hires_denoise {self.hires_denoise:g} with {steps} steps runs no second-pass "
-                "step (steps x denoise < 1); raise hires_denoise or hires_steps")
+                f"hires_denoise {self.hires_denoise:g} with {self.second_steps()} steps runs no "
+                "second-pass step (steps x denoise < 1); raise hires_denoise or hires_steps")
 
     def second_steps(self) -> int:
         """The second pass's sampler steps before the denoise share (fast mode: at most 4)."""
         steps = self.hires_steps or self.steps  # type: ignore[attr-defined]
         return min(steps, FAST_STEPS) if self.fast else steps  # type: ignore[attr-defined]
+
+    def second_steps_run(self) -> int:
+        """The second pass's steps actually run: its steps x the denoise share."""
+        return int(self.second_steps() * self.hires_denoise)
 
     def check_upscalers(self, library: Any) -> None:
         """The hires upscaler's name as the studio's library knows it (refused by name)."""
@@ -335,9 +348,8 @@ class HiresParams:
             return 0.0
         tw, th = self.hires_target()
         mp = tw * th / 1e6
-        steps = int(self.second_steps() * self.hires_denoise)
-        second = steps * mp * self.unet_passes()  # type: ignore[attr-defined]
-        model = UPSCALER_WORK * mp if self.hires_upscaler.lower() not in BUILTIN_UPSCALERS else 0.0
+        second = self.second_steps_run() * mp * self.unet_passes()  # type: ignore[attr-defined]
+        model = UPSCALER_WORK * mp if is_upscaler_model(self.hires_upscaler) else 0.0
         return second * self.second_pass_factor() + model
 
     def second_pass_factor(self) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .requests import BUILTIN_UPSCALERS as BUILTIN
-from .requests import LANCZOS, LATENT, RequestError
+from .requests import LANCZOS, LATENT, RequestError, is_upscaler_model
 from .requests import NO_UPSCALER as NONE
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,11 @@ class UpscalerLibrary:
         builtin = BUILTIN if latent else PIXEL_UPSCALERS
         return [*builtin, *self.model_names()]
 
-    def check(self, name: Any, what: str = "upscaler", latent: bool = True) -> str:
+    def check(self, name: Any, what: str = "upscaler", latent: bool = True,
+              files: dict[str, Path] | None = None) -> str:
         """The upscaler `name` means (case-insensitive); an unknown name lists the known
-        ones, a pickled model file is refused with its conversion command."""
+        ones, a pickled model file is refused with its conversion command. `files`: the
+        folders' listing when the caller already has it."""
         if not isinstance(name, str) or not name.strip():
             raise RequestError(f"{what} must be an upscaler's name; choose one of: "
                                f"{', '.join(self.names(latent))}")
@@ -152,7 +154,7 @@ class UpscalerLibrary:
                                    "fix); an image has none: choose one of "
                                    f"{', '.join(self.names(latent=False))}")
             return wanted.lower()
-        files = self._files()
+        files = self._files() if files is None else files
         stem = wanted
         if Path(wanted).suffix.lower() in (MODEL_SUFFIX, *PICKLED):
             stem = Path(wanted).stem
@@ -172,12 +174,13 @@ class UpscalerLibrary:
         return match.stem
 
     def is_model(self, name: str) -> bool:
-        return name not in BUILTIN
+        return is_upscaler_model(name)
 
     # ------------------------------------------------------------------ models
     def model(self, name: str) -> Any:
         """The spandrel model descriptor of upscaler `name` (loaded once, on the device)."""
-        path = self._files()[self.check(name)]
+        files = self._files()  # one listing of the folders for the check and the path
+        path = files[self.check(name, files=files)]
         with self._lock:
             if path not in self._models:
                 self._models[path] = self._load(path)

@@ -37,7 +37,6 @@ from ..models.modelsets import CONTROL_TYPES
 from ..models.registry import ModelRegistry
 from ..requests import (
     FAST_STEPS,
-    LATENT,
     GenerationParams,
     HiresParams,
     InputFn,
@@ -602,7 +601,7 @@ def control_runner(ctx: TaskContext, req: ControlRequest, progress: ProgressFn |
     if req.init_image is not None:
         init = fit_to_size(req.init_image, req.width, req.height, "crop")
     image, info = run_control(ctx.registry, req, maps, init, progress, cancel,
-                              latents=req.hires and req.hires_upscaler == LATENT)
+                              latents=req.latent_upscale)
     if req.hires:
         image, hires = refine(ctx, req, image, info["steps_run"], progress, cancel,
                               second_pass=_controlled_second_pass(ctx, maps, cancel))

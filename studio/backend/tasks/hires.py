@@ -79,8 +79,7 @@ def run_img2img(registry: ModelRegistry, req: Any, init: Any, progress: Progress
     second = second_request(req)
     configure_pipe(registry, pipe, second, "unet")
     steps, guidance = effective_steps_guidance(second)
-    total = min(int(steps * req.hires_denoise), steps)
-    callback = step_callback(total, progress, cancel)
+    callback = step_callback(req.second_steps_run(), progress, cancel)
 
     def call() -> Any:
         return pipe(
@@ -99,7 +98,7 @@ def refine(ctx: TaskContext, req: Any, first: Any, first_steps: int,
     the plain img2img pass); returns the final image and the hires info."""
     first_size = (req.width, req.height)
     init = enlarge(ctx, first, req, cancel)
-    more = min(int(req.second_steps() * req.hires_denoise), req.second_steps())
+    more = req.second_steps_run()
     report = offset_progress(progress, first_steps, more)
     if second_pass is None:
         image = run_img2img(ctx.registry, req, init, report, cancel)

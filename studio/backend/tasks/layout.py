@@ -52,7 +52,6 @@ from ..models.modelsets import GLIGEN_FRACTION
 from ..models.registry import ModelRegistry
 from ..previews import show as show_preview
 from ..requests import (
-    LATENT,
     ExciteParams,
     GenerationParams,
     HiresParams,
@@ -464,7 +463,7 @@ def layout_runner(ctx: TaskContext, req: LayoutRequest, progress: ProgressFn | N
     """Studio task runner for box layouts (then hires fix's second pass, plain img2img, if
     asked); records the reference image it used."""
     image, info = run_layout(ctx.registry, req, progress, cancel,
-                             undecoded=req.hires and req.hires_upscaler == LATENT)
+                             undecoded=req.latent_upscale)
     if req.hires:
         image, hires = refine(ctx, req, image, info["steps_run"], progress, cancel)
         info.update(hires, output_size=list(image.size))

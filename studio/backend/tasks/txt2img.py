@@ -17,7 +17,7 @@ from ..common import (
     text_options,
 )
 from ..models.registry import ModelRegistry
-from ..requests import LATENT, Txt2ImgRequest
+from ..requests import Txt2ImgRequest
 from ..steering.excite import excitation_for, excited
 from .hires import refine
 
@@ -70,7 +70,7 @@ def txt2img_runner(ctx: TaskContext, req: Txt2ImgRequest, progress: ProgressFn |
                    cancel: CancelToken | None) -> tuple[Any, dict[str, Any]]:
     """Studio task runner for txt2img: the image, then hires fix's second pass if asked."""
     first, info = run_txt2img(ctx.registry, req, progress, cancel,
-                              latents=req.hires and req.hires_upscaler == LATENT)
+                              latents=req.latent_upscale)
     if not req.hires:
         return first, info
     image, hires = refine(ctx, req, first, info["steps_run"], progress, cancel)

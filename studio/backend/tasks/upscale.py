@@ -15,12 +15,12 @@ from PIL import Image
 from ..common import CancelToken, ProgressFn, TaskContext
 from ..images import MAX_INPUT_PIXELS, MAX_INPUT_SIDE, load_image
 from ..requests import (
-    BUILTIN_UPSCALERS,
     LANCZOS,
     UPSCALER_WORK,
     GenerationParams,
     RequestError,
     check_number,
+    is_upscaler_model,
 )
 
 MIN_UPSCALE, MAX_UPSCALE = 1.0, 8.0
@@ -67,7 +67,7 @@ class UpscaleRequest(GenerationParams):
 
     def work(self) -> float:
         """An upscaler model's pass over the output (resizing alone costs next to nothing)."""
-        model = self.upscaler.lower() not in BUILTIN_UPSCALERS
+        model = is_upscaler_model(self.upscaler)
         return UPSCALER_WORK * self.megapixels() if model else 0.01 * self.megapixels()
 
 
