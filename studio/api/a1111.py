@@ -14,6 +14,7 @@ is intended.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import logging
@@ -21,7 +22,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -148,14 +149,24 @@ class A1111Api:
         return list(router.routes)
 
     # ------------------------------------------------------------------ generation
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[Any]:
+        """The cancel token of one API job, in this API's running sessions meanwhile (what
+        /interrupt stops)."""
+        session = SESSION_PREFIX + secrets.token_hex(16)
+        cancel = self.studio.job_token(session)
+        with self._sessions_lock:
+            self._sessions.add(session)
+        try:
+            yield cancel
+        finally:
+            with self._sessions_lock:
+                self._sessions.discard(session)
+
     def _generate(self, plan: m.Plan, payload: dict[str, Any]) -> JSONResponse:
         """Run every image of the plan, in order, and answer in A1111's shape."""
         studio, images, infotexts, seeds, files = self.studio, [], [], [], []
         detected: list[Image.Image] = []
-        session = SESSION_PREFIX + secrets.token_hex(16)
-        cancel = studio.job_token(session)
-        with self._sessions_lock:
-            self._sessions.add(session)
         latest: dict[str, Image.Image] = {}
 
         def keep(image: Image.Image, step: int, total: int) -> None:
@@ -163,20 +174,21 @@ class A1111Api:
             latest["image"] = image
 
         try:
-            for request in plan.requests:
-                latest.clear()
-                result = studio.run(plan.task, request, cancel=cancel,
-                                    preview=keep if studio.settings.previews else None)
-                text = m.infotext(request, result.info, result.info.get("model", ""))
-                images.append(m.encode_png(result.image, text))
-                infotexts.append(text)
-                seeds.append(result.info["seed"])
-                files.append(result.info["file"])
-                # as the ControlNet extension: the maps its preprocessors made follow the
-                # images (once per request)
-                detected = [cmap for unit, cmap in zip(request.get("units") or [],
-                                                       result.extra_images, strict=False)
-                            if unit.get("preprocess")]
+            with self._job() as cancel:
+                for request in plan.requests:
+                    latest.clear()
+                    result = studio.run(plan.task, request, cancel=cancel,
+                                        preview=keep if studio.settings.previews else None)
+                    text = m.infotext(request, result.info, result.info.get("model", ""))
+                    images.append(m.encode_png(result.image, text))
+                    infotexts.append(text)
+                    seeds.append(result.info["seed"])
+                    files.append(result.info["file"])
+                    # as the ControlNet extension: the maps its preprocessors made follow the
+                    # images (once per request)
+                    detected = [cmap for unit, cmap in zip(request.get("units") or [],
+                                                           result.extra_images, strict=False)
+                                if unit.get("preprocess")]
         except Cancelled:
             # as A1111: 200 with what there is; an image interrupted mid-way is its latest
             # live preview (none with --no-previews)
@@ -184,9 +196,6 @@ class A1111Api:
                 images.append(m.encode_png(latest["image"]))
                 infotexts.append("interrupted")
                 seeds.append(plan.requests[len(seeds)].get("seed", -1))
-        finally:
-            with self._sessions_lock:
-                self._sessions.discard(session)
         images += [m.encode_png(cmap) for cmap in detected]
         self.jobs_done += 1
         first = plan.requests[0]
@@ -260,15 +269,8 @@ class A1111Api:
 
         def run() -> JSONResponse:
             request = m.extras_request(payload, self.max_bytes)
-            session = SESSION_PREFIX + secrets.token_hex(16)
-            cancel = self.studio.job_token(session)
-            with self._sessions_lock:
-                self._sessions.add(session)
-            try:
+            with self._job() as cancel:
                 result = self.studio.run("upscale", request, cancel=cancel)
-            finally:
-                with self._sessions_lock:
-                    self._sessions.discard(session)
             text = m.infotext(request, result.info, "")
             return JSONResponse({"image": m.encode_png(result.image, text),
                                  "html_info": f"<p>{html.escape(text)}</p>"})

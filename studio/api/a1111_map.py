@@ -260,11 +260,13 @@ UNION = "union"  # model_names' type for ControlNet Union (every type, by the un
 def model_names(model_set: ModelSet) -> dict[str, str]:
     """ControlNet model names as clients see them (the repo's last part) -> control type
     (`UNION` for the set's ControlNet Union)."""
-    names = {source.rstrip("/").rsplit("/", 1)[-1]: ctype
-             for ctype, source in model_set.controlnets.items()}
+    def short(source: str) -> str:
+        return source.rstrip("/").rsplit("/", 1)[-1]
+
+    names = {short(source): ctype for ctype, source in model_set.controlnets.items()}
     union = model_set.get("controlnet_union")
     if union:
-        names[union.rstrip("/").rsplit("/", 1)[-1]] = UNION
+        names[short(union)] = UNION
     return names
 
 
