@@ -218,9 +218,9 @@ def eval_outpaint(studio: Any, n: int = 16) -> Evaluation:
         side = OUTPAINT_SIDES[i % len(OUTPAINT_SIDES)]
         source = scene.render()
         result = timer(studio.outpaint, _params(EVAL_SEED + i, prompt="a blue square",
-                                                image=source, **{side: 32})).info
-        out = np.asarray(Image.open(studio.outputs.folder / result["file"]).convert("RGB"))
-        x0, y0, x1, y1 = result["original_box"]
+                                                image=source, **{side: 32}))
+        out = np.asarray(result.image.convert("RGB"))
+        x0, y0, x1, y1 = result.info["original_box"]
         kept += bool(np.array_equal(out[y0:y1, x0:x1], np.asarray(source)))
         new = np.ones(out.shape[:2], bool)
         new[y0:y1, x0:x1] = False

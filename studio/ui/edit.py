@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import gradio as gr
+from PIL import Image, ImageChops
 
 from studio.backend.images import load_image
 from studio.backend.requests import RequestError
@@ -106,14 +107,17 @@ def sketch_inputs(value: Any, strength: float) -> tuple[Any, Any, Any]:
     if not isinstance(value, dict) or value.get("background") is None:
         return gr.skip(), gr.skip(), gr.skip()
     background = load_image(value["background"], "image", mode="RGBA")
-    mask = brush_to_mask(value)
-    if mask is None:  # every stroke erased: the original image, no mask
-        return background.convert("RGB"), None, gr.skip()
-    painted = background.copy()
-    for layer in value.get("layers") or []:
+    painted, paint = background.copy(), Image.new("L", background.size, 0)
+    for layer in value.get("layers") or []:  # each layer read once: paint and mask
         if layer is not None:
             img = load_image(layer, "sketch layer", mode="RGBA")
-            painted.alpha_composite(img.resize(background.size))
+            if img.size != background.size:
+                img = img.resize(background.size, Image.Resampling.NEAREST)
+            painted.alpha_composite(img)
+            paint = ImageChops.lighter(paint, img.getchannel("A"))
+    if paint.getbbox() is None:  # every stroke erased: the original image, no mask
+        return background.convert("RGB"), None, gr.skip()
+    mask = paint.point(lambda v: 255 if v > 0 else 0)  # every painted pixel, as the brush's
     lowered = SKETCH_STRENGTH if float(strength or 0) >= 1.0 else gr.skip()
     return painted.convert("RGB"), mask, lowered
 

@@ -99,12 +99,11 @@ def build(studio: Any, gallery_hook: Any, tab: gr.Tab) -> Any:
         return selected_item(studio, listed, evt.index)
 
     gallery.select(user_errors(pick), names, [image, params, selected], **PRIVATE)
-    actions.wire(selected).then(_mover(studio, 0), [search, page], view, **PRIVATE)
-    _history_api(studio)
-
     def follow(event: Any) -> None:
         event.then(_mover(studio, 0), [search, page], view, **PRIVATE, **HISTORY_LIMIT)
 
+    follow(actions.wire(selected))  # a regenerated image joins the list
+    _history_api(studio)
     return follow
 
 
