@@ -168,6 +168,19 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PROGRESS = "progress.json"  # a resumable stage's step reached, beside its weights
+
+
+def saved_step(folder: Path) -> int:
+    """The step a resumable stage saved in `folder` reached (0: none saved)."""
+    path = folder / PROGRESS
+    return int(json.loads(path.read_text())["step"]) if path.is_file() else 0
+
+
+def save_progress(folder: Path, step: int, steps: int) -> None:
+    (folder / PROGRESS).write_text(json.dumps({"step": step, "of": steps}))
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -561,7 +574,7 @@ def train_inpaint(work: Path, steps: int, batch: int = 32, start: int = 0,
 
     def save() -> None:
         unet.save_pretrained(out)
-        (out / "progress.json").write_text(json.dumps({"step": reached["step"], "of": steps}))
+        save_progress(out, reached["step"], steps)
         log.info("inpaint saved at step %d", reached["step"])
 
     run_loop("inpaint", list(unet.parameters()), steps, 5e-4, loss_fn, save=save,

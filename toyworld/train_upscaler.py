@@ -31,13 +31,13 @@ import torch
 from PIL import Image
 
 from .scenes import Scene, random_scene
+from .train import save_progress, saved_step
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "toy-upscaler"
 EXPORT = ROOT / "assets" / "toy" / "upscalers" / "toy-compact-2x.safetensors"
-PROGRESS = "progress.json"
 WEIGHTS = "model.safetensors"
 SEED = 31
 SCALE = 2
@@ -88,12 +88,6 @@ def batch_at(step: int, size: int, crop: int = CROP) -> tuple[torch.Tensor, torc
             torch.from_numpy(np.stack(highs)).permute(0, 3, 1, 2))
 
 
-def _start(folder: Path, resume: bool) -> int:
-    if not resume or not (folder / PROGRESS).exists():
-        return 0
-    return int(json.loads((folder / PROGRESS).read_text())["step"])
-
-
 def train(steps: int, batch: int = 16, lr: float = 2e-3, resume: bool = False,
           save_every: int = 500, folder: Path = CHECKPOINT) -> Path:
     """Train (or go on training) the upscaler to `steps`; returns the checkpoint folder."""
@@ -109,7 +103,7 @@ def _train(steps: int, batch: int, lr: float, resume: bool, save_every: int,
            folder: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
-    start = _start(folder, resume)
+    start = saved_step(folder) if resume else 0
     torch.manual_seed(SEED + start)
     model = build()
     if start:
@@ -122,7 +116,7 @@ def _train(steps: int, batch: int, lr: float, resume: bool, save_every: int,
     def save(step: int) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   str(folder / WEIGHTS))
-        (folder / PROGRESS).write_text(json.dumps({"step": step, "of": steps}))
+        save_progress(folder, step, steps)
 
     t0, loss_sum = time.perf_counter(), 0.0
     for step in range(start, steps):

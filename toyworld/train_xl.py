@@ -53,6 +53,8 @@ from .train import (
     instruct_example,
     object_weights,
     run_loop,
+    save_progress,
+    saved_step,
     scenes,
     seed_all,
     text_config,
@@ -70,7 +72,6 @@ TEXT_DIM, TEXT_DIM_2 = 64, 96
 TIME_DIM = 8  # addition_time_embed_dim
 # SDXL's micro-conditioning at the toy size: original size, crop top-left, target size
 TIME_IDS = (SIZE, SIZE, 0, 0, SIZE, SIZE)
-PROGRESS = "progress.json"
 ASSETS_XL = Path("assets/toy-xl")  # what `--models toy-xl` loads (models.builtin.TOY_XL_DIR)
 
 
@@ -106,11 +107,6 @@ def encode_prompts(tok: Any, te: Any, te2: Any, prompts: list[str], keep: torch.
 
 def time_ids(batch: int) -> torch.Tensor:
     return torch.tensor([TIME_IDS] * batch, dtype=torch.float32)
-
-
-def _progress(folder: Path) -> int:
-    path = folder / PROGRESS
-    return int(json.loads(path.read_text())["step"]) if path.is_file() else 0
 
 
 def train_base(work: Path, steps: int, batch: int = 32, resume: bool = False,
@@ -198,7 +194,7 @@ def resumable(out: Path, name: str, steps: int, resume: bool, seed: int,
     """The start step, an rng, the step counter and a `save` for a stage saved in `out`:
     `models` is filled by `load(out)` when resuming, else by `fresh()`; `save` writes each
     model under its key and the step reached (`progress.json`)."""
-    start = _progress(out) if resume else 0
+    start = saved_step(out) if resume else 0
     seed_all(seed + start)  # a resumed run draws fresh noise; its scenes follow the step
     out.mkdir(parents=True, exist_ok=True)
     models.update(load(out) if start else fresh())
@@ -209,7 +205,7 @@ def resumable(out: Path, name: str, steps: int, resume: bool, seed: int,
     def save() -> None:
         for key, model in models.items():
             model.save_pretrained(out / key)
-        (out / PROGRESS).write_text(json.dumps({"step": reached["step"], "of": steps}))
+        save_progress(out, reached["step"], steps)
         log.info("%s saved at step %d", name, reached["step"])
 
     return start, random.Random(seed + start), reached, save
